@@ -1,0 +1,25 @@
+"""attnkit: the attention mechanism made real, fast and visible.
+
+The one entry point is :func:`attention`; layers, models and tools are built on it.
+"""
+
+from attnkit import kernels, masks, normalizers, positions, scores
+from attnkit._version import __version__
+from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
+from attnkit.normalizers import Normalizer
+from attnkit.scores import Score
+
+__all__ = [
+    "KeyLengths",
+    "Normalizer",
+    "Score",
+    "__version__",
+    "attention",
+    "attention_weights",
+    "explain_dispatch",
+    "kernels",
+    "masks",
+    "normalizers",
+    "positions",
+    "scores",
+]

@@ -1,0 +1,132 @@
+"""The registry of attention kernels: one signature, declared capabilities, explicit dispatch.
+
+Adding a backend is one new file in ``kernels/`` and one :func:`register` call in
+``kernels/__init__.py``. Every kernel has the signature::
+
+    fn(q, k, v, plan) -> (out, lse_or_None, weights_or_None)
+
+with ``q (B, Hq, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``, ``out (B, Hq, Lq, Dv)``
+in the input dtype, ``lse (B, Hq, Lq)`` float32 (the log-sum-exp of each query's scores, or
+``None``) and ``weights (B, Hq, Lq, Lk)`` (only when ``plan.return_weights``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from attnkit.kernels.plan import AttentionPlan
+
+KernelFn = Callable[[Tensor, Tensor, Tensor, AttentionPlan], tuple[Tensor, "Tensor | None", "Tensor | None"]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a kernel can do. ``None`` for a set means "any"."""
+
+    scores: frozenset[str] | None = None
+    dot_product_scores: bool = False  # serves any score with a DotForm
+    normalizers: frozenset[str] | None = None
+    bool_mask: bool = True
+    float_bias: bool = True
+    causal: bool = True
+    window: bool = True
+    key_lengths: bool = True
+    dropout: bool = True
+    weights: bool = True
+    grad: bool = True
+    grouped_heads: bool = True
+    dtypes: frozenset[torch.dtype] | None = None
+    device_types: frozenset[str] | None = None
+    # Anything the flags above cannot say; returns the reason the plan is refused, or None.
+    extra: Callable[[AttentionPlan], str | None] | None = None
+
+    def refuses(self, plan: AttentionPlan) -> str | None:
+        """The reason this kernel cannot serve ``plan``, or ``None`` if it can."""
+        if self.dot_product_scores and plan.dot_form is None:
+            return f"score {plan.score_name!r} is not a dot product"
+        if self.scores is not None and plan.score_name not in self.scores:
+            return f"score {plan.score_name!r} not supported"
+        if self.normalizers is not None and plan.normalizer_name not in self.normalizers:
+            return f"normalizer {plan.normalizer_name!r} not supported"
+        checks = (
+            (plan.mask is not None and not self.bool_mask, "boolean masks"),
+            (plan.bias is not None and not self.float_bias, "float (additive) masks"),
+            (plan.causal and not self.causal, "causal"),
+            (plan.window is not None and not self.window, "window"),
+            (plan.key_lengths is not None and not self.key_lengths, "key lengths"),
+            (plan.dropout_p > 0 and not self.dropout, "dropout"),
+            (plan.return_weights and not self.weights, "returning weights"),
+            (plan.needs_grad and not self.grad, "gradients"),
+            (plan.shapes.group > 1 and not self.grouped_heads, "grouped-query heads"),
+        )
+        for unsupported, what in checks:
+            if unsupported:
+                return f"{what} not supported"
+        if self.dtypes is not None and plan.dtype not in self.dtypes:
+            return f"dtype {plan.dtype} not supported"
+        if self.device_types is not None and plan.device.type not in self.device_types:
+            return f"device {plan.device.type!r} not supported"
+        if self.extra is not None:
+            return self.extra(plan)
+        return None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A registered attention backend."""
+
+    name: str
+    fn: KernelFn
+    capabilities: Capabilities
+    priority: int  # lower runs first under backend="auto"
+    description: str = ""
+
+
+@dataclass
+class Dispatch:
+    """Which kernel serves a request, and why every other one was passed over."""
+
+    kernel: str | None
+    passed_over: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"kernel: {self.kernel}"]
+        lines += [f"  passed over {name}: {why}" for name, why in self.passed_over.items()]
+        return "\n".join(lines)
+
+
+_KERNELS: dict[str, Kernel] = {}
+
+
+def register(kernel: Kernel) -> Kernel:
+    """Add ``kernel`` to the registry (replacing one of the same name)."""
+    _KERNELS[kernel.name] = kernel
+    return kernel
+
+
+def kernels() -> dict[str, Kernel]:
+    """The registered kernels, in ``auto`` order."""
+    return dict(sorted(_KERNELS.items(), key=lambda item: item[1].priority))
+
+
+def select(plan: AttentionPlan, backend: str) -> Dispatch:
+    """Pick the kernel for ``plan``: the named one, or under ``"auto"`` the first that can.
+
+    Returns a :class:`Dispatch` whose ``kernel`` is ``None`` when nothing can serve the plan.
+    """
+    ordered = kernels()
+    candidates = ordered if backend == "auto" else {backend: ordered[backend]}
+    dispatch = Dispatch(kernel=None)
+    for name, kernel in candidates.items():
+        reason = kernel.capabilities.refuses(plan)
+        if reason is None and dispatch.kernel is None:
+            dispatch.kernel = name
+        elif reason is None:
+            dispatch.passed_over[name] = f"lower priority than {dispatch.kernel!r}"
+        else:
+            dispatch.passed_over[name] = reason
+    return dispatch

@@ -1,0 +1,48 @@
+"""The ``sdpa`` kernel: PyTorch's fused ``scaled_dot_product_attention``.
+
+Used whenever it can serve the request exactly: softmax over a dot-product score (``dot``,
+``scaled_dot``, ``general``, ``cosine`` through their :class:`DotForm`), any mask (causal with
+``Lq != Lk``, windows and key lengths are passed as a dense bool mask), grouped heads, dropout.
+It cannot return the weights.
+
+Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.kernels.plan import AttentionPlan
+
+
+def sdpa(
+    q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    form = plan.dot_form
+    assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
+    q, k = form.prepare_q(q), form.prepare_k(k)
+    lq, lk = plan.shapes.q_len, plan.shapes.kv_len
+    plain_causal = (
+        plan.causal and lq == lk and plan.window is None and plan.key_lengths is None
+        and plan.mask is None
+    )
+    allowed = None if plain_causal or not plan.has_mask else plan.mask_block(0, lq, 0, lk)
+    attn_mask: Tensor | None = allowed  # (B|1, Hq|1, Lq, Lk) bool
+    if plan.bias is not None:
+        bias = plan.bias.to(q.dtype)
+        attn_mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        q, k, v,
+        attn_mask=attn_mask,
+        dropout_p=plan.dropout_p,
+        is_causal=plain_causal,
+        scale=form.scale,
+        enable_gqa=plan.shapes.group > 1,
+    )  # (B, Hq, Lq, Dv)
+    if allowed is not None:
+        has_key = allowed.any(dim=-1, keepdim=True)  # (B|1, Hq|1, Lq, 1)
+        if not bool(has_key.all()):
+            out = out.masked_fill(~has_key, 0.0)  # a query with nothing to see gives 0
+    return out, None, None

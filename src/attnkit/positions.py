@@ -1,0 +1,136 @@
+"""Positional information: sinusoidal embeddings, rotary (RoPE) and ALiBi (FORMULAS.md).
+
+Pure tensor functions, plus three small *schemes* that a layer takes as an injected part
+(``MultiHeadAttention(positions="rope")``), so no layer grows a flag per method. A scheme has:
+
+- ``rotate(q, k, q_start, k_start) -> (q, k)`` on ``(B, H, L, D)`` tensors, where ``*_start``
+  is the absolute position of the first row (non-zero while decoding with a KV cache);
+- ``bias(num_heads, q_len, kv_len, device) -> Tensor | None``, an additive ``(H, Lq, Lk)``
+  score bias (queries bottom-right aligned, as everywhere in attnkit).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def sinusoidal(
+    length: int, dim: int, *, start: int = 0, base: float = 10000.0, device=None
+) -> Tensor:
+    """Vaswani et al. 2017: ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``.
+
+    Returns ``(length, dim)`` float32 for positions ``start .. start + length - 1``.
+    Raises ``ValueError`` for an odd ``dim``.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal: dim must be even, got {dim}")
+    position = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    angles = position.unsqueeze(-1) * inv_freq  # (L, dim/2)
+    out = torch.empty(length, dim, device=device)
+    out[:, 0::2] = torch.sin(angles)
+    out[:, 1::2] = torch.cos(angles)
+    return out
+
+
+def rotary(x: Tensor, positions: Tensor, *, base: float = 10000.0) -> Tensor:
+    """RoPE (Su et al. 2021): rotate each pair ``(x_{2i}, x_{2i+1})`` at position ``m`` by
+    ``m θ_i``, ``θ_i = base^(−2i/d)``.
+
+    ``x (..., L, D)`` with even ``D``; ``positions (L,)``. Returns a tensor like ``x``.
+    Raises ``ValueError`` for an odd ``D`` or a length mismatch.
+    """
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary: the head dim must be even, got x of shape {tuple(x.shape)}")
+    if positions.shape != (x.shape[-2],):
+        raise ValueError(
+            f"rotary: positions must have shape ({x.shape[-2]},), got {tuple(positions.shape)}"
+        )
+    theta = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = positions.to(device=x.device, dtype=torch.float32).unsqueeze(-1) * theta  # (L, D/2)
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    pairs = x.unflatten(-1, (d // 2, 2))  # (..., L, D/2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2)  # (..., L, D)
+
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """ALiBi slopes (Press et al. 2022): ``m_h = 2^(−8h/H)`` for ``h = 1..H``; when ``H`` is not a
+    power of two, the slopes of the nearest lower power of two, then every other slope of the
+    next power of two. Returns ``(H,)`` float32."""
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    if num_heads < 1:
+        raise ValueError(f"alibi_slopes: num_heads must be ≥ 1, got {num_heads}")
+    lower = 2 ** math.floor(math.log2(num_heads))
+    slopes = geometric(lower) + geometric(2 * lower)[0::2][: num_heads - lower]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(num_heads: int, q_len: int, kv_len: int, *, device=None) -> Tensor:
+    """``−m_h · |i − j|`` for query position ``i`` (bottom-right aligned) and key ``j``.
+
+    Returns ``(H, Lq, Lk)`` float32. For a causal model (``j ≤ i``) this is the paper's
+    ``−m_h (i − j)``; keys after the query get the mirrored penalty (for encoders).
+    """
+    i = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(-1)  # (Lq, 1)
+    j = torch.arange(kv_len, device=device).unsqueeze(0)  # (1, Lk)
+    distance = (i - j).abs().to(torch.float32)  # (Lq, Lk)
+    slopes = alibi_slopes(num_heads).to(device)
+    return -slopes.reshape(num_heads, 1, 1) * distance  # (H, Lq, Lk)
+
+
+class NoPositions:
+    """No positional information inside attention (positions added to embeddings, or none)."""
+
+    name = "none"
+
+    def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def bias(self, num_heads: int, q_len: int, kv_len: int, device) -> Tensor | None:
+        return None
+
+
+class Rotary(NoPositions):
+    """Rotary positions applied to queries and keys before scoring."""
+
+    name = "rope"
+
+    def __init__(self, base: float = 10000.0) -> None:
+        self.base = base
+
+    def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
+        q_pos = torch.arange(q_start, q_start + q.shape[-2], device=q.device)
+        k_pos = torch.arange(k_start, k_start + k.shape[-2], device=k.device)
+        return rotary(q, q_pos, base=self.base), rotary(k, k_pos, base=self.base)
+
+
+class ALiBi(NoPositions):
+    """Linear distance penalties added to the scores."""
+
+    name = "alibi"
+
+    def bias(self, num_heads: int, q_len: int, kv_len: int, device) -> Tensor | None:
+        return alibi_bias(num_heads, q_len, kv_len, device=device)
+
+
+SCHEMES = {"none": NoPositions, "rope": Rotary, "alibi": ALiBi}
+
+
+def scheme(positions: str | NoPositions | None) -> NoPositions:
+    """Resolve ``"none"``/``"rope"``/``"alibi"`` (or a scheme object) to a scheme object."""
+    if positions is None:
+        return NoPositions()
+    if isinstance(positions, NoPositions):
+        return positions
+    if positions not in SCHEMES:
+        raise ValueError(f"positions must be one of {sorted(SCHEMES)}, got {positions!r}")
+    return SCHEMES[positions]()
