@@ -1,16 +1,30 @@
 """attnkit: the attention mechanism made real, fast and visible.
 
-The one entry point is :func:`attention`; layers, models and tools are built on it.
+The one entry point is :func:`attention`; the layers, models and tools are built on it.
 """
 
 from attnkit import kernels, masks, normalizers, positions, scores
 from attnkit._version import __version__
 from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
+from attnkit.layers import (
+    AdditiveAttention,
+    AttentionLayer,
+    HardAttention,
+    KVCache,
+    LuongAttention,
+    MultiHeadAttention,
+)
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
 
 __all__ = [
+    "AdditiveAttention",
+    "AttentionLayer",
+    "HardAttention",
+    "KVCache",
     "KeyLengths",
+    "LuongAttention",
+    "MultiHeadAttention",
     "Normalizer",
     "Score",
     "__version__",

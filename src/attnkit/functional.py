@@ -102,8 +102,17 @@ def attention(
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
     plan = build_plan(
-        q, k, v, score=score, mask=mask, causal=causal, window=window, scale=scale,
-        dropout_p=dropout_p, return_weights=return_weights, normalize=normalize,
+        q,
+        k,
+        v,
+        score=score,
+        mask=mask,
+        causal=causal,
+        window=window,
+        scale=scale,
+        dropout_p=dropout_p,
+        return_weights=return_weights,
+        normalize=normalize,
     )
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
@@ -193,9 +202,7 @@ def build_plan(
     if hk != hv or lk != lv:
         raise ValueError(f"k and v must have the same heads and length, got {sizes}")
     if hk == 0 or hq % hk:
-        raise ValueError(
-            f"k's heads must divide q's heads (grouped-query attention), got {sizes}"
-        )
+        raise ValueError(f"k's heads must divide q's heads (grouped-query attention), got {sizes}")
 
     score_name, score_fn, params, factor, dot_form = _resolve_score(score, scale, dq)
     info = scores_.SCORES[score_name]
@@ -230,11 +237,24 @@ def build_plan(
         t.requires_grad for t in (q, k, v, *params.values(), *([bias] if bias is not None else []))
     )
     return AttentionPlan(
-        shapes=shapes, dtype=q.dtype, device=device,
-        score_name=score_name, score=score_fn, score_params=params, dot_form=dot_form,
-        normalizer_name=normalizer_name, normalize=normalize_fn, scale=factor,
-        causal=causal, window=window, key_lengths=key_lengths, mask=user_mask, bias=bias,
-        mask_block=mask_block, dropout_p=float(dropout_p), return_weights=bool(return_weights),
+        shapes=shapes,
+        dtype=q.dtype,
+        device=device,
+        score_name=score_name,
+        score=score_fn,
+        score_params=params,
+        dot_form=dot_form,
+        normalizer_name=normalizer_name,
+        normalize=normalize_fn,
+        scale=factor,
+        causal=causal,
+        window=window,
+        key_lengths=key_lengths,
+        mask=user_mask,
+        bias=bias,
+        mask_block=mask_block,
+        dropout_p=float(dropout_p),
+        return_weights=bool(return_weights),
         needs_grad=needs_grad,
     )
 
@@ -282,7 +302,9 @@ def _split_mask(
             f"mask must be a bool/float tensor or KeyLengths, got {type(mask).__name__}"
         )
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise TypeError(f"mask must be bool (True = may attend) or float (additive), got {mask.dtype}")
+        raise TypeError(
+            f"mask must be bool (True = may attend) or float (additive), got {mask.dtype}"
+        )
     if mask.device != q.device:
         raise ValueError(f"mask is on {mask.device} but q is on {q.device}")
     names = ("batch", "heads", "Lq", "Lk")

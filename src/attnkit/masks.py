@@ -141,5 +141,5 @@ class MaskStructure:
         return out
 
     def dense(self, q_len: int, kv_len: int, device: torch.device) -> Tensor | None:
-        """The whole mask as a bool ``(B|1, 1, Lq, Lk)`` tensor, or ``None`` if nothing is hidden."""
+        """The whole mask as bool ``(B|1, 1, Lq, Lk)``, or ``None`` if nothing is hidden."""
         return self.block(q_len, kv_len, 0, q_len, 0, kv_len, device)

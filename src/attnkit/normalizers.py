@@ -167,7 +167,9 @@ class Normalizer:
             )
         for positive in ("tau", "sigma"):
             if positive in params and not float(params[positive]) > 0:
-                raise ValueError(f"normalize {name!r}: {positive} must be > 0, got {params[positive]}")
+                raise ValueError(
+                    f"normalize {name!r}: {positive} must be > 0, got {params[positive]}"
+                )
         self.name = name
         self.params = params
 

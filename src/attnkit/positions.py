@@ -50,8 +50,9 @@ def rotary(x: Tensor, positions: Tensor, *, base: float = 10000.0) -> Tensor:
         raise ValueError(
             f"rotary: positions must have shape ({x.shape[-2]},), got {tuple(positions.shape)}"
         )
-    theta = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = positions.to(device=x.device, dtype=torch.float32).unsqueeze(-1) * theta  # (L, D/2)
+    precise = torch.promote_types(x.dtype, torch.float32)
+    theta = base ** (-torch.arange(0, d, 2, device=x.device, dtype=precise) / d)
+    angles = positions.to(device=x.device, dtype=precise).unsqueeze(-1) * theta  # (L, D/2)
     cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
     pairs = x.unflatten(-1, (d // 2, 2))  # (..., L, D/2, 2)
     even, odd = pairs[..., 0], pairs[..., 1]

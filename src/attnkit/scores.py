@@ -158,7 +158,8 @@ class Score:
         for key, value in params.items():
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(
-                    f"score {name!r}: parameter {key!r} must be a tensor, got {type(value).__name__}"
+                    f"score {name!r}: parameter {key!r} must be a tensor, "
+                    f"got {type(value).__name__}"
                 )
         self.name = name
         self.params = {key: value for key, value in params.items() if value is not None}
@@ -187,8 +188,10 @@ def check_params(name: str, params: Mapping[str, Tensor], dq: int, dk: int, head
 
     if name == "general":
         w = params["weight"]
-        if w.shape[-2:] != (dq, dk) or w.dim() not in (2, 3) or (
-            w.dim() == 3 and w.shape[0] not in (1, heads)
+        if (
+            w.shape[-2:] != (dq, dk)
+            or w.dim() not in (2, 3)
+            or (w.dim() == 3 and w.shape[0] not in (1, heads))
         ):
             raise shape_error("weight", f"({dq}, {dk}) or ({heads}, {dq}, {dk})")
     elif name in ("additive", "concat"):

@@ -24,7 +24,8 @@ from torch import Tensor
 ScoreCall = Callable[[Tensor, Tensor], Tensor]
 # (scores (B, H, Lq, Lk), allowed bool broadcastable to scores, or None) -> weights (B, H, Lq, Lk)
 NormalizeCall = Callable[[Tensor, "Tensor | None"], Tensor]
-# (q_start, q_end, k_start, k_end) -> bool (B|1, H|1, q_end-q_start, k_end-k_start) or None (all allowed)
+# (q_start, q_end, k_start, k_end) -> bool (B|1, H|1, q_end-q_start, k_end-k_start),
+# or None when every key of the block is allowed
 MaskBlockCall = Callable[[int, int, int, int], "Tensor | None"]
 
 

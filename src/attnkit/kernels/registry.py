@@ -20,7 +20,9 @@ from torch import Tensor
 
 from attnkit.kernels.plan import AttentionPlan
 
-KernelFn = Callable[[Tensor, Tensor, Tensor, AttentionPlan], tuple[Tensor, "Tensor | None", "Tensor | None"]]
+KernelFn = Callable[
+    [Tensor, Tensor, Tensor, AttentionPlan], tuple[Tensor, "Tensor | None", "Tensor | None"]
+]
 
 
 @dataclass(frozen=True)

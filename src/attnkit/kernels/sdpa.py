@@ -10,7 +10,6 @@ Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, L
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,7 +24,10 @@ def sdpa(
     q, k = form.prepare_q(q), form.prepare_k(k)
     lq, lk = plan.shapes.q_len, plan.shapes.kv_len
     plain_causal = (
-        plan.causal and lq == lk and plan.window is None and plan.key_lengths is None
+        plan.causal
+        and lq == lk
+        and plan.window is None
+        and plan.key_lengths is None
         and plan.mask is None
     )
     allowed = None if plain_causal or not plan.has_mask else plan.mask_block(0, lq, 0, lk)
@@ -34,7 +36,9 @@ def sdpa(
         bias = plan.bias.to(q.dtype)
         attn_mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(
-        q, k, v,
+        q,
+        k,
+        v,
         attn_mask=attn_mask,
         dropout_p=plan.dropout_p,
         is_causal=plain_causal,

@@ -1,0 +1,20 @@
+"""Attention layers (``nn.Module``s): they project, reshape and call :func:`attnkit.attention`."""
+
+from attnkit.layers.additive import AdditiveAttention
+from attnkit.layers.base import AttentionLayer
+from attnkit.layers.hard import HardAttention
+from attnkit.layers.kv_cache import KVCache
+from attnkit.layers.luong import LuongAttention
+from attnkit.layers.multihead import MultiHeadAttention
+from attnkit.layers.single import ScoreParameters, SingleHeadAttention
+
+__all__ = [
+    "AdditiveAttention",
+    "AttentionLayer",
+    "HardAttention",
+    "KVCache",
+    "LuongAttention",
+    "MultiHeadAttention",
+    "ScoreParameters",
+    "SingleHeadAttention",
+]

@@ -1,0 +1,1 @@
+"""Applications: one module each (which data, model, metric and decoder)."""

@@ -1,0 +1,49 @@
+"""The attnkit command: version, help on every subcommand, the demo, and bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from attnkit import __version__
+from attnkit.cli import app
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def subcommands() -> list[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return sorted(group.commands)
+
+
+@pytest.mark.parametrize("name", subcommands())
+def test_every_subcommand_has_help(name: str) -> None:
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "gzip" in result.output and "<- best" in result.output
+    png = tmp_path / "demo_attention.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
+    for args in (["no-such-command"], ["demo", "--no-such-option"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "attnkit.cli", *args], capture_output=True, text=True
+        )
+        assert proc.returncode == 2, args
+        assert "Traceback" not in proc.stderr

@@ -1,0 +1,56 @@
+"""Masks against the contract's definitions, written as loops in tests/oracle.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnkit import masks
+from tests.oracle import allowed_matrix
+
+
+@pytest.mark.parametrize("lq,lk", [(1, 1), (3, 7), (7, 3), (5, 5)])
+def test_causal_and_window(lq: int, lk: int) -> None:
+    np.testing.assert_array_equal(masks.causal(lq, lk).numpy(), allowed_matrix(lq, lk, causal=True))
+    np.testing.assert_array_equal(
+        masks.window(lq, lk, 2, 1).numpy(), allowed_matrix(lq, lk, window=(2, 1))
+    )
+
+
+def test_window_with_explicit_positions_is_luong_local_m() -> None:
+    m = masks.window(3, 8, 1, 1, positions=torch.arange(3)).numpy()
+    assert m[0].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert m[2].tolist() == [0, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_key_padding_and_combine() -> None:
+    pad = masks.key_padding(torch.tensor([2, 4]), 4)
+    assert pad.shape == (2, 1, 1, 4)
+    both = masks.combine(pad, masks.causal(4, 4))
+    np.testing.assert_array_equal(
+        both[0, 0].numpy(), allowed_matrix(4, 4, causal=True, key_length=2)
+    )
+    assert masks.combine(None, None) is None
+
+
+@pytest.mark.parametrize("causal,window", [(True, None), (False, (3, 2)), (True, (2, 5))])
+def test_structure_blocks_equal_the_dense_mask(causal, window) -> None:
+    lengths = torch.tensor([9, 5])
+    structure = masks.MaskStructure(causal=causal, window=window, key_lengths=lengths)
+    dense = structure.dense(6, 9, torch.device("cpu"))
+    for b in range(2):
+        want = allowed_matrix(6, 9, causal=causal, window=window, key_length=int(lengths[b]))
+        np.testing.assert_array_equal(dense[b, 0].numpy(), want)
+    block = structure.block(6, 9, 2, 5, 3, 8, torch.device("cpu"))
+    torch.testing.assert_close(block, dense[:, :, 2:5, 3:8])
+
+
+def test_torch_polarity_and_bias() -> None:
+    torch_mask = torch.tensor([[False, True]])
+    assert masks.from_torch(torch_mask).tolist() == [[True, False]]
+    assert masks.to_bias(torch.tensor([True, False])).tolist() == [0.0, float("-inf")]
+    # |j - 2.4| <= 1 holds for j = 2 (0.4) and j = 3 (0.6) only
+    assert masks.around(torch.tensor([2.4]), 6, 1.0).tolist() == [
+        [False, False, True, True, False, False]
+    ]
