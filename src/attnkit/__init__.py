@@ -3,7 +3,7 @@
 The one entry point is :func:`attention`; the layers, models and tools are built on it.
 """
 
-from attnkit import kernels, masks, normalizers, positions, scores
+from attnkit import explain, kernels, masks, normalizers, positions, scores
 from attnkit._version import __version__
 from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
 from attnkit.layers import (
@@ -30,6 +30,7 @@ __all__ = [
     "__version__",
     "attention",
     "attention_weights",
+    "explain",
     "explain_dispatch",
     "kernels",
     "masks",

@@ -1,0 +1,298 @@
+"""Recording the attention weights of every attnkit attention layer in a model.
+
+::
+
+    with attnkit.explain.record(model) as rec:
+        model(x)
+    rec.names()                    # ['encoder.layers.0.attn', 'encoder.layers.1.attn', ...]
+    rec["encoder.layers.0.attn"]   # [weights (B, H, Lq, Lk)], one entry per call
+    rec.single("encoder.layers.0.attn")  # (B, H, Lq, Lk) of a layer that ran once
+    rec.stack("encoder.layers.*")  # (N, B, H, L, L): one call of each matching layer
+    rec.concat("decoder.cross")    # (B, H, steps, Lk): the calls of one layer, query by query
+
+Every attnkit attention layer subclasses :class:`attnkit.layers.base.AttentionLayer`, whose
+``attention_recorder`` hook is ``None`` except inside :func:`record`; the layer then asks its
+kernel for the exact weights and reports them. Nothing in the model's code changes, and
+outside the block nothing is recorded and nothing is computed in addition.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.layers.base import AttentionLayer, Recorder
+
+
+class Recording:
+    """The weights recorded by one :func:`record` block, per layer (qualified module name).
+
+    It reads like a ``Mapping[str, list[Tensor]]``: ``rec[name]`` is the list of the
+    ``(B, H, Lq, Lk)`` weights reported by that layer, one per call, in call order. The root
+    module, if it is itself an attention layer, is named ``""`` (as in ``named_modules``).
+    The recording stays readable after the block ends.
+    """
+
+    def __init__(
+        self, model: nn.Module, *, include: Sequence[str] | None, device: torch.device | None
+    ) -> None:
+        self._layers: dict[str, AttentionLayer] = {}
+        for name, module in model.named_modules():
+            if isinstance(module, AttentionLayer) and _included(name, include):
+                self._layers[name] = module
+        self._names = {id(module): name for name, module in self._layers.items()}
+        self._calls: dict[str, list[Tensor]] = {}
+        self._device = device
+        # by id(layer): the recorder found on entry and the one this block set
+        self._saved: dict[int, Recorder | None] = {}
+        self._mine: dict[int, Recorder] = {}
+        self._active = False
+        self._used = False
+
+    # -- the context manager -------------------------------------------------------------
+
+    def __enter__(self) -> Recording:
+        if self._used:
+            raise RuntimeError("a record() block can be entered only once; call record() again")
+        self._used = self._active = True
+        for layer in self._layers.values():
+            previous = layer.attention_recorder
+            self._saved[id(layer)] = previous
+            self._mine[id(layer)] = _ChainedRecorder(self, id(layer), previous)
+            layer.attention_recorder = self._mine[id(layer)]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._active = False
+        for layer in self._layers.values():
+            if layer.attention_recorder is self._mine[id(layer)]:
+                layer.attention_recorder = _live(self._saved[id(layer)], id(layer))
+            # Otherwise a block entered after this one is still open (blocks exited out of
+            # order): it restores the recorder below ours when it exits, skipping closed ones.
+
+    def _store(self, layer: AttentionLayer, weights: Tensor) -> None:
+        name = self._names.get(id(layer))
+        if name is None:  # a layer that was not in the model when the block began
+            return
+        if not isinstance(weights, Tensor) or weights.dim() != 4:
+            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            raise ValueError(
+                f"attention layer {name!r} ({type(layer).__name__}) reported weights of shape "
+                f"{shape}; expected (B, H, Lq, Lk)"
+            )
+        weights = weights.detach()
+        if self._device is not None:
+            weights = weights.to(self._device)
+        self._calls.setdefault(name, []).append(weights)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def layers(self) -> dict[str, AttentionLayer]:
+        """The attention layers being recorded, by qualified name (model order)."""
+        return dict(self._layers)
+
+    def names(self) -> list[str]:
+        """The names of the layers that reported weights, in model order."""
+        return [name for name in self._layers if name in self._calls]
+
+    def keys(self) -> list[str]:
+        return self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._calls
+
+    def __getitem__(self, name: str) -> list[Tensor]:
+        """The weights ``(B, H, Lq, Lk)`` reported by layer ``name``, one per call."""
+        if name not in self._calls:
+            raise KeyError(
+                f"no weights recorded for layer {name!r}; recorded: {self.names()}; "
+                f"attention layers in the model: {list(self._layers)}"
+            )
+        return list(self._calls[name])
+
+    def items(self) -> list[tuple[str, list[Tensor]]]:
+        return [(name, self[name]) for name in self.names()]
+
+    def single(self, name: str) -> Tensor:
+        """The weights ``(B, H, Lq, Lk)`` of a layer that ran exactly once.
+
+        Raises:
+            KeyError: nothing was recorded for ``name``.
+            ValueError: the layer ran several times (use ``rec[name]`` or :meth:`concat`).
+        """
+        calls = self[name]
+        if len(calls) != 1:
+            raise ValueError(
+                f"layer {name!r} ran {len(calls)} times; use rec[{name!r}] for the list of "
+                f"calls or rec.concat({name!r}) to join them along the queries"
+            )
+        return calls[0]
+
+    def concat(self, name: str) -> Tensor:
+        """All calls of one layer joined along the queries: ``(B, H, ΣLq, max Lk)``.
+
+        Made for step-by-step decoding, where each call sees one new query: cross-attention
+        gives the target × source alignment, and self-attention with a growing KV cache gives
+        the lower triangle (shorter calls are padded with zero weight on the right, which is
+        where the keys they could not yet see sit, since queries align bottom-right).
+
+        Raises:
+            KeyError: nothing was recorded for ``name``.
+            ValueError: the calls differ in batch size or heads.
+        """
+        calls = self[name]
+        lead = {tuple(w.shape[:2]) for w in calls}
+        if len(lead) != 1:
+            raise ValueError(
+                f"cannot join the calls of layer {name!r}: their (B, H) differ: "
+                f"{[tuple(w.shape) for w in calls]}"
+            )
+        width = max(w.shape[-1] for w in calls)
+        padded = [torch.nn.functional.pad(w, (0, width - w.shape[-1])) for w in calls]
+        return torch.cat(padded, dim=-2)  # (B, H, ΣLq, Lk)
+
+    def stack(
+        self,
+        pattern: str | None = None,
+        *,
+        layer_type: type[nn.Module] | None = None,
+        call: int | None = None,
+    ) -> Tensor:
+        """The weights of several layers of the same kind stacked: ``(N, B, H, Lq, Lk)``, in
+        model order — the input of :func:`attnkit.explain.rollout`.
+
+        Args:
+            pattern: ``fnmatch`` pattern on the qualified names (``"encoder.layers.*.attn"``);
+                ``None`` takes every recorded layer.
+            layer_type: keep only layers that are instances of this class.
+            call: which call of each layer to take (``-1`` for the last); by default each
+                selected layer must have run exactly once.
+
+        Raises:
+            ValueError: no recorded layer matches, a layer ran several times and ``call`` was
+                not given, or the selected weights differ in shape (the message lists them).
+        """
+        names = [
+            n
+            for n in self.names()
+            if (pattern is None or fnmatch.fnmatchcase(n, pattern))
+            and (layer_type is None or isinstance(self._layers[n], layer_type))
+        ]
+        if not names:
+            raise ValueError(
+                f"no recorded layer matches pattern={pattern!r}, layer_type="
+                f"{getattr(layer_type, '__name__', None)}; recorded: {self.names()}"
+            )
+        chosen: list[Tensor] = []
+        for n in names:
+            calls = self._calls[n]
+            if call is None and len(calls) != 1:
+                raise ValueError(
+                    f"layer {n!r} ran {len(calls)} times; pass call=i to pick one of them"
+                )
+            index = 0 if call is None else call
+            if not -len(calls) <= index < len(calls):
+                raise ValueError(
+                    f"call={call} is out of range for layer {n!r} ({len(calls)} calls)"
+                )
+            chosen.append(calls[index])
+        shapes = {tuple(w.shape) for w in chosen}
+        if len(shapes) != 1:
+            seen = ", ".join(f"{n}: {tuple(w.shape)}" for n, w in zip(names, chosen, strict=True))
+            raise ValueError(f"cannot stack weights of different shapes ({seen})")
+        return torch.stack(chosen)  # (N, B, H, Lq, Lk)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n!r}: {len(c)}×{tuple(c[0].shape)}" for n, c in self.items())
+        return f"Recording({{{parts}}})"
+
+
+def record(
+    model: nn.Module,
+    *,
+    include: str | Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+) -> Recording:
+    """Record the attention weights of every attnkit attention layer in ``model``.
+
+    Use as a context manager: ``with record(model) as rec: model(x)``. On entry every
+    :class:`~attnkit.layers.base.AttentionLayer` in ``model`` gets a recorder; on exit (also
+    on an exception) the previous one is restored, ``None`` outside any recording. Blocks nest:
+    an inner block records what runs inside it, and the outer block sees that too.
+
+    Args:
+        model: any ``nn.Module`` (it may itself be an attention layer).
+        include: ``fnmatch`` pattern(s) on qualified module names: record only those layers
+            (the others do no extra work).
+        device: move recorded weights there (e.g. ``"cpu"`` to spare accelerator memory).
+
+    Returns:
+        A :class:`Recording` (a context manager; see its methods for reading the weights).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``include`` is not str(s).
+        ValueError: ``model`` holds no attnkit attention layer (or none matches ``include``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    patterns: list[str] | None
+    if include is None:
+        patterns = None
+    elif isinstance(include, str):
+        patterns = [include]
+    elif isinstance(include, Sequence) and all(isinstance(p, str) for p in include):
+        patterns = list(include)
+    else:
+        raise TypeError(f"include must be a str, a sequence of str or None, got {include!r}")
+    rec = Recording(
+        model, include=patterns, device=torch.device(device) if device is not None else None
+    )
+    if not rec.layers():
+        found = sum(isinstance(m, AttentionLayer) for m in model.modules())
+        raise ValueError(
+            f"{type(model).__name__} holds {found} attnkit attention layer(s)"
+            + (f", none matching include={patterns}" if patterns is not None else "")
+            + "; only layers subclassing attnkit.layers.base.AttentionLayer can be recorded"
+        )
+    return rec
+
+
+class _ChainedRecorder:
+    """The recorder one :class:`Recording` sets on one layer: stores the weights while its
+    block is open, then hands them to the recorder it replaced (an enclosing block's)."""
+
+    def __init__(self, owner: Recording, key: int, previous: Recorder | None) -> None:
+        self.owner, self.key, self.previous = owner, key, previous
+
+    def __call__(self, layer: AttentionLayer, weights: Tensor) -> None:
+        if self.owner._active:
+            self.owner._store(layer, weights)
+        if self.previous is not None:
+            self.previous(layer, weights)
+
+
+def _live(recorder: Recorder | None, key: int) -> Recorder | None:
+    """The first recorder down the chain whose block is still open (or whatever else
+    was set by someone other than :func:`record`), ``None`` if there is none."""
+    while isinstance(recorder, _ChainedRecorder) and not recorder.owner._active:
+        recorder = recorder.owner._saved[key]
+    return recorder
+
+
+def _included(name: str, patterns: Sequence[str] | None) -> bool:
+    return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)

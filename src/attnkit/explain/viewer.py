@@ -1,0 +1,209 @@
+"""A self-contained HTML head view: one file, no network, data embedded as JSON.
+
+Tokens stand in two columns (queries left, keys right; the same tokens for self-attention,
+target and source for cross-attention). Pick a layer and a head, or all heads coloured per
+head; hover a token to see lines to the tokens it attends to (or, on the right, from the
+tokens attending to it), with opacity and width by weight; click to pin. The page itself is
+in :mod:`attnkit.explain._viewer_page`; it says how the drawn state is exposed in the DOM.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnkit.explain._files import as_path, write_atomic
+from attnkit.explain._viewer_page import PAGE
+from attnkit.explain.record import Recording
+
+Attention = Recording | Mapping[str, Any] | Sequence[Any] | torch.Tensor | np.ndarray
+
+
+def write_viewer(
+    attention: Attention,
+    path: str | os.PathLike[str],
+    *,
+    tokens: Sequence[str],
+    key_tokens: Sequence[str] | None = None,
+    example: int = 0,
+    title: str = "attnkit: attention",
+    min_weight: float = 0.01,
+    decimals: int = 4,
+) -> Path:
+    """Write the head view of ``attention`` to the ``.html`` file ``path`` (atomically).
+
+    Arguments as :func:`render_viewer`. Returns the path written.
+    """
+    out = as_path(path, suffix=".html")
+    page = render_viewer(
+        attention,
+        tokens=tokens,
+        key_tokens=key_tokens,
+        example=example,
+        title=title,
+        min_weight=min_weight,
+        decimals=decimals,
+    )
+    return write_atomic(out, page.encode("utf-8"))
+
+
+def render_viewer(
+    attention: Attention,
+    *,
+    tokens: Sequence[str],
+    key_tokens: Sequence[str] | None = None,
+    example: int = 0,
+    title: str = "attnkit: attention",
+    min_weight: float = 0.01,
+    decimals: int = 4,
+) -> str:
+    """The head view of ``attention`` as one self-contained HTML page.
+
+    Args:
+        attention: the layers' weights, first layer first, one of
+            - a :class:`~attnkit.explain.Recording` (every recorded layer; a layer that ran
+              several times, e.g. once per decoding step, has its calls joined along queries);
+            - a mapping ``{layer name: weights}``;
+            - a sequence of weights (named ``"layer 0"``, ``"layer 1"``, ...);
+            - a tensor/array ``(N, H, Lq, Lk)`` or ``(N, B, H, Lq, Lk)``;
+            where each layer's weights are ``(H, Lq, Lk)`` or ``(B, H, Lq, Lk)`` (a tensor or
+            numpy array). Layers may differ in their number of heads.
+        tokens: the ``Lq`` query tokens (left column).
+        key_tokens: the ``Lk`` key tokens (right column); default ``tokens`` (self-attention).
+        example: which batch item to show when the weights have a batch dimension.
+        title: the page title (escaped).
+        min_weight: lines for weights below this are not drawn.
+        decimals: weights are rounded to this many decimals in the page.
+
+    Raises:
+        TypeError: an unsupported type for ``attention``, tokens that are not strings.
+        ValueError: no layers, wrong ranks, NaN/inf weights, shapes that do not match the
+            tokens (the message names the layer and shapes), ``example`` out of range, or
+            ``min_weight``/``decimals`` out of range.
+    """
+    queries = _tokens(tokens, "tokens")
+    keys = queries if key_tokens is None else _tokens(key_tokens, "key_tokens")
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
+    if (
+        isinstance(min_weight, bool)
+        or not isinstance(min_weight, (int, float))
+        or not (0.0 <= min_weight <= 1.0)
+    ):
+        raise ValueError(f"min_weight must be a number in [0, 1], got {min_weight!r}")
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 1 <= decimals <= 8:
+        raise ValueError(f"decimals must be an int in [1, 8], got {decimals!r}")
+    layers = []
+    for name, weights in _named_layers(attention):
+        heads = _layer(weights, name, example)  # (H, Lq, Lk)
+        if heads.shape[1:] != (len(queries), len(keys)):
+            raise ValueError(
+                f"layer {name!r}: weights for one example have shape {heads.shape} (H, Lq, Lk) "
+                f"but there are {len(queries)} query tokens and {len(keys)} key tokens"
+                + (" (key_tokens defaults to tokens)" if key_tokens is None else "")
+            )
+        layers.append({"name": name, "heads": np.round(heads, decimals).tolist()})
+    data = {
+        "title": title,
+        "queries": queries,
+        "keys": keys,
+        "selfAttention": key_tokens is None,
+        "minWeight": float(min_weight),
+        "layers": layers,
+    }
+    return PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", _script_json(data))
+
+
+def _script_json(data: Any) -> str:
+    """JSON that cannot end its ``<script>`` element early or open a comment in it."""
+    text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _named_layers(attention: Any) -> list[tuple[str, Any]]:
+    if isinstance(attention, Recording):
+        named = [(name, attention.concat(name)) for name in attention.names()]
+    elif isinstance(attention, Mapping):
+        named = []
+        for name, weights in attention.items():
+            if not isinstance(name, str):
+                raise TypeError(f"attention: layer names must be str, got {type(name).__name__}")
+            named.append((name, weights))
+    elif isinstance(attention, (torch.Tensor, np.ndarray)):
+        if attention.ndim not in (4, 5):
+            raise ValueError(
+                f"attention as one tensor must be (N, H, Lq, Lk) or (N, B, H, Lq, Lk), got shape "
+                f"{tuple(attention.shape)}"
+                + ("; wrap a single layer in a list" if attention.ndim == 3 else "")
+            )
+        named = [(f"layer {i}", attention[i]) for i in range(attention.shape[0])]
+    elif isinstance(attention, Sequence) and not isinstance(attention, (str, bytes)):
+        named = [(f"layer {i}", w) for i, w in enumerate(attention)]
+    else:
+        raise TypeError(
+            "attention must be a Recording, a mapping of layer names to weights, a sequence of "
+            f"weights or a tensor/array, got {type(attention).__name__}"
+        )
+    if not named:
+        raise ValueError("attention holds no layers")
+    return named
+
+
+def _layer(weights: Any, name: str, example: int) -> np.ndarray:
+    if isinstance(weights, torch.Tensor):
+        if weights.is_complex() or weights.dtype == torch.bool:
+            raise TypeError(f"layer {name!r}: weights must be real numbers, got {weights.dtype}")
+        array = weights.detach().to("cpu", torch.float64).numpy()
+    elif isinstance(weights, np.ndarray):
+        if (
+            weights.dtype == np.bool_
+            or not np.issubdtype(weights.dtype, np.number)
+            or (np.iscomplexobj(weights))
+        ):
+            raise TypeError(f"layer {name!r}: weights must be real numbers, got {weights.dtype}")
+        array = weights.astype(np.float64)
+    else:
+        raise TypeError(
+            f"layer {name!r}: weights must be a tensor or numpy array, got {type(weights).__name__}"
+        )
+    if array.ndim == 4:
+        if (
+            isinstance(example, bool)
+            or not isinstance(example, int)
+            or not (-array.shape[0] <= example < array.shape[0])
+        ):
+            raise ValueError(
+                f"example={example!r} is out of range for layer {name!r} with batch size "
+                f"{array.shape[0]} (shape {array.shape})"
+            )
+        array = array[example]  # (H, Lq, Lk)
+    if array.ndim != 3:
+        raise ValueError(
+            f"layer {name!r}: weights must be (H, Lq, Lk) or (B, H, Lq, Lk), got shape "
+            f"{array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"layer {name!r} has no heads: shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"layer {name!r}: weights contain NaN or infinite values")
+    return array
+
+
+def _tokens(tokens: Any, name: str) -> list[str]:
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"{name} must be a sequence of strings, got {type(tokens).__name__}")
+    out = []
+    for i, t in enumerate(tokens):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+        out.append(t)
+    if not out:
+        raise ValueError(f"{name} is empty")
+    return out
