@@ -39,8 +39,8 @@ def build_model(name: str, config: dict[str, Any]) -> Seq2Seq:
 
 __all__ = [
     "ATTENTIONS",
-    "BertEncoder",
     "MODELS",
+    "BertEncoder",
     "Decoded",
     "DecodingState",
     "RNNConfig",
