@@ -4,8 +4,12 @@
 #   sword-text-kjv sword-text-sparv   Bible verse pairs (translation, real text)
 #   chromium chromium-driver          the HTML viewer's browser test
 #   espeak-ng                         synthesised speech (speech recognition)
+#   git binutils ... gettext          their French gettext catalogues (translation, gettext:fr);
+#                                     the list is attnkit.data.sources.gettext_source's
 set -euo pipefail
-packages=(sword-text-kjv sword-text-sparv chromium chromium-driver espeak-ng)
+packages=(sword-text-kjv sword-text-sparv chromium chromium-driver espeak-ng
+  git binutils libgtk2.0-common libgtk-3-common libc-l10n iso-codes xkb-data libglib2.0-data
+  gsettings-desktop-schemas gnupg-l10n shared-mime-info appstream coreutils tar dpkg make gettext)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,8 +32,8 @@ def test_every_subcommand_has_help(name: str) -> None:
     assert result.exit_code == 0 and "Usage" in result.output
 
 
-def test_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
+    result = runner.invoke(app, ["demo", "documents", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "gzip" in result.output and "<- best" in result.output
     png = tmp_path / "demo_attention.png"
@@ -47,3 +47,11 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
         )
         assert proc.returncode == 2, args
         assert "Traceback" not in proc.stderr
+
+
+def test_translation_demo_with_a_short_budget(tmp_path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--minutes", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "Held-out test numbers: exact match" in result.output
+    assert "dreihundertvierundzwanzig" in result.output
+    assert (tmp_path / "demo_alignment.png").read_bytes()[:4] == b"\x89PNG"

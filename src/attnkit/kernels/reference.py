@@ -22,8 +22,10 @@ def reference(
     compute = torch.promote_types(q.dtype, torch.float32)
     group = plan.shapes.group
     qf = q.to(compute)
-    kf = k.to(compute).repeat_interleave(group, dim=1)  # (B, Hq, Lk, D)
-    vf = v.to(compute).repeat_interleave(group, dim=1)  # (B, Hq, Lk, Dv)
+    kf, vf = k.to(compute), v.to(compute)
+    if group > 1:
+        kf = kf.repeat_interleave(group, dim=1)  # (B, Hq, Lk, D)
+        vf = vf.repeat_interleave(group, dim=1)  # (B, Hq, Lk, Dv)
     scores = plan.score(qf, kf)  # (B, Hq, Lq, Lk)
     if plan.bias is not None:
         scores = scores + plan.bias.to(compute)

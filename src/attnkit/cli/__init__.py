@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from attnkit._version import __version__
+from attnkit.cli import demo, translate
 
 app = typer.Typer(
     name="attnkit",
@@ -22,6 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+train_app = typer.Typer(
+    help="Train a model for one application (checkpoints go to --out).", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:
@@ -40,22 +44,8 @@ def _root(
     """attnkit: the attention mechanism made real, fast and visible."""
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the heatmap PNG.")] = Path("out"),
-) -> None:
-    """Attention on a small real case: questions scored against standard-library documentation.
-
-    Each question (query) is scored against each module's documentation (keys) with cosine
-    similarity, normalised with softmax, and the documents (values) are summed with those
-    weights. Prints each document's weight and writes a heatmap PNG of all the weights.
-    """
-    from attnkit.tasks import documents_demo
-
-    result = documents_demo.run()
-    typer.echo(documents_demo.report(result))
-    path = documents_demo.plot(result, out / "demo_attention.png")
-    typer.echo(f"\nheatmap of every question's weights over the documents: {path}")
+demo.register(app)
+translate.register(app, train_app)
 
 
 def main() -> None:
@@ -67,7 +57,3 @@ def main() -> None:
             raise
         typer.echo(f"attnkit: error: {error}", err=True)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,124 @@
+"""``attnkit train translate``, ``attnkit translate`` and ``attnkit evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnkit.cli import options as opt
+from attnkit.data.translation import DEFAULT_SPEC, describe_sources, load_pairs
+from attnkit.models import ATTENTIONS
+
+Data = Annotated[
+    str,
+    typer.Option(
+        "--data", help="Data spec, e.g. num2words:de-en, bible:en-es, gettext:fr, tsv:PATH."
+    ),
+]
+Run = Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train translate'.")]
+Beam = Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)]
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    train_app.command("translate", help=_TRAIN_HELP)(train_translate)
+    app.command("translate")(translate)
+    app.command("evaluate")(evaluate)
+
+
+_TRAIN_HELP = (
+    "Train a translator: RNNenc, RNNsearch with any attention, or a Transformer.\n\n"
+    "Data sources:\n\n" + describe_sources().replace("\n", "\n\n")
+)
+
+
+def train_translate(
+    out: opt.Out,
+    data: Data = DEFAULT_SPEC,
+    model: Annotated[str, typer.Option(help="rnnsearch, rnnenc or transformer.")] = "rnnsearch",
+    attention: Annotated[
+        str, typer.Option(help=f"RNNsearch attention: {', '.join(sorted(ATTENTIONS))}.")
+    ] = "bahdanau",
+    cell: Annotated[str, typer.Option(help="RNN cell: gru or lstm.")] = "gru",
+    embed_dim: Annotated[int, typer.Option(min=1)] = 64,
+    hidden_dim: Annotated[int, typer.Option(min=2)] = 128,
+    layers: Annotated[int, typer.Option(min=1)] = 1,
+    heads: Annotated[int, typer.Option(min=1)] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    vocab_size: Annotated[int, typer.Option(min=8)] = 8000,
+    minutes: opt.Minutes = None,
+    epochs: opt.Epochs = None,
+    max_steps: opt.MaxSteps = None,
+    lr: opt.LearningRate = 3e-3,
+    warmup: opt.Warmup = 100,
+    eval_every: opt.EvalEvery = 500,
+    seed: opt.Seed = 0,
+    resume: opt.Resume = False,
+) -> None:
+    """Train a translator and report its test-split scores."""
+    from attnkit.tasks.translate import TranslateSettings, train_translator
+
+    settings = TranslateSettings(
+        data=data,
+        model=model,
+        attention=attention,
+        cell=cell,
+        embed_dim=embed_dim,
+        hidden_dim=hidden_dim,
+        layers=layers,
+        heads=heads,
+        batch_size=batch_size,
+        vocab_size=vocab_size,
+        seed=seed,
+    )
+    training = opt.train_config(
+        minutes=minutes,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        warmup=warmup,
+        eval_every=eval_every,
+        seed=seed,
+    )
+    result, translator = train_translator(settings, training, out, resume=resume)
+    test = load_pairs(settings.data, seed=settings.seed).test
+    scores = translator.evaluate(test)
+    (out / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    typer.echo(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.stop_reason}); "
+        f"test: exact {scores['exact']:.1f} %, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}"
+    )
+
+
+def translate(
+    run: Run,
+    texts: Annotated[list[str], typer.Argument(help="Sentences to translate.")],
+    beam: Beam = 1,
+) -> None:
+    """Translate TEXTS with a trained model."""
+    from attnkit.tasks.translate import Translator
+
+    translator = Translator.load(run)
+    for text, translation in zip(texts, translator.translate(texts, beam=beam), strict=True):
+        typer.echo(f"{text}\t{translation}")
+
+
+def evaluate(
+    run: Run,
+    beam: Beam = 1,
+    split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+) -> None:
+    """BLEU, chrF and exact match of a trained model on its data's test (or valid) split."""
+    from attnkit.tasks.translate import Translator
+
+    if split not in ("test", "valid"):
+        raise typer.BadParameter(f"split must be test or valid, got {split!r}")
+    translator = Translator.load(run)
+    pairs = getattr(load_pairs(translator.settings.data, seed=translator.settings.seed), split)
+    scores = translator.evaluate(pairs, beam=beam)
+    typer.echo(
+        f"{translator.settings.data} {split} ({len(pairs)} pairs, beam {beam}): "
+        f"exact {scores['exact']:.2f} %, BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}"
+    )
