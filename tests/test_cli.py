@@ -55,3 +55,19 @@ def test_translation_demo_with_a_short_budget(tmp_path) -> None:
     assert "Held-out test numbers: exact match" in result.output
     assert "dreihundertvierundzwanzig" in result.output
     assert (tmp_path / "demo_alignment.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_a_sentence_with_minilm(tmp_path) -> None:
+    result = runner.invoke(
+        app, ["explain", "The cat sat on the mat because it was tired.", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("it ->"))
+    assert "cat" in line
+    for name in ("attention.html", "rollout.png", "last_layer_heads.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_explain_rejects_a_missing_run(tmp_path) -> None:
+    result = runner.invoke(app, ["explain", str(tmp_path / "nope"), "zwei"])
+    assert result.exit_code == 2

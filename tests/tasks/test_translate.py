@@ -119,3 +119,26 @@ def test_bad_settings_are_named() -> None:
         TranslateSettings(model="gpt")
     with pytest.raises(ValueError, match="attention must be one of"):
         TranslateSettings(attention="bahdanau2")
+
+
+def test_explain_a_translation_run(tmp_path) -> None:
+    run = tmp_path / "run"
+    train_translator(settings(), TrainConfig(lr=3e-3, max_steps=5), run)
+    result = CliRunner().invoke(
+        app, ["explain", str(run), "vierundzwanzig", "--out", str(tmp_path / "explain")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "explain" / "alignment.png").exists()
+    assert (tmp_path / "explain" / "attention.html").exists()
+
+
+def test_length_experiment_matches_parameters_and_scores_buckets(tmp_path) -> None:
+    from attnkit.tasks import length_experiment
+
+    summary = length_experiment.run(DATA, tmp_path, minutes=0.03, hidden_dim=16, buckets=3)
+    search, enc = summary["parameters"]["RNNsearch"], summary["parameters"]["RNNenc"]
+    assert abs(search - enc) / search <= 0.10
+    assert len(summary["buckets"]) >= 2
+    assert all(set(b["scores"]) == {"RNNsearch", "RNNenc"} for b in summary["buckets"])
+    assert sum(b["pairs"] for b in summary["buckets"]) == len(load_pairs(DATA).test)
+    assert (tmp_path / "length.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,6 +14,9 @@ import typer
 
 from attnkit._version import __version__
 from attnkit.cli import demo, translate
+from attnkit.cli import experiment as experiment_cli
+from attnkit.cli import explain as explain_cli
+from attnkit.cli import music as music_cli
 
 app = typer.Typer(
     name="attnkit",
@@ -46,6 +49,9 @@ def _root(
 
 demo.register(app)
 translate.register(app, train_app)
+experiment_cli.register(app, train_app)
+explain_cli.register(app, train_app)
+music_cli.register(app, train_app)
 
 
 def main() -> None:

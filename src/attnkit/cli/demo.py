@@ -50,6 +50,8 @@ def demo(
         f"\ntrained {summary.steps} steps in {summary.minutes:.1f} min. Held-out test numbers: "
         f"exact match {scores['exact']:.1f} %, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}"
     )
-    for source, target in summary.translations:
-        typer.echo(f"  {source:<40} -> {target}")
+    typer.echo("some held-out numbers (never seen in training):")
+    for german, english, reference in summary.translations:
+        mark = "ok" if english == reference else f"wrong, expected {reference!r}"
+        typer.echo(f"  {german:<44} -> {english}  ({mark})")
     typer.echo(f"\nwhere each English word looked in the German: {summary.heatmap}")

@@ -47,7 +47,16 @@ def train_translate(
     layers: Annotated[int, typer.Option(min=1)] = 1,
     heads: Annotated[int, typer.Option(min=1)] = 4,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    vocab_size: Annotated[int, typer.Option(min=8)] = 8000,
+    source_tokens: Annotated[
+        str, typer.Option(help="Source tokens: auto (the data's suggestion), char, word or bpe.")
+    ] = "auto",
+    target_tokens: Annotated[str, typer.Option(help="Target tokens, as --source-tokens.")] = "auto",
+    source_vocab: Annotated[
+        int, typer.Option(help="Source vocabulary size (bpe, word).", min=8)
+    ] = 8000,
+    target_vocab: Annotated[
+        int, typer.Option(help="Target vocabulary size (bpe, word).", min=8)
+    ] = 8000,
     minutes: opt.Minutes = None,
     epochs: opt.Epochs = None,
     max_steps: opt.MaxSteps = None,
@@ -70,7 +79,10 @@ def train_translate(
         layers=layers,
         heads=heads,
         batch_size=batch_size,
-        vocab_size=vocab_size,
+        source_tokens=source_tokens,
+        target_tokens=target_tokens,
+        source_vocab=source_vocab,
+        target_vocab=target_vocab,
         seed=seed,
     )
     training = opt.train_config(

@@ -47,6 +47,7 @@ from attnkit.training import (
 )
 
 MODEL_NAMES = ("rnnsearch", "rnnenc", "transformer")
+TOKEN_KINDS = ("auto", "char", "word", "bpe")  # "auto": what the data source suggests
 
 
 @dataclass
@@ -66,7 +67,10 @@ class TranslateSettings:
     layers: int = 1
     heads: int = 4
     dropout: float = 0.1
-    vocab_size: int = 8000
+    source_tokens: str = "auto"
+    target_tokens: str = "auto"
+    source_vocab: int = 8000
+    target_vocab: int = 8000
     batch_size: int = 64
     label_smoothing: float = 0.1
     max_len: int = 256
@@ -74,6 +78,11 @@ class TranslateSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for side in ("source_tokens", "target_tokens"):
+            if getattr(self, side) not in TOKEN_KINDS:
+                raise ValueError(
+                    f"{side} must be one of {list(TOKEN_KINDS)}, got {getattr(self, side)!r}"
+                )
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {list(MODEL_NAMES)}, got {self.model!r}")
         if self.model == "rnnsearch" and self.attention not in ATTENTIONS:
@@ -85,7 +94,8 @@ class TranslateSettings:
             "hidden_dim",
             "layers",
             "heads",
-            "vocab_size",
+            "source_vocab",
+            "target_vocab",
             "batch_size",
             "max_len",
             "eval_examples",
@@ -254,31 +264,47 @@ class Translator:
         return translation_scores(hypotheses, [t for _, t in pairs])
 
     @torch.no_grad()
-    def align(self, text: str, translation: str | None = None) -> Alignment:
-        """The cross-attention of each target token over the source tokens (last decoder
-        layer, averaged over heads) while the model reads ``translation`` (default: its own)."""
+    def cross_attention(self, text: str, translation: str) -> dict[str, Tensor]:
+        """Every cross-attention layer's weights ``(1, H, T + 1, S)`` while the model reads
+        ``translation`` after ``<bos>`` (row ``t`` is where it looked to write target token
+        ``t``, the last row ``</s>``), first layer first.
+
+        Raises:
+            ValueError: the model has no attention (RNNenc).
+        """
         from attnkit.explain import record
 
-        translation = self.translate([text])[0] if translation is None else translation
         batch = self._encode([text])
         tgt = [Tokenizer.bos_id, *self.target.encode(translation)]
         tgt_in = torch.tensor([tgt], device=batch.src.device)
-        cross = _cross_attention_layer(self.model)
-        with record(self.model, include=[cross]) as rec:
+        layers = _cross_attention_layers(self.model)
+        with record(self.model, include=layers) as rec:
             self.model(batch.src, batch.src_lengths, tgt_in)
-        weights = rec.concat(cross)[0].mean(0)  # (T + 1, S): each step's query over the source
+        return {name: rec.concat(name) for name in layers}
+
+    def align(self, text: str, translation: str | None = None) -> Alignment:
+        """The cross-attention of each target token over the source tokens (last layer, heads
+        averaged) while the model reads ``translation`` (default: its own translation)."""
+        translation = self.translate([text])[0] if translation is None else translation
+        last = list(self.cross_attention(text, translation).values())[-1]
+        weights = last[0].mean(0)  # (T + 1, S)
         return Alignment(
-            source_tokens=self.source.tokens(text)[: weights.shape[1]],
-            target_tokens=[*self.target.tokens(translation), "</s>"],
+            source_tokens=_readable(self.source.tokens(text))[: weights.shape[1]],
+            target_tokens=[*_readable(self.target.tokens(translation)), "</s>"],
             weights=weights,
         )
 
 
-def _cross_attention_layer(model: nn.Module) -> str:
+def _readable(tokens: list[str]) -> list[str]:
+    """Tokens for people: without the tokenizer's word-start marker."""
+    return [t.replace("▁", "") or t for t in tokens]
+
+
+def _cross_attention_layers(model: nn.Module) -> list[str]:
     if isinstance(model, Seq2SeqTransformer):
-        return f"decoder_layers.{len(model.decoder_layers) - 1}.cross_attn"
+        return [f"decoder_layers.{i}.cross_attn" for i in range(len(model.decoder_layers))]
     if isinstance(model, RNNSeq2Seq) and model.attention is not None:
-        return "attention"
+        return ["attention"]
     raise ValueError("this model has no attention to show (RNNenc links only by its summary)")
 
 
@@ -287,13 +313,17 @@ def prepare(settings: TranslateSettings) -> tuple[TranslationTask, Seq2Seq]:
     splits = load_pairs(settings.data, seed=settings.seed)
     source = Tokenizer.train(
         [s for s, _ in splits.train],
-        kind=splits.src_tokenizer_kind,
-        vocab_size=settings.vocab_size,
+        kind=splits.src_tokenizer_kind
+        if settings.source_tokens == "auto"
+        else settings.source_tokens,
+        vocab_size=settings.source_vocab,
     )
     target = Tokenizer.train(
         [t for _, t in splits.train],
-        kind=splits.tgt_tokenizer_kind,
-        vocab_size=settings.vocab_size,
+        kind=splits.tgt_tokenizer_kind
+        if settings.target_tokens == "auto"
+        else settings.target_tokens,
+        vocab_size=settings.target_vocab,
     )
     task = TranslationTask(splits, source, target, settings)
     torch.manual_seed(settings.seed)

@@ -1,0 +1,52 @@
+"""``attnkit experiment ...``: the papers' experiments, reproduced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+experiment_app = typer.Typer(help="Reproduce the papers' experiments.", no_args_is_help=True)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("length")
+def length(
+    data: Annotated[
+        str, typer.Option(help="Data with long sources, e.g. num2words:de-en:max=999999999.")
+    ] = "num2words:de-en:max=999999999",
+    minutes: Annotated[
+        float, typer.Option(help="Training minutes for EACH model.", min=0.05)
+    ] = 10.0,
+    hidden_dim: Annotated[int, typer.Option(help="RNNsearch's hidden size.", min=4)] = 128,
+    buckets: Annotated[int, typer.Option(help="Source-length buckets.", min=2)] = 6,
+    out: Annotated[
+        Path, typer.Option(help="Folder for both runs, length.json and length.png.")
+    ] = Path("runs/length"),
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Bahdanau et al. 2015, Figure 2: RNNenc against RNNsearch, quality by source length.
+
+    Trains both with the same data, parameter count (within 10 %) and time budget, then scores
+    the test split in buckets of source length.
+    """
+    from attnkit.tasks import length_experiment
+
+    summary = length_experiment.run(
+        data, out, minutes=minutes, hidden_dim=hidden_dim, buckets=buckets, seed=seed
+    )
+    typer.echo(f"parameters: {summary['parameters']}, steps: {summary['steps']}")
+    typer.echo(
+        f"{'source length':>14}  {'pairs':>5}  "
+        + "  ".join(f"{m:>18}" for m in summary["parameters"])
+    )
+    for bucket in summary["buckets"]:
+        cells = "  ".join(
+            f"BLEU {s['bleu']:5.1f} ex {s['exact']:5.1f}" for s in bucket["scores"].values()
+        )
+        typer.echo(f"{bucket['low']:>6}..{bucket['high']:<6}  {bucket['pairs']:>5}  {cells}")
+    typer.echo(f"wrote {out / 'length.json'} and {out / 'length.png'}")

@@ -1,0 +1,102 @@
+"""``attnkit explain``: what a real model attends to, as pictures and a short text report.
+
+- A sentence through the pretrained MiniLM encoder (running in attnkit's own layers): the head
+  view of every layer (HTML), the attention rollout across layers (PNG), the last layer's
+  heads (PNG), and for each word the words it attends to most.
+- A source sentence through a trained translation run: the source × target alignment (PNG) and
+  the head view of the cross-attention (HTML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from attnkit.explain import plot_heads, plot_heatmap, record, rollout, write_viewer
+
+SKIPPED = ("[CLS]", "[SEP]", ".", ",")
+
+
+@dataclass
+class Explanation:
+    files: list[Path]
+    # token -> its most-attended tokens with weights (from the last layer, heads averaged)
+    top: list[tuple[str, list[tuple[str, float]]]] = field(default_factory=list)
+
+
+def explain_sentence(text: str, out: Path, *, top: int = 3) -> Explanation:
+    """Run MiniLM on ``text``; write ``attention.html``, ``rollout.png`` and
+    ``last_layer_heads.png`` into ``out``."""
+    from attnkit.models import load_bert
+
+    model = load_bert()
+    tokens = model.tokens(text)
+    ids, mask = model.tokenize([text])
+    with torch.no_grad(), record(model) as rec:
+        model(ids, mask)
+    layers = rec.stack("encoder.layers.*.self_attn")  # (N, 1, H, L, L)
+    files = [
+        write_viewer(rec, out / "attention.html", tokens=tokens, title=f"MiniLM: {text}"),
+        plot_heatmap(
+            rollout(layers, residual=True)[0],
+            out / "rollout.png",
+            tokens=tokens,
+            title="attention rollout across MiniLM's 6 layers",
+        ),
+        plot_heads(
+            layers[-1, 0],
+            out / "last_layer_heads.png",
+            tokens=tokens,
+            title="MiniLM, last layer: every head",
+        ),
+    ]
+    last = layers[-1, 0].mean(0)  # (L, L): heads averaged
+    report = []
+    for i, token in enumerate(tokens):
+        if token in SKIPPED:
+            continue
+        row = last[i].clone()
+        for j, other in enumerate(tokens):
+            if other in SKIPPED or j == i:
+                row[j] = -1.0
+        values, index = row.topk(min(top, len(tokens)))
+        report.append(
+            (token, [(tokens[j], float(v)) for v, j in zip(values, index, strict=True) if v >= 0])
+        )
+    return Explanation(files, report)
+
+
+def explain_translation(run: Path, text: str, out: Path) -> Explanation:
+    """Translate ``text`` with a trained run; write ``alignment.png`` and ``attention.html``."""
+    from attnkit.tasks.translate import Translator
+
+    translator = Translator.load(run)
+    translation = translator.translate([text])[0]
+    alignment = translator.align(text, translation)
+    files = [
+        plot_heatmap(
+            alignment.weights,
+            out / "alignment.png",
+            tokens=alignment.target_tokens,
+            key_tokens=alignment.source_tokens,
+            title=f"where each output token looked: {text}",
+            query_label="output (target)",
+            key_label="input (source)",
+        ),
+    ]
+    files.append(
+        write_viewer(
+            translator.cross_attention(text, translation),
+            out / "attention.html",
+            tokens=alignment.target_tokens,
+            key_tokens=alignment.source_tokens,
+            title=f"{text} -> {translation}",
+        )
+    )
+    report = [
+        (token, [(alignment.source_tokens[int(row.argmax())], float(row.max()))])
+        for token, row in zip(alignment.target_tokens, alignment.weights, strict=True)
+    ]
+    return Explanation(files, report)
