@@ -28,6 +28,10 @@ def length(
         Path, typer.Option(help="Folder for both runs, length.json and length.png.")
     ] = Path("runs/length"),
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    source_tokens: Annotated[
+        str, typer.Option(help="auto (the data's suggestion), char, word or bpe.")
+    ] = "auto",
+    source_vocab: Annotated[int, typer.Option(help="Source vocabulary (bpe, word).", min=8)] = 8000,
 ) -> None:
     """Bahdanau et al. 2015, Figure 2: RNNenc against RNNsearch, quality by source length.
 
@@ -37,7 +41,14 @@ def length(
     from attnkit.tasks import length_experiment
 
     summary = length_experiment.run(
-        data, out, minutes=minutes, hidden_dim=hidden_dim, buckets=buckets, seed=seed
+        data,
+        out,
+        minutes=minutes,
+        hidden_dim=hidden_dim,
+        buckets=buckets,
+        seed=seed,
+        source_tokens=source_tokens,
+        source_vocab=source_vocab,
     )
     typer.echo(f"parameters: {summary['parameters']}, steps: {summary['steps']}")
     typer.echo(

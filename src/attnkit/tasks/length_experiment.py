@@ -114,10 +114,19 @@ def run(
     hidden_dim: int = 128,
     buckets: int = 6,
     seed: int = 0,
+    source_tokens: str = "auto",
+    source_vocab: int = 8000,
 ) -> dict:
     """Train both models for ``minutes`` each into ``out/rnnsearch`` and ``out/rnnenc``, score
     the test split by length, write ``out/length.json`` and ``out/length.png``."""
-    search = TranslateSettings(data=data, model="rnnsearch", hidden_dim=hidden_dim, seed=seed)
+    search = TranslateSettings(
+        data=data,
+        model="rnnsearch",
+        hidden_dim=hidden_dim,
+        seed=seed,
+        source_tokens=source_tokens,
+        source_vocab=source_vocab,
+    )
     task, _ = prepare(search)
     src_vocab, tgt_vocab = task.source.vocab_size, task.target.vocab_size
     enc = matched_rnnenc(search, src_vocab, tgt_vocab)
@@ -138,6 +147,7 @@ def run(
     results = score_by_length(translators, task.splits.test, buckets)
     summary = {
         "data": data,
+        "source_tokens": f"{source_tokens} ({source_vocab})",
         "minutes_per_model": minutes,
         "parameters": params,
         "steps": steps,
