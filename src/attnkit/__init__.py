@@ -3,8 +3,9 @@
 The one entry point is :func:`attention`; the layers, models and tools are built on it.
 """
 
-from attnkit import explain, kernels, masks, normalizers, positions, scores
+from attnkit import checks, explain, kernels, masks, normalizers, positions, scores
 from attnkit._version import __version__
+from attnkit.checks import NonFiniteError, set_checks
 from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
 from attnkit.layers import (
     AdditiveAttention,
@@ -25,11 +26,13 @@ __all__ = [
     "KeyLengths",
     "LuongAttention",
     "MultiHeadAttention",
+    "NonFiniteError",
     "Normalizer",
     "Score",
     "__version__",
     "attention",
     "attention_weights",
+    "checks",
     "explain",
     "explain_dispatch",
     "kernels",
@@ -37,4 +40,5 @@ __all__ = [
     "normalizers",
     "positions",
     "scores",
+    "set_checks",
 ]

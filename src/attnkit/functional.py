@@ -15,6 +15,7 @@ from torch import Tensor
 from attnkit import masks as masks_
 from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
+from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, Dispatch, Shapes, kernels, select
 from attnkit.masks import MaskStructure
 from attnkit.normalizers import Normalizer
@@ -117,7 +118,11 @@ def attention(
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
     dispatch = _dispatch(plan, backend)
+    if checks_enabled():
+        check_finite("attnkit.attention", q=q, k=k, v=v)
     out, _lse, weights = kernels()[dispatch.kernel].fn(q, k, v, plan)
+    if checks_enabled():
+        check_finite(f"attnkit.attention (kernel {dispatch.kernel!r})", output=out)
     return (out, weights) if return_weights else out
 
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from attnkit.checks import locate
 from attnkit.training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -261,13 +262,21 @@ class Trainer:
         result = check_step_loss(self.task.loss(self.model, batch), step)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
-            raise self._diverged(f"the loss is {loss}", step, state)
+            where = locate(self.model, lambda: self.task.loss(self.model, batch))
+            found = f"; the first non-finite output is that of {where}" if where else ""
+            raise self._diverged(f"the loss is {loss}{found}", step, state)
         result.loss.backward()
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(norm):
-            raise self._diverged(f"the gradient norm is {norm}", step, state)
+            bad = [
+                name for name, p in self.model.named_parameters()
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+            ]
+            raise self._diverged(
+                f"the gradient norm is {norm} (non-finite gradients in {bad[:5]})", step, state
+            )
         self.optimizer.step()
         self.scheduler.step()
         state.step = step
