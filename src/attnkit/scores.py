@@ -83,6 +83,52 @@ def location(q: Tensor, k: Tensor, weight: Tensor) -> Tensor:
     return torch.matmul(q, weight[:lk].transpose(0, 1))  # (B, H, Lq, Lk)
 
 
+def location_aware(
+    q: Tensor,
+    k: Tensor,
+    w_q: Tensor,
+    w_f: Tensor,
+    v: Tensor,
+    features: Tensor,
+    w_k: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """``wᵀ tanh(W s_{i-1} + V h_j + U f_ij + b)`` (Chorowski et al. 2015, location-aware).
+
+    ``q`` holds the decoder states ``s_{i-1}`` ``(B, H, Lq, Dq)``, ``k`` the encoder states
+    ``h_j`` ``(B, H, Lk, Dk)``; ``features`` are the location features ``f_i = F * α_{i-1}``
+    (the previous alignment convolved with ``C`` filters) ``(B|1, H|1, Lq, Lk, C)``.
+    Parameters: ``w_q`` = W ``(A, Dq)``, ``w_k`` = V ``(A, Dk)``, ``w_f`` = U ``(A, C)``,
+    ``v`` = w ``(A,)``, ``bias`` = b ``(A,)``. Without ``w_k`` the keys are taken as already
+    projected (``k`` = ``V h_j``, ``Dk == A``): a decoder then projects them once per utterance
+    instead of at every step. ``U f_ij`` depends on both ``i`` and ``j``, so it enters inside
+    the ``tanh``, per ``(i, j)`` pair. Materialises ``(B, H, Lq, Lk, A)``.
+
+    Raises:
+        ValueError: ``features`` whose shape does not fit ``q``, ``k`` and ``w_f``.
+    """
+    b, h, lq, _ = q.shape
+    lk, width = k.shape[-2], w_f.shape[1]
+    if (
+        features.dim() != 5
+        or features.shape[0] not in (1, b)
+        or features.shape[1] not in (1, h)
+        or tuple(features.shape[2:]) != (lq, lk, width)
+    ):
+        raise ValueError(
+            f"score 'location_aware': features must be (B|1, H|1, Lq, Lk, C) = "
+            f"({b}, {h}, {lq}, {lk}, {width}) for q {tuple(q.shape)}, k {tuple(k.shape)} and "
+            f"w_f {tuple(w_f.shape)}; got {tuple(features.shape)}"
+        )
+    qa = torch.matmul(q, w_q.transpose(0, 1))  # (B, H, Lq, A)
+    ka = k if w_k is None else torch.matmul(k, w_k.transpose(0, 1))  # (B, H, Lk, A)
+    fa = torch.matmul(features, w_f.transpose(0, 1))  # (B|1, H|1, Lq, Lk, A)
+    hidden = qa.unsqueeze(-2) + ka.unsqueeze(-3) + fa  # (B, H, Lq, Lk, A)
+    if bias is not None:
+        hidden = hidden + bias
+    return torch.matmul(torch.tanh(hidden), v)  # (B, H, Lq, Lk)
+
+
 def _unit(x: Tensor, eps: float) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
@@ -131,6 +177,12 @@ SCORES: dict[str, ScoreInfo] = {
     "concat": ScoreInfo(concat, required=("weight", "v"), same_dim=False),
     "cosine": ScoreInfo(cosine, dot_form=_cosine_form),
     "location": ScoreInfo(location, required=("weight",), same_dim=False),
+    "location_aware": ScoreInfo(
+        location_aware,
+        required=("w_q", "w_f", "v", "features"),
+        optional=("w_k", "bias"),
+        same_dim=False,
+    ),
 }
 
 
@@ -210,7 +262,31 @@ def check_params(name: str, params: Mapping[str, Tensor], dq: int, dk: int, head
         w = params["weight"]
         if w.dim() != 2 or w.shape[1] != dq:
             raise shape_error("weight", f"(max_keys, {dq})")
+    elif name == "location_aware":
+        _check_location_aware(params, dq, dk, shape_error)
 
+
+def _check_location_aware(
+    params: Mapping[str, Tensor], dq: int, dk: int, shape_error: Callable[[str, str], Exception]
+) -> None:
+    """Shapes of the ``location_aware`` parameters (``features`` is checked by the score)."""
+    if params["v"].dim() != 1:
+        raise shape_error("v", "(A,)")
+    width = params["v"].shape[0]
+    channels = params["w_f"].shape[-1] if params["w_f"].dim() == 2 else -1
+    expected = {
+        "w_q": (width, dq),
+        "w_k": (width, dk),
+        "w_f": (width, max(channels, 1)),
+        "bias": (width,),
+    }
+    for param, shape in expected.items():
+        if param in params and tuple(params[param].shape) != shape:
+            raise shape_error(param, str(shape) if param != "w_f" else f"({width}, C)")
+    if "w_k" not in params and dk != width:
+        raise shape_error("v", f"({dk},): without w_k the keys must be projected to A = Dk")
+    if params["features"].dim() != 5 or params["features"].shape[-1] != channels:
+        raise shape_error("features", f"(B|1, H|1, Lq, Lk, {channels})")
 
 def resolve(
     score: str | Score, scale: float | None, dq: int
@@ -248,5 +324,6 @@ __all__ = [
     "dot",
     "general",
     "location",
+    "location_aware",
     "scaled_dot",
 ]

@@ -4,6 +4,7 @@ from attnkit.layers.additive import AdditiveAttention
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.hard import HardAttention
 from attnkit.layers.kv_cache import KVCache
+from attnkit.layers.location_aware import LocationAwareAttention
 from attnkit.layers.luong import LuongAttention
 from attnkit.layers.multihead import MultiHeadAttention
 from attnkit.layers.single import ScoreParameters, SingleHeadAttention
@@ -13,6 +14,7 @@ __all__ = [
     "AttentionLayer",
     "HardAttention",
     "KVCache",
+    "LocationAwareAttention",
     "LuongAttention",
     "MultiHeadAttention",
     "ScoreParameters",

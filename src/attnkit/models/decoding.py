@@ -78,7 +78,12 @@ def beam_search(
     max_len: int = 100,
 ) -> Decoded:
     """Keep the ``beam_size`` best partial translations; return each item's best finished one by
-    ``log p(Y) / length_penalty(|Y|)``. ``beam_size=1`` is greedy decoding.
+    ``log p(Y) / length_penalty(|Y|)``.
+
+    A hypothesis ends when an ``<eos>`` ranks among the ``beam_size`` best candidates; an item
+    stops when no running hypothesis can still beat its best finished one. With
+    ``length_penalty_alpha=0`` and ``beam_size=1`` this is exactly greedy decoding (with
+    ``α > 0`` one beam may search on for a better length-normalised ending).
 
     Raises:
         ValueError: ``beam_size`` < 1 or a bad ``max_len``.
@@ -95,6 +100,7 @@ def beam_search(
     sequences: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(b)]
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     tokens = torch.full((b * k,), special.bos, dtype=torch.long, device=device)
+    done = [False] * b
     for t in range(max_len):
         logits, state = model.step(state, tokens)  # (B·K, V)
         vocab = logits.shape[-1]
@@ -106,12 +112,13 @@ def beam_search(
         next_sequences: list[list[list[int]]] = []
         for i in range(b):
             kept: list[list[int]] = []
-            for score, index in zip(top_scores[i].tolist(), top_index[i].tolist(), strict=True):
-                if score == float("-inf") or len(kept) == k:
+            pairs = zip(top_scores[i].tolist(), top_index[i].tolist(), strict=True)
+            for rank, (score, index) in enumerate(pairs):
+                if done[i] or score == float("-inf") or len(kept) == k:
                     break
                 parent, token = divmod(index, vocab)
                 if token == special.eos:
-                    if len(finished[i]) < k:
+                    if rank < k:  # only an <eos> among the k best candidates ends a hypothesis
                         finished[i].append((score, sequences[i][parent]))
                     continue
                 parents[i, len(kept)] = parent
@@ -119,11 +126,19 @@ def beam_search(
                 next_scores[i, len(kept)] = score
                 kept.append([*sequences[i][parent], token])
             kept += [[] for _ in range(k - len(kept))]
-            if len(finished[i]) >= k:  # this item is done: stop extending it
+            # Done when no running hypothesis can still beat the best finished one (extending
+            # only lowers its log-probability; the heuristic of Hugging Face's beam search).
+            best_finished = max(
+                (s / length_penalty(len(q) + 1, length_penalty_alpha) for s, q in finished[i]),
+                default=float("-inf"),
+            )
+            best_running = float(next_scores[i].max()) / length_penalty(t + 2, length_penalty_alpha)
+            if done[i] or (finished[i] and best_finished >= best_running):
+                done[i] = True
                 next_scores[i] = float("-inf")
             next_sequences.append(kept)
         sequences, scores = next_sequences, next_scores.to(device)
-        if all(len(f) >= k for f in finished) or t == max_len - 1:
+        if all(done) or t == max_len - 1:
             break
         flat_parents = (torch.arange(b).unsqueeze(-1) * k + parents).flatten().to(device)
         state.reorder(flat_parents)
@@ -133,7 +148,7 @@ def beam_search(
         pool = finished[i] + [
             (float(scores[i, j]), sequences[i][j])
             for j in range(k)
-            if scores[i, j] > float("-inf") and len(finished[i]) < k
+            if scores[i, j] > float("-inf") and not done[i]
         ]
         if not pool:
             pool = [(float("-inf"), [])]

@@ -1,0 +1,144 @@
+"""``attnkit train speech`` and ``attnkit transcribe``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnkit.cli import options as opt
+from attnkit.data.speech.corpus import DEFAULT_SPEECH_SPEC, describe
+
+Data = Annotated[
+    str,
+    typer.Option(
+        "--data", help="Speech data spec: espeak[:mixed|numbers|sentences][:n=4000,...] or "
+        "folder:PATH (a folder with transcripts.tsv)."
+    ),
+]
+Run = Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train speech'.")]
+Beam = Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)]
+
+_TRAIN_HELP = (
+    "Train a speech recogniser: Listen, Attend and Spell with location-aware attention, on "
+    "log-mel features, character outputs; reports WER and CER on the test split.\n\n"
+    "Data sources:\n\n" + describe().replace("\n", "\n\n")
+)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    train_app.command("speech", help=_TRAIN_HELP)(train_speech)
+    app.command("transcribe")(transcribe)
+
+
+def train_speech(
+    out: opt.Out,
+    data: Data = DEFAULT_SPEECH_SPEC,
+    listener_dim: Annotated[
+        int, typer.Option(help="Listener (pyramidal BiLSTM) output width.", min=2)
+    ] = 192,
+    listener_layers: Annotated[
+        int, typer.Option(help="Pyramid layers; each halves the time resolution.", min=1)
+    ] = 2,
+    speller_dim: Annotated[int, typer.Option(help="Speller LSTM width.", min=1)] = 192,
+    attention_dim: Annotated[
+        int, typer.Option(help="Width of the attention's tanh.", min=1)
+    ] = 64,
+    n_mels: Annotated[int, typer.Option(help="Mel channels of the features.", min=1)] = 40,
+    hop_ms: Annotated[
+        float, typer.Option(help="Feature frame step in milliseconds.", min=1.0)
+    ] = 20.0,
+    batch_size: Annotated[int, typer.Option(help="Utterances per batch.", min=1)] = 32,
+    beam: Beam = 1,
+    minutes: opt.Minutes = None,
+    epochs: opt.Epochs = None,
+    max_steps: opt.MaxSteps = None,
+    lr: opt.LearningRate = 2e-3,
+    warmup: opt.Warmup = 100,
+    eval_every: opt.EvalEvery = 250,
+    seed: opt.Seed = 0,
+    resume: opt.Resume = False,
+) -> None:
+    """Train a speech recogniser and report its test-split WER and CER."""
+    import dataclasses
+
+    from attnkit.data.speech import FeatureConfig, load_features
+    from attnkit.tasks.speech import SpeechSettings, train_recognizer
+
+    hop = round(hop_ms * FeatureConfig.sample_rate / 1000)  # samples at the default 16 kHz
+    features = FeatureConfig(n_mels=n_mels, hop_length=hop)
+    settings = SpeechSettings(
+        data=data,
+        listener_dim=listener_dim,
+        listener_layers=listener_layers,
+        speller_dim=speller_dim,
+        attention_dim=attention_dim,
+        batch_size=batch_size,
+        seed=seed,
+        features=dataclasses.asdict(features),
+    )
+    training = opt.train_config(
+        minutes=minutes,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        warmup=warmup,
+        eval_every=eval_every,
+        seed=seed,
+    )
+    result, transcriber, task = train_recognizer(settings, training, out, resume=resume)
+    test = load_features(task.splits.test, features)
+    for problem in task.splits.problems + test.problems:
+        typer.echo(f"skipped: {problem}", err=True)
+    scores = transcriber.evaluate(test.features, test.texts, beam=beam)
+    scores |= {"beam": beam, "utterances": len(test)}
+    (out / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    typer.echo(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.stop_reason}); "
+        f"test ({len(test)} utterances, held-out voices, beam {beam}): WER {scores['wer']:.1f} %, "
+        f"CER {scores['cer']:.1f} %, exact {scores['exact']:.1f} %"
+    )
+
+
+def transcribe(
+    run: Run,
+    files: Annotated[list[Path], typer.Argument(help="WAV files to transcribe.")],
+    beam: Beam = 1,
+    png_dir: Annotated[
+        Path,
+        typer.Option(
+            "--png-dir",
+            help="Where to write FILE.alignment.png (the characters' attention over time).",
+        ),
+    ] = Path("."),
+    no_png: Annotated[
+        bool, typer.Option("--no-png", help="Do not draw the alignment pictures.")
+    ] = False,
+) -> None:
+    """Print the transcript of each WAV file and draw where each character attended in time.
+
+    A file that cannot be read is reported (naming it) and the others are still transcribed;
+    the exit status is then 2.
+    """
+    from attnkit.tasks.speech import Transcriber
+
+    transcriber = Transcriber.load(run)
+    failed = False
+    for result in transcriber.transcribe_files(files, beam=beam):
+        if result.error is not None:
+            typer.echo(f"attnkit: error: {result.error}", err=True)
+            failed = True
+            continue
+        typer.echo(f"{result.path}\t{result.text}")
+        if no_png:
+            continue
+        alignment = transcriber.align(result.features, result.text)
+        picture = transcriber.plot_alignment(
+            alignment, png_dir / f"{result.path.stem}.alignment.png",
+            title=f"{result.path.name}: {result.text}",
+        )
+        typer.echo(f"alignment: {picture}", err=True)
+    if failed:
+        raise typer.Exit(code=2)

@@ -1,0 +1,56 @@
+"""``attnkit train speech`` and ``attnkit transcribe`` on a tiny folder of espeak-ng words."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from attnkit.cli import app
+from attnkit.data.speech.synth import draw_voices, synthesize
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+
+
+def test_train_then_transcribe(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ATTNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "words"
+    lines = []
+    for i, voice in enumerate(draw_voices("train", 4, 0)):
+        for word in ("yes", "no", "stop"):
+            synthesize(word, voice, root / f"{i}_{word}.wav")
+            lines.append(f"{i}_{word}.wav\t{word}\tspeaker{i}")
+    (root / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "train", "speech", "--out", str(run), "--data", f"folder:{root}:valid=0.25,test=0.25",
+        "--listener-dim", "16", "--speller-dim", "16", "--attention-dim", "8", "--n-mels", "10",
+        "--batch-size", "4", "--max-steps", "3", "--beam", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "test (3 utterances, held-out voices, beam 2): WER" in result.output
+    scores = json.loads((run / "test_scores.json").read_text())
+    assert {"wer", "cer", "exact"} <= set(scores)
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    out = tmp_path / "pictures"
+    result = runner.invoke(app, [
+        "transcribe", str(run), str(root / "0_yes.wav"), str(bad), "--png-dir", str(out),
+        "--beam", "1",
+    ])
+    assert result.exit_code == 2  # one file failed; the other was still transcribed
+    assert f"{root / '0_yes.wav'}\t" in result.output
+    assert "bad.wav: not a readable PCM WAV" in result.output
+    assert (out / "0_yes.alignment.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_help_and_bad_arguments() -> None:
+    runner = CliRunner()
+    assert "location-aware" in runner.invoke(app, ["train", "speech", "--help"]).output
+    assert "alignment" in runner.invoke(app, ["transcribe", "--help"]).output
+    result = runner.invoke(app, ["train", "speech", "--out", "/tmp/x", "--beam", "0"])
+    assert result.exit_code == 2
