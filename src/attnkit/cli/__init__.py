@@ -17,9 +17,11 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from attnkit._version import __version__
 from attnkit.checks import NonFiniteError
+from attnkit.cli import caption as caption_cli
 from attnkit.cli import demo, translate
 from attnkit.cli import experiment as experiment_cli
 from attnkit.cli import explain as explain_cli
+from attnkit.cli import music as music_cli
 from attnkit.cli import speech as speech_cli
 
 app = typer.Typer(
@@ -53,9 +55,11 @@ def _root(
 
 demo.register(app)
 translate.register(app, train_app)
+caption_cli.register(app, train_app)
 experiment_cli.register(app, train_app)
 explain_cli.register(app, train_app)
 speech_cli.register(app, train_app)
+music_cli.register(app, train_app)
 
 
 def run(argv: list[str] | None = None, command: Any = None) -> int:
