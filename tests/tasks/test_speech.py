@@ -13,11 +13,11 @@ import torch
 
 from attnkit.data.speech import FeatureConfig, file_features, write_wav
 from attnkit.data.speech.synth import draw_voices, synthesize
+from attnkit.tasks.metrics import recognition_scores
 from attnkit.tasks.speech import (
     SpeechSettings,
     Transcriber,
     prepare,
-    speech_scores,
     train_recognizer,
 )
 from attnkit.training import TrainConfig, Trainer, load_checkpoint
@@ -57,14 +57,14 @@ def settings(root: Path, **kw) -> SpeechSettings:
 
 
 def test_speech_scores_are_jiwer_edit_rates() -> None:
-    scores = speech_scores(["a x c", "hello"], ["a b c", "hello"])
+    scores = recognition_scores(["a x c", "hello"], ["a b c", "hello"])
     assert scores["wer"] == pytest.approx(100 * 1 / 4)
     assert scores["cer"] == pytest.approx(100 * 1 / 10)
     assert scores["exact"] == 50.0
     with pytest.raises(ValueError, match="as many"):
-        speech_scores(["a"], ["a", "b"])
+        recognition_scores(["a"], ["a", "b"])
     with pytest.raises(ValueError, match="empty"):
-        speech_scores(["a"], [" "])
+        recognition_scores(["a"], [" "])
 
 
 def test_tiny_las_learns_and_beats_chance_on_unheard_speakers(words) -> None:
@@ -73,7 +73,7 @@ def test_tiny_las_learns_and_beats_chance_on_unheard_speakers(words) -> None:
     valid = task.valid
     heard = {u.speaker for u in task.splits.train}
     assert heard and not heard & {u.speaker for u in task.splits.valid}
-    constant = min(speech_scores([w] * len(valid.texts), valid.texts)["cer"] for w in WORDS)
+    constant = min(recognition_scores([w] * len(valid.texts), valid.texts)["cer"] for w in WORDS)
     result = Trainer(
         model, task, TrainConfig(lr=1e-2, max_steps=60, log_every=10, warmup_steps=5)
     ).fit()

@@ -55,7 +55,7 @@ from attnkit.models.captioner import (
     doubly_stochastic_penalty,
     grid_lengths,
 )
-from attnkit.tasks.metrics import translation_scores
+from attnkit.tasks.metrics import recognition_scores, translation_scores
 from attnkit.training import (
     CheckpointExtras,
     StepLoss,
@@ -373,15 +373,12 @@ class Captioner:
         Raises:
             ValueError: no examples.
         """
-        import jiwer
-
         if not examples:
             raise ValueError("evaluate needs at least one example, got none")
         hypotheses = self.caption([e.image for e in examples], beam=beam)
         references = [e.caption for e in examples]
-        scores = translation_scores(hypotheses, references)
-        scores["wer"] = 100.0 * float(jiwer.wer(references, hypotheses))
-        return scores
+        wer = recognition_scores(hypotheses, references)["wer"]
+        return translation_scores(hypotheses, references) | {"wer": wer}
 
     @torch.no_grad()
     def attention_accuracy(self, examples: Sequence[CaptionedImage], *, batch_size: int = 64

@@ -37,6 +37,7 @@ from attnkit.data.speech import (
 from attnkit.data.tokenizer import Tokenizer
 from attnkit.models import beam_search, greedy
 from attnkit.models.las import LAS, LASConfig
+from attnkit.tasks.metrics import recognition_scores
 from attnkit.training import (
     CheckpointExtras,
     StepLoss,
@@ -128,32 +129,6 @@ class SpeechSettings:
                 dropout=self.dropout,
             )
         )
-
-
-def speech_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER (``jiwer``: edit distance over words / characters divided by the
-    reference length) and exact match, each in percent.
-
-    Raises:
-        ValueError: different numbers of hypotheses and references, none, or an empty reference.
-    """
-    import jiwer
-
-    if len(hypotheses) != len(references) or not references:
-        raise ValueError(
-            f"need as many hypotheses as references (at least one), got {len(hypotheses)} "
-            f"and {len(references)}"
-        )
-    empty = [i for i, r in enumerate(references) if not r.strip()]
-    if empty:
-        raise ValueError(f"references must not be empty; empty at positions {empty[:5]}")
-    hyps, refs = list(hypotheses), list(references)
-    exact = sum(h.strip() == r.strip() for h, r in zip(hyps, refs, strict=True))
-    return {
-        "wer": 100.0 * float(jiwer.wer(refs, hyps)),
-        "cer": 100.0 * float(jiwer.cer(refs, hyps)),
-        "exact": 100.0 * exact / len(refs),
-    }
 
 
 class SpeechTask:
@@ -327,7 +302,7 @@ class Transcriber:
     ) -> dict[str, float]:
         """WER, CER and exact match (percent) of the transcripts of ``features`` against
         ``texts``."""
-        return speech_scores(self.transcribe(features, beam=beam), texts)
+        return recognition_scores(self.transcribe(features, beam=beam), texts)
 
     @torch.no_grad()
     def align(self, features: Tensor, text: str | None = None, *, beam: int = 1) -> Alignment:
