@@ -88,6 +88,70 @@ def alibi_bias(num_heads: int, q_len: int, kv_len: int, *, device=None) -> Tenso
     return -slopes.reshape(num_heads, 1, 1) * distance  # (H, Lq, Lk)
 
 
+def relative_skew(q: Tensor, embeddings: Tensor, *, zero_future: bool = True) -> Tensor:
+    """Relative position scores by skewing (Huang et al. 2018): ``S_rel = skew(Q Eᵣᵀ)``.
+
+    ``embeddings`` row ``r`` embeds the distance ``r − (Lk − 1)``, i.e. the rows are distances
+    ``−(Lk−1) .. 0``. Queries sit bottom-right (query ``i`` at key position
+    ``p_i = Lk − Lq + i``, as with a KV cache), and the result is
+    ``S_rel[b, h, i, j] = q[b, h, i] · Eᵣ[h, j − p_i + Lk − 1]`` for ``j ≤ p_i``. Skew: pad one
+    zero column on the left, view ``(Lq, Lk+1)`` as ``(Lk+1, Lq)``, drop the first row, view as
+    ``(Lq, Lk)`` (with ``Lq == Lk`` the paper's recipe; the last two steps are one strided view
+    here, with no copy). Only ``(Lq, Lk)`` tensors are made, never ``(Lq, Lk, D)``.
+
+    Add ``S_rel / √D`` to the scaled dot-product scores to get ``(QKᵀ + S_rel) / √D``.
+
+    Args:
+        q: queries ``(B, H, Lq, D)``.
+        embeddings: ``(H, Lk, D)`` (one table per head) or ``(Lk, D)`` (shared), same dtype
+            and device as ``q``.
+        zero_future: set the keys after each query (``j > p_i``) to 0. With ``False`` they
+            hold the skew's spill-over from the next row (finite, meaningless), which saves a
+            pass over ``(B, H, Lq, Lk)``: only for callers that mask them (``causal=True``).
+
+    Returns:
+        ``(B, H, Lq, Lk)`` in ``q``'s dtype (a strided view when ``zero_future=False``).
+
+    Raises:
+        TypeError: non-tensors, or dtypes that differ.
+        ValueError: wrong ranks, mismatched heads or dims, ``Lq > Lk``, devices that differ.
+    """
+    if not isinstance(q, Tensor) or not isinstance(embeddings, Tensor):
+        raise TypeError(
+            f"relative_skew: q and embeddings must be tensors, got {type(q).__name__} and "
+            f"{type(embeddings).__name__}"
+        )
+    if q.dim() != 4 or embeddings.dim() not in (2, 3):
+        raise ValueError(
+            f"relative_skew: q must be (B, H, Lq, D) and embeddings (H, Lk, D) or (Lk, D), got "
+            f"q {tuple(q.shape)} and embeddings {tuple(embeddings.shape)}"
+        )
+    if q.dtype != embeddings.dtype:
+        raise TypeError(f"relative_skew: dtypes differ: q {q.dtype}, embeddings {embeddings.dtype}")
+    if q.device != embeddings.device:
+        raise ValueError(
+            f"relative_skew: q is on {q.device} but embeddings are on {embeddings.device}"
+        )
+    table = embeddings if embeddings.dim() == 3 else embeddings.unsqueeze(0)  # (H|1, Lk, D)
+    b, h, lq, d = q.shape
+    lk = table.shape[1]
+    if table.shape[2] != d or table.shape[0] not in (1, h) or lq > lk:
+        raise ValueError(
+            f"relative_skew: need embeddings (H={h} or 1, Lk ≥ Lq={lq}, D={d}), got q "
+            f"{tuple(q.shape)} and embeddings {tuple(embeddings.shape)}"
+        )
+    rel = torch.matmul(q, table.transpose(-1, -2))  # (B, H, Lq, Lk): column r = distance r-(Lk-1)
+    padded = torch.nn.functional.pad(rel, (1, 0))  # (B, H, Lq, Lk + 1), contiguous
+    # viewed as (B, H, Lk + 1, Lq), without its first row (Lq elements), viewed as (Lq, Lk):
+    skewed = padded.as_strided(
+        (b, h, lq, lk), (padded.stride(0), padded.stride(1), lk, 1), padded.storage_offset() + lq
+    )  # (B, H, Lq, Lk): [i, j] = rel[i, Lq - 1 + j - i]
+    if not zero_future:
+        return skewed
+    future = torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu(lk - lq + 1)  # (Lq, Lk)
+    return skewed.masked_fill(future, 0.0)
+
+
 class NoPositions:
     """No positional information inside attention (positions added to embeddings, or none)."""
 

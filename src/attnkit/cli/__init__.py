@@ -58,8 +58,8 @@ translate.register(app, train_app)
 caption_cli.register(app, train_app)
 experiment_cli.register(app, train_app)
 explain_cli.register(app, train_app)
-speech_cli.register(app, train_app)
 music_cli.register(app, train_app)
+speech_cli.register(app, train_app)
 
 
 def run(argv: list[str] | None = None, command: Any = None) -> int:

@@ -29,6 +29,7 @@ def sdpa(
         and plan.window is None
         and plan.key_lengths is None
         and plan.mask is None
+        and plan.bias is None  # PyTorch refuses is_causal together with an attn_mask
     )
     allowed = None if plain_causal or not plan.has_mask else plan.mask_block(0, lq, 0, lk)
     attn_mask: Tensor | None = allowed  # (B|1, Hq|1, Lq, Lk) bool

@@ -7,6 +7,7 @@ from attnkit.layers.kv_cache import KVCache
 from attnkit.layers.location_aware import LocationAwareAttention
 from attnkit.layers.luong import LuongAttention
 from attnkit.layers.multihead import MultiHeadAttention
+from attnkit.layers.relative import RelativeMultiHeadAttention
 from attnkit.layers.single import ScoreParameters, SingleHeadAttention
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "LocationAwareAttention",
     "LuongAttention",
     "MultiHeadAttention",
+    "RelativeMultiHeadAttention",
     "ScoreParameters",
     "SingleHeadAttention",
 ]
