@@ -82,11 +82,18 @@ def requests(draw):
 
 
 def tolerance(reference, exact, dtype) -> float:
-    """flash-attn's rule: allow twice the reference's own low-precision error, plus a floor."""
+    """flash-attn's rule: allow twice the reference's own low-precision error, plus a floor.
+
+    The reference computes in float32 and rounds once at the end, so its own bf16 error is
+    only that rounding; a kernel working in bf16 also rounds its intermediates (``q W`` for the
+    general score, the weights before ``@ v``). The floor is therefore relative: a few bf16
+    ulps (2**-8) of the largest output.
+    """
+    size = float(exact.abs().max()) if exact.numel() else 0.0
     if dtype == torch.float32:
-        return 1e-4 * (1 + float(exact.abs().max())) if exact.numel() else 1e-4
+        return 1e-4 * (1 + size)
     own = float((reference.double() - exact).abs().max()) if exact.numel() else 0.0
-    return 2 * own + 2e-2
+    return 2 * own + 2e-2 * (1 + size)
 
 
 @given(requests())

@@ -137,7 +137,7 @@ class MaskStructure:
         if self.key_lengths is not None:
             j = torch.arange(k0, k1, device=device)
             real = j < self.key_lengths.to(device).unsqueeze(-1)  # (B, k)
-            out = combine(out, real.reshape(-1, 1, 1, k1 - k0))  # (B, 1, q|1, k)
+            out = combine(out, real.unsqueeze(1).unsqueeze(1))  # (B, 1, 1, k)
         return out
 
     def dense(self, q_len: int, kv_len: int, device: torch.device) -> Tensor | None:

@@ -1,31 +1,137 @@
 """Attention kernels: one file per backend, one signature, one registry.
 
-See :mod:`attnkit.kernels.registry` for the signature and :class:`Capabilities`.
+See :mod:`attnkit.kernels.registry` for the signature and :class:`Capabilities`. Under
+``backend="auto"`` the first kernel (lowest priority number) that can serve a plan exactly
+runs; :func:`attnkit.explain_dispatch` says which and why the others were passed over:
+
+==========  ========  ===============================================================
+kernel      priority  serves
+==========  ========  ===============================================================
+local       5         a narrow ``window``: only the band is computed (``O(L·window)``)
+sdpa        10        PyTorch's fused kernel, unless it would materialise a big mask
+chunked     20        any dot-product softmax request, weights, ``O(L)`` memory
+additive    30        the ``additive``/``concat`` scores, blockwise, ``O(L)`` memory
+reference   1000      everything (materialised float32 oracle)
+==========  ========  ===============================================================
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from attnkit.kernels.additive import additive
+from attnkit.kernels.chunked import chunked
+from attnkit.kernels.local import block_size, local
 from attnkit.kernels.plan import AttentionPlan, DotForm, Shapes
 from attnkit.kernels.reference import reference
 from attnkit.kernels.registry import Capabilities, Dispatch, Kernel, kernels, register, select
 from attnkit.kernels.sdpa import sdpa
 
 _FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+_SOFTMAX = frozenset({"softmax"})
+# sdpa builds its dense mask (and, with dropout on CPU, its weights) in full; past this size
+# the block kernels, which build masks one block at a time, serve the request instead.
+SDPA_DENSE_LIMIT = 128 << 20
 
+
+def _sdpa_dense_bytes(plan: AttentionPlan) -> int:
+    """Bytes the ``sdpa`` kernel would materialise for its dense mask and, on CPU with
+    dropout, for PyTorch's math path (weights, dropout mask, their gradient)."""
+    s = plan.shapes
+    size = torch.finfo(plan.dtype).bits // 8
+    shape = [1, 1, 1, 1]  # (B, H, Lq, Lk) of the combined mask
+    plain_causal = plan.causal and s.q_len == s.kv_len and plan.window is None
+    if (plan.causal and not plain_causal) or plan.window is not None:
+        shape[2:] = [s.q_len, s.kv_len]
+    if plan.key_lengths is not None:
+        shape[0], shape[3] = s.batch, s.kv_len
+    for part in (plan.mask, plan.bias):
+        if part is not None:
+            shape = [max(a, int(b)) for a, b in zip(shape, part.shape, strict=True)]
+    if plain_causal and plan.key_lengths is None and plan.mask is None:
+        shape = [1, 1, 1, 1] if plan.bias is None else shape
+    total = 0 if shape == [1, 1, 1, 1] else math.prod(shape) * (size + 1)
+    if plan.dropout_p > 0 and plan.device.type == "cpu":
+        total += 3 * s.batch * s.q_heads * s.q_len * s.kv_len * size
+    return total
+
+
+def _sdpa_declines(plan: AttentionPlan) -> str | None:
+    dense = _sdpa_dense_bytes(plan)
+    if dense > SDPA_DENSE_LIMIT:
+        return (
+            f"would materialise {dense / 2**20:.0f} MiB of dense mask/weights "
+            f"(limit {SDPA_DENSE_LIMIT >> 20} MiB); the block kernels build masks per block"
+        )
+    return None
+
+
+def _local_refuses(plan: AttentionPlan) -> str | None:
+    if plan.window is None:
+        return "no window: local attention needs window=(left, right)"
+    if plan.needs_grad and plan.bias is not None and plan.bias.requires_grad:
+        return "gradient of a float (additive) mask not supported"
+    return None
+
+
+def _local_declines(plan: AttentionPlan) -> str | None:
+    left, right = plan.window
+    if plan.causal:
+        right = min(right, 0)
+    width = block_size(left, right) + left + right
+    if 2 * width > plan.shapes.kv_len:
+        return (
+            f"window {plan.window} makes each block of queries see {width} of the "
+            f"{plan.shapes.kv_len} keys: dense kernels are faster"
+        )
+    return None
+
+
+register(
+    Kernel(
+        "local",
+        local,
+        Capabilities(
+            dot_product_scores=True, normalizers=_SOFTMAX, weights=False, dtypes=_FLOATS,
+            extra=_local_refuses,
+        ),
+        declines=_local_declines,
+        priority=5,
+        description="banded attention: only the key windows of each query block",
+    )
+)
 register(
     Kernel(
         "sdpa",
         sdpa,
         Capabilities(
-            dot_product_scores=True,
-            normalizers=frozenset({"softmax"}),
-            weights=False,
-            dtypes=_FLOATS,
+            dot_product_scores=True, normalizers=_SOFTMAX, weights=False, dtypes=_FLOATS
         ),
+        declines=_sdpa_declines,
         priority=10,
         description="PyTorch's fused scaled_dot_product_attention",
+    )
+)
+register(
+    Kernel(
+        "chunked",
+        chunked,
+        Capabilities(dot_product_scores=True, normalizers=_SOFTMAX, dtypes=_FLOATS),
+        priority=20,
+        description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
+    )
+)
+register(
+    Kernel(
+        "additive",
+        additive,
+        Capabilities(
+            scores=frozenset({"additive", "concat"}), normalizers=_SOFTMAX, dtypes=_FLOATS
+        ),
+        priority=30,
+        description="additive/concat scores in blocks with the online softmax",
     )
 )
 register(
@@ -39,6 +145,7 @@ register(
 )
 
 __all__ = [
+    "SDPA_DENSE_LIMIT",
     "AttentionPlan",
     "Capabilities",
     "Dispatch",

@@ -86,6 +86,9 @@ class Kernel:
     capabilities: Capabilities
     priority: int  # lower runs first under backend="auto"
     description: str = ""
+    # Under backend="auto" only: why another kernel should serve this plan although this one
+    # could (e.g. it would be slower or use far more memory), or None. Named backends ignore it.
+    declines: Callable[[AttentionPlan], str | None] | None = None
 
 
 @dataclass
@@ -125,6 +128,9 @@ def select(plan: AttentionPlan, backend: str) -> Dispatch:
     dispatch = Dispatch(kernel=None)
     for name, kernel in candidates.items():
         reason = kernel.capabilities.refuses(plan)
+        if reason is None and backend == "auto" and kernel.declines is not None:
+            why = kernel.declines(plan)
+            reason = None if why is None else f"able, but declined under auto: {why}"
         if reason is None and dispatch.kernel is None:
             dispatch.kernel = name
         elif reason is None:

@@ -1,0 +1,107 @@
+"""The ``chunked`` kernel against ``reference``: forward, backward, weights, scores, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnkit
+from attnkit import Score
+from attnkit.functional import build_plan
+from attnkit.kernels.chunked import chunked
+from tests.kernels._checks import (
+    OPTIONS,
+    assert_lowp_within_rule,
+    assert_matches_reference,
+    grid,
+    make_inputs,
+    option_kwargs,
+)
+
+
+@pytest.mark.parametrize(("shape", "option"), grid(OPTIONS, ("plain", "causal", "key-lengths")))
+def test_output_and_gradients_match_reference(shape: str, option: str) -> None:
+    q, k, v = make_inputs(shape)
+    assert_matches_reference("chunked", q, k, v, **option_kwargs(option, q, k))
+
+
+@pytest.mark.parametrize(("shape", "option"), grid(OPTIONS, ("causal-window", "bool-mask")))
+def test_exact_weights_and_their_gradients_match_reference(shape: str, option: str) -> None:
+    q, k, v = make_inputs(shape)
+    kwargs = option_kwargs(option, q, k)
+    assert attnkit.explain_dispatch(q, k, v, return_weights=True, **kwargs).kernel == "chunked"
+    assert_matches_reference("chunked", q, k, v, return_weights=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make_score",
+    [
+        lambda d: Score("general", weight=torch.randn(d, d, dtype=torch.float64).requires_grad_()),
+        lambda d: Score(
+            "general", weight=torch.randn(4, d, d, dtype=torch.float64).requires_grad_()
+        ),
+        lambda d: "cosine",
+        lambda d: "dot",
+    ],
+    ids=["general", "general-per-head", "cosine", "dot"],
+)
+@pytest.mark.parametrize("weights", [False, True])
+def test_every_dot_product_score_with_its_parameter_gradients(make_score, weights: bool) -> None:
+    q, k, v = make_inputs("gqa-7x97-d59")
+    score = make_score(q.shape[-1])
+    assert_matches_reference(
+        "chunked", q, k, v, score=score, causal=True, return_weights=weights, scale=0.3
+    )
+
+
+def test_lse_is_the_log_sum_exp_of_the_visible_scores() -> None:
+    q, k, v = make_inputs("long-1025-d8")
+    plan = build_plan(q, k, v, causal=True, window=(600, 0))
+    _, lse, _ = chunked(q, k, v, plan)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # written out: (B, H, Lq, Lk)
+    i = torch.arange(1025).unsqueeze(1)
+    j = torch.arange(1025)
+    visible = (j <= i) & (j >= i - 600)
+    expected = torch.logsumexp(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    torch.testing.assert_close(lse, expected.float())
+
+
+def test_queries_with_nothing_to_see_give_zeros_and_zero_gradients() -> None:
+    q, k, v = make_inputs((1, 2, 2, 9, 4, 8))  # causal with Lq > Lk: 5 queries see nothing
+    out, weights = attnkit.attention(q, k, v, causal=True, return_weights=True, backend="chunked")
+    (out.sum() + weights.sum()).backward()
+    assert torch.all(out[:, :, :5] == 0) and torch.all(weights[:, :, :5] == 0)
+    assert torch.all(q.grad[:, :, :5] == 0)
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    q.grad = None
+    attnkit.attention(q, k, v, causal=True, backend="chunked").sum().backward()
+    assert torch.all(q.grad[:, :, :5] == 0) and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((1, 2, 2, 97, 130, 64), {}),
+        ((1, 4, 2, 600, 700, 64), {"causal": True}),
+        ((1, 2, 1, 97, 97, 59), {"window": (8, 8)}),
+    ],
+)
+@pytest.mark.parametrize("weights", [False, True])
+def test_bfloat16_within_twice_pytorchs_own_error(shape, kwargs, weights: bool) -> None:
+    assert_lowp_within_rule("chunked", shape, return_weights=weights, **kwargs)
+
+
+def test_float16_runs_in_float32_blocks() -> None:
+    q, k, v = (t.detach().half() for t in make_inputs("gqa-7x97-d59"))
+    out, weights = attnkit.attention(q, k, v, backend="chunked", return_weights=True)
+    ref = attnkit.attention(q.double(), k.double(), v.double(), backend="reference")
+    assert out.dtype == weights.dtype == torch.float16
+    torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(97,), (7, 1), (2, 1, 1, 97), (4, 7, 97)])
+@pytest.mark.parametrize("weights", [False, True])
+def test_broadcast_float_masks_and_their_gradients(shape, weights: bool) -> None:
+    q, k, v = make_inputs("gqa-7x97-d59")
+    bias = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert_matches_reference("chunked", q, k, v, mask=bias, return_weights=weights, causal=True)

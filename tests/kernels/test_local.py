@@ -1,0 +1,96 @@
+"""The ``local`` (banded) kernel against ``reference``: forward, backward, every mask kind."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+import attnkit
+from attnkit import KeyLengths
+from tests.kernels._checks import (
+    OPTIONS,
+    assert_lowp_within_rule,
+    assert_matches_reference,
+    grid,
+    make_inputs,
+    option_kwargs,
+)
+
+
+def banded(option: str, q: torch.Tensor, k: torch.Tensor) -> dict:
+    """The grid option, with a window (5, 3) added where it has none."""
+    kwargs = option_kwargs(option, q, k, bias_grad=False)
+    kwargs.setdefault("window", (5, 3))
+    return kwargs
+
+
+@pytest.mark.parametrize(
+    ("shape", "option"), grid(OPTIONS, ("causal-window", "key-lengths", "bool-mask"))
+)
+def test_output_and_gradients_match_reference(shape: str, option: str) -> None:
+    q, k, v = make_inputs(shape)
+    assert_matches_reference("local", q, k, v, **banded(option, q, k))
+
+
+@pytest.mark.parametrize(
+    ("window", "causal", "lq", "lk"),
+    [
+        ((128, 128), False, 1025, 1025),
+        ((128, 128), False, 1024, 1024),  # whole blocks: queries and outputs used in place
+        ((255, 0), True, 1025, 1025),
+        ((0, 40), False, 1025, 1025),
+        ((64, 64), True, 1, 1025),
+        ((32, 32), False, 512, 2000),
+    ],
+)
+def test_wide_windows_and_decoding_match_reference(window, causal: bool, lq: int, lk: int) -> None:
+    q, k, v = make_inputs((1, 2, 1, lq, lk, 8))
+    assert_matches_reference("local", q, k, v, window=window, causal=causal)
+
+
+def test_auto_runs_local_for_narrow_windows_only() -> None:
+    q, k, v = make_inputs((1, 2, 2, 1025, 1025, 8))
+    assert attnkit.explain_dispatch(q, k, v, window=(16, 16)).kernel == "local"
+    wide = attnkit.explain_dispatch(q, k, v, window=(600, 600))
+    assert wide.kernel == "sdpa" and "dense kernels are faster" in wide.passed_over["local"]
+    assert "no window" in attnkit.explain_dispatch(q, k, v, causal=True).passed_over["local"]
+
+
+def test_queries_with_nothing_to_see_give_zeros_and_zero_gradients() -> None:
+    q, k, v = make_inputs((1, 2, 2, 40, 10, 8))  # 30 queries sit before every key
+    out = attnkit.attention(q, k, v, causal=True, window=(4, 0), backend="local")
+    out.sum().backward()
+    assert torch.all(out[:, :, :30] == 0) and torch.all(q.grad[:, :, :30] == 0)
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_cannot_return_weights_and_says_so() -> None:
+    q, k, v = make_inputs("square-97-d8")
+    with pytest.raises(ValueError, match="local: returning weights not supported"):
+        attnkit.attention(q, k, v, window=(2, 2), return_weights=True, backend="local")
+    bias = torch.randn(97, 97, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="gradient of a float"):
+        attnkit.attention(q, k, v, window=(2, 2), mask=bias, backend="local")
+
+
+@pytest.mark.parametrize("kwargs", [{"window": (16, 16)}, {"window": (32, 0), "causal": True}])
+def test_bfloat16_within_twice_pytorchs_own_error(kwargs) -> None:
+    assert_lowp_within_rule("local", (1, 4, 2, 300, 300, 64), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((1, 2, 1, 1025, 1025, 8), {"window": (128, 128)}),
+        ((2, 4, 2, 700, 1000, 8), {"window": (40, 20), "causal": True}),
+        ((2, 2, 2, 1000, 1000, 8), {"window": (30, 30), "mask": KeyLengths(torch.tensor([1000, 517]))}),
+    ],
+)
+def test_key_windows_read_in_place_with_padded_ends(monkeypatch, shape, kwargs) -> None:
+    """Small groups, so that blocks read the keys themselves in the middle and padded copies
+    at the ends (``_band.Segment``), over several groups each."""
+    monkeypatch.setattr(importlib.import_module("attnkit.kernels._band"), "_GROUP_ELEMENTS", 1)
+    q, k, v = make_inputs(shape)
+    assert_matches_reference("local", q, k, v, **kwargs)
