@@ -30,6 +30,7 @@ from attnkit.data.errors import DataError, DataFileNotFoundError
 from attnkit.data.images.examples import CaptionData, CaptionedImage
 from attnkit.data.registry import check_options, int_option, parse_spec
 from attnkit.data.splits import split_by_key, split_fractions
+from attnkit.data.text import utf8_lines
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "UnreadableImageError", "fit_height",
            "image_files", "read_captions_tsv", "read_image", "read_images"]
@@ -161,25 +162,20 @@ def read_captions_tsv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         )
     pairs: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
-            if not line.strip():
-                continue
-            name, tab, caption = line.partition("\t")
-            name, caption = name.strip(), " ".join(caption.split())
-            if not tab or not name or not caption:
-                raise DataError(
-                    f"{path}:{lineno}: expected 'file name<TAB>caption', got {line[:60]!r}"
-                )
-            if name in seen:
-                raise DataError(f"{path}:{lineno}: {name!r} was already captioned on line "
-                                f"{seen[name]}")
-            seen[name] = lineno
-            pairs.append((name, caption))
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        name, tab, caption = line.partition("\t")
+        name, caption = name.strip(), " ".join(caption.split())
+        if not tab or not name or not caption:
+            raise DataError(
+                f"{path}:{lineno}: expected 'file name<TAB>caption', got {line[:60]!r}"
+            )
+        if name in seen:
+            raise DataError(f"{path}:{lineno}: {name!r} was already captioned on line "
+                            f"{seen[name]}")
+        seen[name] = lineno
+        pairs.append((name, caption))
     if not pairs:
         raise DataError(f"{path} holds no captions (it is empty or only blank lines)")
     return pairs
@@ -212,6 +208,11 @@ class ImageFolder(CaptionData):
                 self.skipped.append(str(error))
                 continue
             examples.append(CaptionedImage(image, caption, name))
+        if self.skipped and not examples:
+            raise DataError(
+                f"folder:{root}: none of the {len(self.skipped)} images is readable "
+                f"(first: {self.skipped[0]})"
+            )
         for problem in self.skipped:
             warnings.warn(f"skipped: {problem}", stacklevel=2)
         try:

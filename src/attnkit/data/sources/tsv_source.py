@@ -16,6 +16,7 @@ from pathlib import Path
 from attnkit.data.errors import DataError, DataFileNotFoundError
 from attnkit.data.registry import check_options, register_source
 from attnkit.data.splits import Splits, split_by_key, split_fractions
+from attnkit.data.text import utf8_lines
 
 __all__ = ["load_tsv", "read_tsv"]
 
@@ -35,27 +36,18 @@ def read_tsv(path: str | Path) -> list[tuple[str, str]]:
         raise DataFileNotFoundError(f"TSV file {path} does not exist"
                                     + (" (it is a directory)" if path.is_dir() else ""))
     pairs = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: not valid UTF-8 (byte {raw[exc.start]:#04x} at column "
-                    f"{exc.start + 1}); convert the file with e.g. iconv -t UTF-8"
-                ) from None
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise DataError(
-                    f"{path}:{lineno}: no tab; expected 'source<TAB>target', got {line[:60]!r}"
-                )
-            source, target = (part.strip() for part in line.split("\t")[:2])
-            if not source or not target:
-                side = "source" if not source else "target"
-                raise DataError(f"{path}:{lineno}: empty {side} in {line[:60]!r}")
-            pairs.append((source, target))
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise DataError(
+                f"{path}:{lineno}: no tab; expected 'source<TAB>target', got {line[:60]!r}"
+            )
+        source, target = (part.strip() for part in line.split("\t")[:2])
+        if not source or not target:
+            side = "source" if not source else "target"
+            raise DataError(f"{path}:{lineno}: empty {side} in {line[:60]!r}")
+        pairs.append((source, target))
     if not pairs:
         raise DataError(f"{path}: the file has no pairs (it is empty or only blank lines)")
     return pairs

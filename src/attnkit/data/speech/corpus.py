@@ -24,6 +24,7 @@ from pathlib import Path
 from attnkit.data.errors import DataError, DataFileNotFoundError
 from attnkit.data.speech import synth
 from attnkit.data.speech.text import KINDS, held_out, make_texts, normalize_transcript
+from attnkit.data.text import utf8_lines
 
 __all__ = ["DEFAULT_SPEECH_SPEC", "SpeechSplits", "Utterance", "describe", "load_speech"]
 
@@ -185,12 +186,9 @@ def read_transcripts(table: Path) -> tuple[list[Utterance], list[str]]:
     Bad lines (no tab, empty transcript, a missing file) are reported, not raised.
 
     Raises:
-        DataError: the table is not UTF-8 text.
+        DataError: a line of the table is not UTF-8 (``PATH:LINE`` named).
     """
-    try:
-        lines = table.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{table}: not UTF-8 text ({error})") from None
+    lines = [line for _, line in utf8_lines(table)]
     utterances: list[Utterance] = []
     problems: list[str] = []
     for number, line in enumerate(lines, start=1):
