@@ -9,6 +9,7 @@ from attnkit.tasks.alignment_eval import (
     english_parts,
     german_spans,
     number_alignment_accuracy,
+    numbers_in,
 )
 from attnkit.tasks.translate import Alignment
 
@@ -20,6 +21,13 @@ def test_german_spans_split_at_the_parts() -> None:
     assert german_spans(1001) == [(0, 10), None, (10, 14)]  # eintausend|eins
     with pytest.raises(ValueError, match=r"1\.\.9999"):
         german_spans(10000)
+
+
+def test_numbers_in_finds_the_numbers_a_split_spells() -> None:
+    texts = ["vierundzwanzig", "eintausendeins", "kein zahlwort", "neuntausendneunhundertneunundneunzig"]
+    assert numbers_in(texts, limit=1001) == [24, 1001]  # 9999 lies beyond the limit
+    with pytest.raises(ValueError, match="num2words:de-en"):
+        numbers_in(["hallo"], limit=50)
 
 
 def test_english_parts() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.training import is_main_process
 
 generate_app = typer.Typer(
     help="Generate with a trained model (music: MIDI + MusicXML + attention picture).",
@@ -92,6 +93,8 @@ def train_music(
         seed=seed,
     )
     result, composer, task = train_music(settings, training, out, resume=resume)
+    if not is_main_process():
+        return  # rank 0 of a data-parallel run scores the test split
     test = eval_windows(task.data.test, length=window, batch_size=batch_size)
     scores = {
         "model": model if model == "lstm" else f"transformer-{positions}",

@@ -10,6 +10,8 @@ import typer
 
 from attnkit.cli import options as opt
 from attnkit.data.speech.corpus import DEFAULT_SPEECH_SPEC, describe
+from attnkit.explain._files import write_atomic
+from attnkit.training import is_main_process
 
 Data = Annotated[
     str,
@@ -89,12 +91,14 @@ def train_speech(
         seed=seed,
     )
     result, transcriber, task = train_recognizer(settings, training, out, resume=resume)
+    if not is_main_process():
+        return  # rank 0 of a data-parallel run scores the test split
     test = load_features(task.splits.test, features)
     for problem in task.splits.problems + test.problems:
         typer.echo(f"skipped: {problem}", err=True)
     scores = transcriber.evaluate(test.features, test.texts, beam=beam)
     scores |= {"beam": beam, "utterances": len(test)}
-    (out / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    write_atomic(out / "test_scores.json", json.dumps(scores, indent=2).encode())
     typer.echo(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.stop_reason}); "
         f"test ({len(test)} utterances, held-out voices, beam {beam}): WER {scores['wer']:.1f} %, "

@@ -10,7 +10,9 @@ import typer
 
 from attnkit.cli import options as opt
 from attnkit.data.translation import DEFAULT_SPEC, describe_sources, load_pairs
+from attnkit.explain._files import write_atomic
 from attnkit.models import ATTENTIONS
+from attnkit.training import is_main_process
 
 Data = Annotated[
     str,
@@ -95,9 +97,11 @@ def train_translate(
         seed=seed,
     )
     result, translator = train_translator(settings, training, out, resume=resume)
+    if not is_main_process():
+        return  # rank 0 of a data-parallel run scores the test split
     test = load_pairs(settings.data, seed=settings.seed).test
     scores = translator.evaluate(test)
-    (out / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    write_atomic(out / "test_scores.json", json.dumps(scores, indent=2).encode())
     typer.echo(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.stop_reason}); "
         f"test: exact {scores['exact']:.1f} %, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}"
@@ -121,8 +125,18 @@ def evaluate(
     run: Run,
     beam: Beam = 1,
     split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    alignment: Annotated[
+        bool,
+        typer.Option(
+            "--alignment",
+            help="Also score where attention looks, for German→English numbers (num2words:de-en, "
+            "word-level English): the share of English words whose most-attended German token "
+            "lies in the right part (thousands, hundreds, rest) of the number.",
+        ),
+    ] = False,
 ) -> None:
     """BLEU, chrF and exact match of a trained model on its data's test (or valid) split."""
+    from attnkit.tasks.alignment_eval import number_alignment_accuracy, numbers_in
     from attnkit.tasks.translate import Translator
 
     if split not in ("test", "valid"):
@@ -134,3 +148,10 @@ def evaluate(
         f"{translator.settings.data} {split} ({len(pairs)} pairs, beam {beam}): "
         f"exact {scores['exact']:.2f} %, BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}"
     )
+    if alignment:
+        numbers = numbers_in([source for source, _ in pairs], lang="de")
+        score = number_alignment_accuracy(translator, numbers)
+        typer.echo(
+            f"alignment accuracy {score.accuracy:.1f} % ({score.words} English words of "
+            f"{score.numbers} {split} numbers)"
+        )

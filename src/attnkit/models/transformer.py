@@ -164,6 +164,12 @@ class Embedding(nn.Module):
     ) -> None:
         super().__init__()
         self.tokens = nn.Embedding(vocab, width, padding_idx=pad)
+        # N(0, 1/E) (Vaswani et al. 2017 as fairseq implements it): scaled by √E the inputs
+        # have unit variance, and an output layer tied to this table starts with logits of
+        # unit scale instead of √E (which made the first loss ~100 nats at width 256).
+        nn.init.normal_(self.tokens.weight, std=width**-0.5)
+        with torch.no_grad():
+            self.tokens.weight[pad].zero_()
         self.scale = math.sqrt(width)
         self.positions = positions
         self.learned = nn.Embedding(max_len, width) if positions == "learned" else None

@@ -96,6 +96,24 @@ def number_alignment_accuracy(translator: Translator, numbers: Iterable[int]) ->
     return AlignmentScore(100.0 * right / max(total, 1), total, count)
 
 
+def numbers_in(texts: Iterable[str], lang: str = "de", limit: int = 9999) -> list[int]:
+    """The numbers 1..``limit`` whose ``lang`` words are among ``texts``, in ascending order.
+
+    Raises:
+        ValueError: none of ``texts`` is a number in 1..``limit`` written in ``lang``.
+    """
+    from num2words import num2words
+
+    wanted = set(texts)
+    found = [n for n in range(1, limit + 1) if num2words(n, lang=lang) in wanted]
+    if not found:
+        raise ValueError(
+            f"alignment accuracy needs {lang} number words in 1..{limit} as sources; "
+            "none of the split's sources is one (train on num2words:de-en)"
+        )
+    return found
+
+
 def _token_starts(tokens: list[str], text: str) -> list[int]:
     """The character offset in ``text`` where each token starts (tokens spell ``text``)."""
     starts, position = [], 0
