@@ -50,8 +50,10 @@ from attnkit.training import (
     Trainer,
     TrainResult,
     load_checkpoint,
+    model_device,
     sequence_cross_entropy,
 )
+from attnkit.training.parallel import shard_rows
 
 MODEL_KINDS = ("transformer", "lstm")
 
@@ -124,16 +126,12 @@ class MusicSettings:
         return MusicData.build(voices=self.voices, seed=self.seed, limit=self.limit)
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def event_nll(model: nn.Module, windows: list[MusicWindows]) -> float:
     """Mean negative log-likelihood per event (nats) of ``model`` over ``windows``."""
     total, events = 0.0, 0
     for batch in windows:
-        batch = batch.to(_device(model))
+        batch = batch.to(model_device(model))
         logits = model(batch.inputs)  # (B, L, V)
         loss, n = sequence_cross_entropy(logits, batch.targets, pad_id=EventVocabulary.pad)
         total += float(loss) * n
@@ -188,10 +186,15 @@ class MusicTask:
         )
 
     def loss(self, model: nn.Module, batch: MusicWindows) -> StepLoss:
-        batch = batch.to(_device(model))
+        batch = batch.to(model_device(model))
         logits = model(batch.inputs)  # (B, L, V)
         loss, events = sequence_cross_entropy(logits, batch.targets, pad_id=EventVocabulary.pad)
         return StepLoss(loss, events)
+
+    def shard(self, batch: MusicWindows, rank: int, world: int) -> MusicWindows:
+        """Rank ``rank``'s rows of ``batch`` for data-parallel training over ``world``
+        processes (contiguous rows; see :func:`attnkit.training.parallel.shard_rows`)."""
+        return shard_rows(batch, rank, world)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         nll = event_nll(model, self.valid)
@@ -282,18 +285,18 @@ class Composer:
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be ≥ 1, got {top_k}")
         seed = secrets.randbits(31) if seed is None else seed  # the global RNGs stay untouched
-        generator = torch.Generator(device=_device(self.model))
+        generator = torch.Generator(device=model_device(self.model))
         generator.manual_seed(seed)
         limit = max_events if max_events is not None else self._max_events(bars)
         self.model.eval()
         state = self.model.start(1)  # type: ignore[operator]
         ids = [self.vocab.bos]
         seen_bars, stopped = 0, "max_events"
-        forbidden = torch.zeros(self.vocab.size, dtype=torch.bool, device=_device(self.model))
+        forbidden = torch.zeros(self.vocab.size, dtype=torch.bool, device=model_device(self.model))
         forbidden[[self.vocab.pad, self.vocab.bos, self.vocab.eos]] = True
         while len(ids) < limit:
             forbidden[self.vocab.eos] = seen_bars < bars
-            last = torch.tensor([[ids[-1]]], device=_device(self.model))  # (1, 1)
+            last = torch.tensor([[ids[-1]]], device=model_device(self.model))  # (1, 1)
             logits = self.model.step(state, last)[:, -1].float()  # type: ignore[operator]
             logits = logits.masked_fill(forbidden, float("-inf")) / temperature  # (1, V)
             probs = filter_logits(logits, top_k=top_k).softmax(-1)
@@ -325,7 +328,7 @@ class Composer:
         if len(ids) < 2 or ids[0] != self.vocab.bos:
             raise ValueError(f"ids must be <bos> and at least one event, got {len(ids)} ids")
         layer = f"blocks.{len(self.model.blocks) - 1}.self_attn"
-        x = torch.tensor([ids], device=_device(self.model))  # (1, L)
+        x = torch.tensor([ids], device=model_device(self.model))  # (1, L)
         with record(self.model, include=[layer]) as rec:
             self.model(x)
         weights = rec.single(layer)[0].mean(0).double()  # (L, L): query event x key event

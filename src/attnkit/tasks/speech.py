@@ -45,8 +45,10 @@ from attnkit.training import (
     Trainer,
     TrainResult,
     load_checkpoint,
+    model_device,
     sequence_cross_entropy,
 )
+from attnkit.training.parallel import shard_rows
 
 TASK_NAME = "speech"
 # Decoding stops after this many characters per second of audio (fast speech is ~20).
@@ -162,7 +164,7 @@ class SpeechTask:
         ]
 
     def loss(self, model: nn.Module, batch: SpeechBatch) -> StepLoss:
-        batch = batch.to(_device(model))
+        batch = batch.to(model_device(model))
         logits = model(batch.features, batch.lengths, batch.tgt_in)  # (B, L, V)
         loss, tokens = sequence_cross_entropy(
             logits,
@@ -171,6 +173,11 @@ class SpeechTask:
             label_smoothing=self.settings.label_smoothing,
         )
         return StepLoss(loss, tokens)
+
+    def shard(self, batch: SpeechBatch, rank: int, world: int) -> SpeechBatch:
+        """Rank ``rank``'s rows of ``batch`` for data-parallel training over ``world``
+        processes (contiguous rows; see :func:`attnkit.training.parallel.shard_rows`)."""
+        return shard_rows(batch, rank, world)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         n = self.settings.eval_examples
@@ -183,10 +190,6 @@ class SpeechTask:
             "data_name": self.splits.name,
         }
         return CheckpointExtras(config=config, tokenizer_json=self.tokenizer.to_json())
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @dataclass
@@ -260,7 +263,7 @@ class Transcriber:
             raise ValueError(f"beam must be a positive integer, got {beam!r}")
         was_training = self.model.training
         self.model.eval()
-        device = _device(self.model)
+        device = model_device(self.model)
         order = sorted(range(len(features)), key=lambda i: features[i].shape[0])
         out: dict[int, str] = {}
         for start in range(0, len(order), batch_size):
@@ -309,7 +312,7 @@ class Transcriber:
         """The attention of each character of ``text`` (default: the model's own transcript)
         over the encoder states while the model reads it (teacher forcing)."""
         text = self.transcribe([features], beam=beam)[0] if text is None else text
-        device = _device(self.model)
+        device = model_device(self.model)
         ids = [Tokenizer.bos_id, *self.tokenizer.encode(text)]
         src = features.unsqueeze(0).to(device)  # (1, T, M)
         lengths = torch.tensor([features.shape[0]], device=device)

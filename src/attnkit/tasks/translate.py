@@ -43,8 +43,10 @@ from attnkit.training import (
     Trainer,
     TrainResult,
     load_checkpoint,
+    model_device,
     sequence_cross_entropy,
 )
+from attnkit.training.parallel import shard_rows
 
 MODEL_NAMES = ("rnnsearch", "rnnenc", "transformer")
 TOKEN_KINDS = ("auto", "char", "word", "bpe")  # "auto": what the data source suggests
@@ -160,7 +162,7 @@ class TranslationTask:
         )
 
     def loss(self, model: nn.Module, batch: Batch) -> StepLoss:
-        batch = batch.to(_device(model))
+        batch = batch.to(model_device(model))
         logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         loss, tokens = sequence_cross_entropy(
             logits,
@@ -169,6 +171,22 @@ class TranslationTask:
             label_smoothing=self.settings.label_smoothing,
         )
         return StepLoss(loss, tokens)
+
+    def shard(self, batch: Batch, rank: int, world: int) -> Batch:
+        """Rank ``rank``'s rows of ``batch`` for data-parallel training over ``world``
+        processes (contiguous rows, padding trimmed to them).
+
+        Raises:
+            ValueError: fewer rows than processes.
+        """
+        part = shard_rows(batch, rank, world)
+        s, t = int(part.src_lengths.max()), int(part.tgt_lengths.max())
+        return dataclasses.replace(
+            part,
+            src=part.src[:, :s],  # (B_r, S_r)
+            tgt_in=part.tgt_in[:, :t],  # (B_r, T_r)
+            tgt_out=part.tgt_out[:, :t],  # (B_r, T_r)
+        )
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pairs = self.splits.valid[: self.settings.eval_examples]
@@ -179,10 +197,6 @@ class TranslationTask:
         tokenizers = {"source": self.source.to_json(), "target": self.target.to_json()}
         config = dataclasses.asdict(self.settings) | {"data_name": self.splits.name}
         return CheckpointExtras(config=config, tokenizer_json=json.dumps(tokenizers))
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @dataclass
@@ -228,7 +242,7 @@ class Translator:
 
     def _encode(self, texts: Sequence[str]) -> Batch:
         ids = [self.source.encode(t)[: self.settings.max_len] or [Tokenizer.unk_id] for t in texts]
-        return collate([(s, [Tokenizer.eos_id]) for s in ids]).to(_device(self.model))
+        return collate([(s, [Tokenizer.eos_id]) for s in ids]).to(model_device(self.model))
 
     @torch.no_grad()
     def translate(self, texts: Sequence[str], *, beam: int = 1, batch_size: int = 64) -> list[str]:

@@ -20,7 +20,7 @@ from attnkit.training.rng import epoch_generator
 from attnkit.training.schedule import WarmupCosine, build_optimizer
 from attnkit.training.state import TrainingDiverged, TrainResult
 from attnkit.training.store import CheckpointError
-from attnkit.training.task import CheckpointExtras, StepLoss, TrainTask
+from attnkit.training.task import CheckpointExtras, StepLoss, TrainTask, model_device
 from attnkit.training.trainer import Trainer
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "model_config",
+    "model_device",
     "save_checkpoint",
     "sequence_cross_entropy",
 ]

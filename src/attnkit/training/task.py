@@ -14,6 +14,14 @@ import torch
 from torch import Tensor, nn
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters): where a
+    task moves its batches, so the code follows the model onto CUDA when a user puts it there."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
 @dataclass
 class StepLoss:
     """The loss of one batch.

@@ -4,6 +4,11 @@ It knows nothing of models or tasks beyond :class:`~attnkit.training.task.TrainT
 update: ``task.loss`` -> backward -> clip -> AdamW -> schedule. Evaluation runs every
 ``eval_every`` updates, at the end of each epoch and when a budget stops the run; each
 evaluation writes a checkpoint (``last``, and ``best`` when ``task.metric`` improved).
+
+On several processes (torchrun, ``attnkit train ... --nproc N``) it trains data-parallel
+(:mod:`attnkit.training.parallel`): each rank takes its rows of the same batch, gradients are
+averaged by ``DistributedDataParallel`` so they equal one process's, and only rank 0 evaluates,
+logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from attnkit.training.checkpoint import (
     save_checkpoint,
 )
 from attnkit.training.config import RESUME_FIELDS, TrainConfig
+from attnkit.training.parallel import DataParallel, init_from_env
 from attnkit.training.progress import Progress
 from attnkit.training.ranks import is_main_process
 from attnkit.training.rng import (
@@ -37,7 +43,7 @@ from attnkit.training.rng import (
 from attnkit.training.schedule import build_optimizer
 from attnkit.training.state import RunState, TrainingDiverged, TrainResult
 from attnkit.training.store import RunDir
-from attnkit.training.task import TrainTask, check_step_loss, check_task
+from attnkit.training.task import StepLoss, TrainTask, check_step_loss, check_task, model_device
 
 
 class Trainer:
@@ -52,8 +58,13 @@ class Trainer:
         clock: monotonic seconds (for budgets and tokens/s; tests inject a fake one).
         stream: where progress goes (default stderr).
 
+    When this process is a torchrun worker (or a process group of 2+ ranks is initialised)
+    the Trainer joins the group and trains data-parallel; the task must then have
+    ``shard(batch, rank, world)``.
+
     Raises:
         TypeError: ``model``, ``task`` or ``config`` of the wrong kind.
+        ValueError: distributed, but the task has no ``shard`` method.
     """
 
     def __init__(
@@ -77,6 +88,8 @@ class Trainer:
         self.run = RunDir(run_dir) if run_dir is not None else None
         self.clock = clock
         self.stream = stream
+        device = model_device(model)
+        self.parallel = DataParallel(model, task) if init_from_env(device) else None
         self.main = is_main_process()
 
     # ----------------------------------------------------------------------------- fit
@@ -114,6 +127,8 @@ class Trainer:
                 self._evaluate_and_save(state, start)
         finally:
             self.progress.close()
+        if self.parallel is not None:
+            self.parallel.barrier()  # rank 0's last checkpoint is on disk for every rank
         return TrainResult(
             steps=state.step,
             epochs=state.epoch,
@@ -259,13 +274,15 @@ class Trainer:
         step = state.step + 1
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
-        result = check_step_loss(self.task.loss(self.model, batch), step)
-        loss = float(result.loss.detach())
-        if not math.isfinite(loss):
-            where = locate(self.model, lambda: self.task.loss(self.model, batch))
-            found = f"; the first non-finite output is that of {where}" if where else ""
-            raise self._diverged(f"the loss is {loss}{found}", step, state)
-        result.loss.backward()
+        if self.parallel is None:
+            result = check_step_loss(self.task.loss(self.model, batch), step)
+            loss = float(result.loss.detach())
+            tokens = result.tokens
+            if not math.isfinite(loss):
+                raise self._diverged(self._nonfinite_loss(loss, batch), step, state)
+            result.loss.backward()
+        else:
+            result, loss, tokens = self._parallel_loss(batch, step, state)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -281,13 +298,42 @@ class Trainer:
         self.scheduler.step()
         state.step = step
         state.batch_in_epoch += 1
-        state.tokens += result.tokens
+        state.tokens += tokens
         record = self.progress.step(
-            step=step, epoch=state.epoch, loss=loss, tokens=result.tokens, lr=lr,
+            step=step, epoch=state.epoch, loss=loss, tokens=tokens, lr=lr,
             extra={"grad_norm": norm, **result.extra},
         )
         if record is not None:
             state.history.append(record)
+
+    def _nonfinite_loss(self, loss: float, batch: Any) -> str:
+        where = locate(self.model, lambda: self.task.loss(self.model, batch))
+        found = f"; the first non-finite output is that of {where}" if where else ""
+        return f"the loss is {loss}{found}"
+
+    def _parallel_loss(self, batch: Any, step: int, state: RunState) -> tuple[StepLoss, float, int]:
+        """This rank's share of the loss, backward done: ``(its StepLoss, the token-mean loss
+        over every rank, the global token count)``; every rank raises together on an error."""
+        parallel = self.parallel
+        assert parallel is not None  # internal invariant, not user input
+        result: StepLoss | None = None
+        problem: BaseException | None = None
+        try:
+            mine, counts = parallel.shard(batch)
+            result = check_step_loss(self.task.loss(parallel.ddp, mine), step)
+            loss = float(result.loss.detach())
+        except Exception as error:  # every rank must hear of it before the backward
+            problem, loss = error, math.nan
+        tokens = result.tokens if result is not None and counts else 0
+        mean, total, bad = parallel.agree_step(loss, tokens, problem, step)
+        assert result is not None  # agree_step raised otherwise
+        if bad:
+            what = f"the loss is not finite on rank(s) {bad}"
+            if parallel.rank in bad:
+                what += f" (here: {self._nonfinite_loss(loss, mine)})"
+            raise self._diverged(what, step, state)
+        parallel.scale(result.loss, tokens, total).backward()
+        return result, mean, total
 
     def _diverged(self, what: str, step: int, state: RunState) -> TrainingDiverged:
         last = self.run.pointer("last") if self.run is not None else None
@@ -301,6 +347,17 @@ class Trainer:
 
     # ---------------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict[str, float]:
+        if self.parallel is None:
+            return self._evaluate_here()
+        metrics, error = None, None
+        if self.parallel.rank == 0:
+            try:
+                metrics = self._evaluate_here()
+            except Exception as caught:  # the other ranks must hear of it
+                error = caught
+        return self.parallel.broadcast_metrics(metrics, error)
+
+    def _evaluate_here(self) -> dict[str, float]:
         with preserved_rng(), torch.no_grad():
             self.model.eval()
             try:

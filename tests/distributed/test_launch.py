@@ -1,0 +1,62 @@
+"""``attnkit train ... --nproc N``: the command line re-launched under torchrun."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from attnkit.cli import run
+from attnkit.distributed import launch
+
+TRAIN = ["train", "translate", "--out", "runs/x", "--max-steps", "3"]
+
+
+def test_split_nproc_strips_the_option() -> None:
+    assert launch.split_nproc([*TRAIN, "--nproc", "4"]) == (TRAIN, 4)
+    assert launch.split_nproc(["train", "--nproc=2", *TRAIN[1:]]) == (TRAIN, 2)
+    assert launch.split_nproc(TRAIN) == (TRAIN, None)
+    # Not a train command: left alone (the command itself then rejects an unknown option).
+    assert launch.split_nproc(["translate", "run", "--nproc", "2"]) == (
+        ["translate", "run", "--nproc", "2"], None)
+    for bad, match in (([*TRAIN, "--nproc"], "needs a value"),
+                       ([*TRAIN, "--nproc", "0"], "positive integer"),
+                       ([*TRAIN, "--nproc", "two"], "positive integer"),
+                       ([*TRAIN, "--nproc", "2", "--nproc=3"], "given 2 times")):
+        with pytest.raises(ValueError, match=match):
+            launch.split_nproc(bad)
+
+
+def test_run_relaunches_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    assert run([*TRAIN, "--nproc", "2"]) == 7
+    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      "--nproc-per-node", "2", "-m", "attnkit.cli", *TRAIN]]
+
+
+def test_a_worker_runs_the_command_itself(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under torchrun (RANK and WORLD_SIZE set) nothing is re-launched; --nproc is dropped."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd: pytest.fail(f"launched {cmd}"))
+    seen: list[list[str]] = []
+
+    class Command:
+        def main(self, args, prog_name, standalone_mode):
+            seen.append(args)
+            print("only rank 0 prints")
+            return 0
+
+    assert run([*TRAIN, "--nproc", "2"], command=Command()) == 0
+    assert seen == [TRAIN]
+    assert capsys.readouterr().out == ""  # rank 1 prints nothing on stdout
+
+
+def test_a_bad_nproc_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*TRAIN, "--nproc", "0"]) == 2
+    assert "--nproc must be a positive integer" in capsys.readouterr().err
