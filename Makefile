@@ -28,7 +28,9 @@ demo: setup
 	$(VENV)/bin/attnkit demo
 
 bench: setup
-	$(VENV)/bin/attnkit bench --json out/bench.json
+	@# Spinning OpenMP threads stall the block kernels' many short operations on a shared
+	@# machine, and the policy must be set before torch starts (docs/benchmarks.md).
+	OMP_WAIT_POLICY=PASSIVE THP_MEM_ALLOC_ENABLE=1 $(VENV)/bin/attnkit bench --json out/bench.json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

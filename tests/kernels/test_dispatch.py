@@ -45,6 +45,17 @@ def test_additive_scores_go_to_the_additive_kernel() -> None:
     assert "not a dot product" in dispatch.passed_over["sdpa"]
 
 
+def test_additive_declines_a_decoding_step_with_a_small_naive_tensor() -> None:
+    # An RNN/captioning step: B=32, one query, 49 keys; the reference is faster there.
+    q, k, v = torch.randn(32, 1, 1, 16), torch.randn(32, 1, 49, 16), torch.randn(32, 1, 49, 16)
+    dispatch = attnkit.explain_dispatch(q, k, v, score=additive_score(16, 16))
+    assert dispatch.kernel == "reference"
+    assert "declined under auto" in dispatch.passed_over["additive"]
+    assert "reference is faster" in dispatch.passed_over["additive"]
+    named = attnkit.explain_dispatch(q, k, v, score=additive_score(16, 16), backend="additive")
+    assert named.kernel == "additive"
+
+
 def test_sdpa_declines_a_huge_dense_mask_but_still_runs_when_named(monkeypatch) -> None:
     monkeypatch.setattr(kernels, "SDPA_DENSE_LIMIT", 1 << 16)
     q, k, v = qkv(lq=200, lk=300)

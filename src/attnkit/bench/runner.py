@@ -26,24 +26,48 @@ from attnkit.bench.measure import median, peak_bytes, spread, time_interleaved, 
 MIB = 1 << 20
 
 
+RING = "ring"  # the ring-attention case of attnkit.bench.ring (torchrun), when installed
+
+
+def ring_module() -> Any | None:
+    """:mod:`attnkit.bench.ring` if it exists (it provides ``ring_rows(*, repeats) -> rows``),
+    else ``None``; imported lazily, only when the ring case is asked for."""
+    import importlib
+
+    try:
+        return importlib.import_module("attnkit.bench.ring")
+    except ModuleNotFoundError as error:
+        if error.name == "attnkit.bench.ring":
+            return None
+        raise
+
+
 def select(quick: bool, names: list[str] | None) -> list[Case]:
     """The cases to run: those matching ``names`` (exact names or shell patterns such as
-    ``local-*``), else all (``quick``: the quick subset).
+    ``local-*``), else all (``quick``: the quick subset). The ``ring`` case is not a
+    :class:`Case` (it runs under torchrun): :func:`wants_ring` tells whether it was asked for.
 
     Raises:
         ValueError: a name or pattern that matches no case (the message lists them).
     """
     if not names:
         return [c for c in CASES if c.quick or not quick]
+    ring = ring_module() is not None
     chosen: list[Case] = []
     for name in names:
         hits = [c for c in CASES if fnmatch.fnmatchcase(c.name, name)]
-        if not hits:
-            raise ValueError(
-                f"--case {name!r} matches no benchmark case; known: {[c.name for c in CASES]}"
-            )
+        if not hits and not (ring and fnmatch.fnmatchcase(RING, name)):
+            known = [c.name for c in CASES] + ([RING] if ring else [])
+            raise ValueError(f"--case {name!r} matches no benchmark case; known: {known}")
         chosen += [c for c in hits if c not in chosen]
     return chosen
+
+
+def wants_ring(quick: bool, names: list[str] | None) -> bool:
+    """Whether to run the ring case: named (``--case ring``), or a full run without names;
+    never in ``--quick`` unless named; ``False`` when :mod:`attnkit.bench.ring` is absent."""
+    asked = any(fnmatch.fnmatchcase(RING, name) for name in names) if names else not quick
+    return asked and ring_module() is not None
 
 
 def machine() -> dict[str, Any]:
@@ -186,7 +210,8 @@ def run(
     Args:
         quick: only the quick subset (about 3 minutes on 2 cores), 3 repeats.
         json_path: also write the rows there as a JSON list.
-        cases: names or shell patterns of cases to run (default: all, or the quick subset).
+        cases: names or shell patterns of cases to run (default: all, or the quick subset);
+            ``ring`` runs :mod:`attnkit.bench.ring` under torchrun (also part of a full run).
         repeats: timed rounds per case (default 3 with ``quick``, else 5).
         echo: where progress and the table go (default: print to stdout).
 
@@ -214,6 +239,10 @@ def run(
         row = rows[-1]
         say(f"    ours {row['ours_ms']} ms, baseline {row['baseline_ms']} ms, "
             f"speedup {row['speedup']}, peak {row['ours_peak_mb']} / {row['baseline_peak_mb']} MiB")
+    if wants_ring(quick, cases):
+        say(f"  {RING} (torchrun) ...")
+        module = ring_module()
+        rows.extend(module.ring_rows(repeats=repeats) if module is not None else [])
     say(format_table(rows))
     if json_path is not None:
         write_json(rows, Path(json_path))

@@ -53,7 +53,7 @@ def train_caption(
     batch_size: Annotated[int, typer.Option(help="Images per update.", min=1)] = 64,
     backend: Annotated[
         str, typer.Option(help="Attention kernel: auto or a registered kernel name.")
-    ] = "reference",
+    ] = "auto",
     minutes: opt.Minutes = None,
     epochs: opt.Epochs = None,
     max_steps: opt.MaxSteps = None,

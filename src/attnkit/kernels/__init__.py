@@ -10,7 +10,7 @@ kernel      priority  serves
 local       5         a narrow ``window``: only the band is computed (``O(L·window)``)
 sdpa        10        PyTorch's fused kernel, unless it would materialise a big mask
 chunked     20        any dot-product softmax request, weights, ``O(L)`` memory
-additive    30        the ``additive``/``concat`` scores, blockwise, ``O(L)`` memory
+additive    30        ``additive``/``concat``, blockwise, ``O(L)`` memory (not <= 4 queries)
 reference   1000      everything (materialised float32 oracle)
 ==========  ========  ===============================================================
 """
@@ -89,6 +89,27 @@ def _local_declines(plan: AttentionPlan) -> str | None:
     return None
 
 
+# additive under auto: with this few queries per key/value head the block loop cannot amortise
+# its bookkeeping, and the reference's materialised (B, Hq, Lq, Lk, A) stays small (measured:
+# B=32, Lq=1, Lk 16..64, D=A 128..512 trains 1.4-2.5x slower with `additive` than `reference`).
+ADDITIVE_FEW_QUERIES = 4
+ADDITIVE_SMALL_HIDDEN = 1 << 23  # elements of the reference's tanh tensor (32 MiB in float32)
+
+
+def _additive_declines(plan: AttentionPlan) -> str | None:
+    s = plan.shapes
+    params = plan.score_params
+    width = int((params["weight"] if plan.score_name == "concat" else params["w_q"]).shape[0])
+    hidden = s.batch * s.q_heads * s.q_len * s.kv_len * width
+    if s.group * s.q_len <= ADDITIVE_FEW_QUERIES and hidden <= ADDITIVE_SMALL_HIDDEN:
+        return (
+            f"{s.group * s.q_len} quer{'y' if s.group * s.q_len == 1 else 'ies'} per key/value "
+            f"head (<= {ADDITIVE_FEW_QUERIES}) and a {hidden * 4 / 2**20:.1f} MiB naive tanh "
+            f"tensor (<= {ADDITIVE_SMALL_HIDDEN * 4 >> 20} MiB): reference is faster"
+        )
+    return None
+
+
 register(
     Kernel(
         "local",
@@ -130,6 +151,7 @@ register(
         Capabilities(
             scores=frozenset({"additive", "concat"}), normalizers=_SOFTMAX, dtypes=_FLOATS
         ),
+        declines=_additive_declines,
         priority=30,
         description="additive/concat scores in blocks with the online softmax",
     )

@@ -55,6 +55,9 @@ class Band:
         left, right = self.blocks.left, self.blocks.right
         if left is None or right is None:
             raise ValueError(f"local kernel: needs a bounded window, got {plan.window}")
+        # A window wider than the sequences sees no more keys: query positions run from
+        # Lk − Lq to Lk − 1, so no key lies further left than Lk − 1 or right than Lq − 1.
+        left, right = min(left, max(s.kv_len - 1, 0)), min(right, max(s.q_len - 1, 0))
         self.left, self.right = left, right
         self.n = s.batch * s.kv_heads
         self.group, self.q_len, self.kv_len = s.group, s.q_len, s.kv_len
