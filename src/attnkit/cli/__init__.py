@@ -17,12 +17,15 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from attnkit._version import __version__
 from attnkit.checks import NonFiniteError
+from attnkit.cli import bench as bench_cli
 from attnkit.cli import caption as caption_cli
 from attnkit.cli import demo, translate
+from attnkit.cli import documents as documents_cli
 from attnkit.cli import experiment as experiment_cli
 from attnkit.cli import explain as explain_cli
 from attnkit.cli import music as music_cli
 from attnkit.cli import speech as speech_cli
+from attnkit.distributed import launch
 
 app = typer.Typer(
     name="attnkit",
@@ -32,7 +35,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 train_app = typer.Typer(
-    help="Train a model for one application (checkpoints go to --out).", no_args_is_help=True
+    help="Train a model for one application (checkpoints go to --out; --nproc N trains "
+    "data-parallel on N processes).",
+    no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
 
@@ -56,6 +61,8 @@ def _root(
 demo.register(app)
 translate.register(app, train_app)
 caption_cli.register(app, train_app)
+bench_cli.register(app, train_app)
+documents_cli.register(app, train_app)
 experiment_cli.register(app, train_app)
 explain_cli.register(app, train_app)
 music_cli.register(app, train_app)
@@ -71,8 +78,13 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
     shows the traceback instead).
     """
     try:
+        # ``train ... --nproc N``: re-launched under torchrun (attnkit.distributed.launch).
+        argv, status = launch.handle_nproc(sys.argv[1:] if argv is None else argv)
+        if status is not None:
+            return status
         command = typer.main.get_command(app) if command is None else command
-        result = command.main(args=argv, prog_name="attnkit", standalone_mode=False)
+        with launch.quiet_unless_rank0():
+            result = command.main(args=argv, prog_name="attnkit", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as stop:
         return stop.exit_code

@@ -2,6 +2,7 @@
 
 from attnkit.layers.additive import AdditiveAttention
 from attnkit.layers.base import AttentionLayer
+from attnkit.layers.coverage import CoverageAttention
 from attnkit.layers.hard import HardAttention
 from attnkit.layers.kv_cache import KVCache
 from attnkit.layers.location_aware import LocationAwareAttention
@@ -13,6 +14,7 @@ from attnkit.layers.single import ScoreParameters, SingleHeadAttention
 __all__ = [
     "AdditiveAttention",
     "AttentionLayer",
+    "CoverageAttention",
     "HardAttention",
     "KVCache",
     "LocationAwareAttention",

@@ -1,11 +1,22 @@
-"""Models built from attnkit's layers: RNN encoder–decoders and the Transformer."""
+"""Models built from attnkit's layers: RNN encoder–decoders, the Transformer, and the
+applications' models (Show-Attend-Tell, Listen-Attend-Spell, the Music Transformer, the
+pointer-generator)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from attnkit.models.bert import BertEncoder, load_bert
+from attnkit.models.captioner import CaptionerConfig, ShowAttendTell
 from attnkit.models.decoding import Decoded, beam_search, greedy, sample
+from attnkit.models.las import LAS, LASConfig
+from attnkit.models.music_transformer import (
+    MusicLSTM,
+    MusicLSTMConfig,
+    MusicTransformer,
+    MusicTransformerConfig,
+)
+from attnkit.models.pointer_generator import PointerGenerator, PointerGeneratorConfig
 from attnkit.models.rnn import ATTENTIONS, RNNConfig, RNNSeq2Seq
 from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special
 from attnkit.models.transformer import (
@@ -39,14 +50,24 @@ def build_model(name: str, config: dict[str, Any]) -> Seq2Seq:
 
 __all__ = [
     "ATTENTIONS",
+    "LAS",
     "MODELS",
     "BertEncoder",
+    "CaptionerConfig",
     "Decoded",
     "DecodingState",
+    "LASConfig",
+    "MusicLSTM",
+    "MusicLSTMConfig",
+    "MusicTransformer",
+    "MusicTransformerConfig",
+    "PointerGenerator",
+    "PointerGeneratorConfig",
     "RNNConfig",
     "RNNSeq2Seq",
     "Seq2Seq",
     "Seq2SeqTransformer",
+    "ShowAttendTell",
     "Special",
     "TransformerConfig",
     "TransformerEncoder",
