@@ -17,6 +17,7 @@ from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, Dispatch, Shapes, kernels, select
+from attnkit.kernels.plan import check_window
 from attnkit.masks import MaskStructure
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
@@ -225,7 +226,7 @@ def build_plan(
 
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    window = _check_window(window)
+    window = check_window(window)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
 
@@ -274,17 +275,6 @@ def _resolve_score(score: str | Score, scale: float | None, dq: int):
         raise TypeError(f"score must be a name or an attnkit.Score, got {type(score).__name__}")
     return scores_.resolve(score, scale, dq)
 
-
-def _check_window(window: Any) -> tuple[int, int] | None:
-    if window is None:
-        return None
-    if (
-        not isinstance(window, (tuple, list))
-        or len(window) != 2
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window)
-    ):
-        raise ValueError(f"window must be (left, right) with integers ≥ 0, got {window!r}")
-    return int(window[0]), int(window[1])
 
 
 def _split_mask(

@@ -38,6 +38,8 @@ import math
 import torch
 from torch import Tensor
 
+from attnkit.kernels.plan import check_window
+
 DEFAULT_CHUNK = 256
 
 __all__ = [
@@ -73,17 +75,6 @@ def _check_positions(name: str, positions: Tensor, length: int, *, ascending: bo
     if ascending and length > 1 and not bool((positions[1:] >= positions[:-1]).all()):
         raise ValueError(f"{name} must be in ascending order")
 
-
-def _check_window(window: object) -> tuple[int, int] | None:
-    if window is None:
-        return None
-    if (
-        not isinstance(window, (tuple, list))
-        or len(window) != 2
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window)
-    ):
-        raise ValueError(f"window must be (left, right) with integers ≥ 0, got {window!r}")
-    return int(window[0]), int(window[1])
 
 
 def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int, int, int, int, int]:
@@ -166,7 +157,7 @@ def any_visible(
     Raises:
         TypeError, ValueError: positions that are not 1-D integer tensors; a bad window.
     """
-    window = _check_window(window)
+    window = check_window(window)
     _check_positions("q_positions", q_positions, q_positions.shape[0], ascending=False)
     _check_positions("k_positions", k_positions, k_positions.shape[0], ascending=True)
     if q_positions.numel() == 0 or k_positions.numel() == 0:
@@ -290,7 +281,7 @@ def block_forward(
     b, hq, hkv, lq, lk, d, dv = _check_qkv(q, k, v)
     _check_positions("q_positions", q_positions, lq, ascending=False)
     _check_positions("k_positions", k_positions, lk, ascending=True)
-    window, scale, chunk = _check_window(window), _check_scale(scale), _check_chunk(chunk)
+    window, scale, chunk = check_window(window), _check_scale(scale), _check_chunk(chunk)
     cdt, g = compute_dtype(q.dtype), hq // hkv
     if into is None:
         out = torch.zeros(b, hq, lq, dv, dtype=cdt, device=q.device)  # (B, Hq, Lq, Dv)
@@ -386,7 +377,7 @@ def block_backward(
     b, hq, hkv, lq, lk, d, dv = _check_qkv(q, k, v)
     _check_positions("q_positions", q_positions, lq, ascending=False)
     _check_positions("k_positions", k_positions, lk, ascending=True)
-    window, scale, chunk = _check_window(window), _check_scale(scale), _check_chunk(chunk)
+    window, scale, chunk = check_window(window), _check_scale(scale), _check_chunk(chunk)
     expect = {"out": (b, hq, lq, dv), "lse": (b, hq, lq), "dout": (b, hq, lq, dv)}
     for name, t in (("out", out), ("lse", lse), ("dout", dout)):
         if not isinstance(t, Tensor) or tuple(t.shape) != expect[name]:

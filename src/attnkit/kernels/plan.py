@@ -100,3 +100,20 @@ class AttentionPlan:
             or self.key_lengths is not None
             or self.mask is not None
         )
+
+
+def check_window(window: object) -> tuple[int, int] | None:
+    """``window`` as ``(left, right)`` ints, or ``None``.
+
+    Raises:
+        ValueError: not a pair of integers ≥ 0.
+    """
+    if window is None:
+        return None
+    if (
+        not isinstance(window, (tuple, list))
+        or len(window) != 2
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window)
+    ):
+        raise ValueError(f"window must be (left, right) with integers ≥ 0, got {window!r}")
+    return int(window[0]), int(window[1])
