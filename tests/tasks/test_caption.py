@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from attnkit.data.images import CaptionedImage
+from attnkit.explain.image import plot_image_attention
 from attnkit.tasks.caption import (
     Captioner,
     CaptionSettings,
-    plot_attention,
     prepare,
     train_captioner,
 )
@@ -127,13 +127,17 @@ def test_attention_of_each_word_and_its_picture(trained, tmp_path) -> None:
     assert attention.grid.shape == (len(words) + 1, rows, cols)
     torch.testing.assert_close(attention.grid.sum((1, 2)), torch.ones(len(words) + 1))
     assert attention.maps.shape == (len(words) + 1, *strip.image.shape)
-    row = plot_attention(attention, tmp_path / "row.png")
-    grid = plot_attention(attention, tmp_path / "grid.png", columns=2)
+    row = plot_image_attention(attention.image, attention.words, attention.maps, tmp_path / "row.png")
+    grid = plot_image_attention(
+        attention.image, attention.words, attention.maps, tmp_path / "grid.png", columns=2
+    )
     with Image.open(row) as a, Image.open(grid) as b:
         assert a.format == "PNG" and a.width > 2 * a.height  # image + 3 panels in one row
         assert b.height > a.height  # two rows
     with pytest.raises(ValueError, match=r"must end in '\.png'"):
-        plot_attention(attention, tmp_path / "x.jpg")
+        plot_image_attention(attention.image, attention.words, attention.maps, tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match=r"maps must be"):
+        plot_image_attention(attention.image, attention.words[:-1], attention.maps, tmp_path / "y.png")
 
 
 def test_files_are_captioned_and_unreadable_ones_named(trained, tmp_path) -> None:

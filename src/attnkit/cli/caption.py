@@ -128,7 +128,8 @@ def caption(
     """Caption IMAGES with a trained model: print 'file<TAB>caption' and draw where each word
     looked. Unreadable files are reported on stderr (exit status 2) after the others are done."""
     from attnkit.data.images import image_files, read_captions_tsv
-    from attnkit.tasks.caption import Captioner, plot_attention
+    from attnkit.explain.image import plot_image_attention
+    from attnkit.tasks.caption import Captioner
     from attnkit.tasks.metrics import translation_scores
 
     captioner = Captioner.load(run)
@@ -149,9 +150,9 @@ def caption(
         captions[item.path] = item.caption
         typer.echo(f"{item.path}\t{item.caption}")
         if plot:
-            picture = plot_attention(
-                captioner.attend(item.image, item.caption),
-                out / f"{item.path.stem}.attention.png",
+            seen = captioner.attend(item.image, item.caption)
+            picture = plot_image_attention(
+                seen.image, seen.words, seen.maps, out / f"{item.path.stem}.attention.png",
                 columns=columns,
             )
             typer.echo(f"  attention: {picture}", err=True)

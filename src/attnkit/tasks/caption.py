@@ -5,7 +5,7 @@ ShowAttendTell` on a caption data spec (``digits[:OPTIONS]``: strips of real han
 digits; ``folder:PATH``: your images with a ``captions.tsv``) with the one Trainer.
 :class:`Captioner` loads a run and captions images or files (greedy or beam search),
 evaluates (exact match, BLEU, chrF, WER) and shows where each word looked
-(:meth:`Captioner.attend`, :func:`plot_attention`).
+(:meth:`Captioner.attend`; drawn by :func:`attnkit.explain.image.plot_image_attention`).
 
 Losses: soft attention minimises the token cross-entropy plus the doubly stochastic
 regularisation ``λ Σ_i (1 − Σ_t α_ti)²`` (averaged over the batch); hard attention minimises
@@ -428,70 +428,6 @@ class Captioner:
             grid[None].float(), scale_factor=STRIDE, mode="bilinear", align_corners=False
         )[0, :, :height, :width]  # (T + 1, H, W)
         return CaptionAttention(words, prepared, grid.cpu(), maps.cpu())
-
-
-def plot_attention(
-    attention: CaptionAttention,
-    path: str | os.PathLike[str],
-    *,
-    columns: int | None = None,
-    dpi: int = 120,
-) -> Path:
-    """Draw the image, then one panel per word with its attention over the image; write a PNG.
-
-    Args:
-        attention: from :meth:`Captioner.attend`.
-        path: the ``.png`` to write (atomically; parent folders created).
-        columns: panels per row; default all panels in one row.
-        dpi: resolution.
-
-    Raises:
-        ValueError: ``path`` not ending in ``.png``, ``columns`` < 1.
-    """
-    import io
-    import math
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from attnkit.explain._files import as_path, write_atomic
-
-    out = as_path(path, suffix=".png")
-    panels = len(attention.words) + 1
-    columns = panels if columns is None else columns
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise ValueError(f"columns must be an int >= 1, got {columns!r}")
-    columns = min(columns, panels)
-    rows = math.ceil(panels / columns)
-    height, width = attention.image.shape
-    panel_w = min(4.0, max(1.6, width / max(height, 1) * 1.2))
-    panel_h = panel_w * height / width + 0.45
-    fig = Figure(figsize=(columns * panel_w, rows * panel_h), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    caption = " ".join(attention.words[:-1])
-    for k in range(rows * columns):
-        ax = axes[k // columns][k % columns]
-        ax.set_axis_off()
-        if k >= panels:
-            continue
-        ax.imshow(attention.image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        if k == 0:
-            ax.set_title(caption or "(empty caption)", fontsize=9)
-            continue
-        heat = attention.maps[k - 1].numpy()
-        ax.imshow(
-            heat / max(float(heat.max()), 1e-12),
-            cmap="jet",
-            alpha=0.5,
-            vmin=0.0,
-            vmax=1.0,
-            interpolation="bilinear",
-        )
-        ax.set_title(attention.words[k - 1], fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    return write_atomic(out, buffer.getvalue())
 
 
 def prepare(settings: CaptionSettings) -> tuple[CaptionTask, ShowAttendTell]:
