@@ -31,6 +31,8 @@ def _allowed(scores: Tensor, allowed: Tensor | None) -> Tensor:
 
 def softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     """``exp(s_j) / Σ_{j allowed} exp(s_j)`` with the max subtracted first."""
+    if scores.shape[-1] == 0:
+        return torch.zeros_like(scores)  # no keys: nothing to weigh
     s = scores if allowed is None else scores.masked_fill(~allowed, _NEG_INF)
     row_max = s.amax(dim=-1, keepdim=True).detach()
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
@@ -45,6 +47,8 @@ def sparsemax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     Sort ``z`` descending, ``k(z) = max{k : 1 + k z_(k) > Σ_{j≤k} z_(j)}``,
     ``τ = (Σ_{j≤k(z)} z_(j) − 1) / k(z)``, ``p = max(z − τ, 0)``.
     """
+    if scores.shape[-1] == 0:
+        return torch.zeros_like(scores)  # no keys: nothing to weigh
     ok = _allowed(scores, allowed)
     z = scores.masked_fill(~ok, _NEG_INF)
     z_sorted, _ = torch.sort(z, dim=-1, descending=True)
@@ -62,6 +66,8 @@ def sparsemax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
 
 def hardmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     """One-hot at the argmax of the allowed scores (hard attention at inference)."""
+    if scores.shape[-1] == 0:
+        return torch.zeros_like(scores)  # no keys: nothing to weigh
     ok = _allowed(scores, allowed)
     index = scores.masked_fill(~ok, _NEG_INF).argmax(dim=-1, keepdim=True)
     return _one_hot(index, scores, ok)
@@ -81,6 +87,8 @@ def gumbel_softmax(
     scores' shape); the forward value is ``one_hot(argmax y)``, the gradient that of ``y``.
     ``log α`` differs from the scores by a per-row constant, which changes neither.
     """
+    if scores.shape[-1] == 0:
+        return torch.zeros_like(scores)  # no keys: nothing to weigh
     ok = _allowed(scores, allowed)
     if noise is None:
         uniform = torch.rand(
