@@ -33,7 +33,7 @@ def test_run_relaunches_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(launch.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
     assert run([*TRAIN, "--nproc", "2"]) == 7
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone",
+    assert calls == [[sys.executable, "-m", "attnkit.distributed._torchrun", "--standalone",
                       "--nproc-per-node", "2", "-m", "attnkit.cli", *TRAIN]]
 
 

@@ -4,9 +4,10 @@
 ``train`` command with ``--nproc N`` (``N > 1``) in a process that torchrun did not start, it
 runs::
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m attnkit.cli train ...
+    python -m attnkit.distributed._torchrun --standalone --nproc-per-node N -m attnkit.cli train ...
 
-(the command line without ``--nproc``) and returns its exit status; each worker then trains
+(torchrun without its own traceback when a worker fails; the command line without
+``--nproc``) and returns the failed worker's exit status; each worker then trains
 data-parallel (:mod:`attnkit.training.parallel`). torchrun tears every worker down when one
 fails. Plain ``torchrun ... -m attnkit.cli train ...`` works the same way on several machines.
 In a worker, ``--nproc`` is dropped and ranks other than 0 print nothing on stdout.
@@ -78,7 +79,7 @@ def split_nproc(argv: Sequence[str]) -> tuple[list[str], int | None]:
 def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
     """The command that runs ``attnkit argv`` on ``nproc`` local processes under torchrun."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        sys.executable, "-m", "attnkit.distributed._torchrun", "--standalone",
         "--nproc-per-node", str(nproc), "-m", "attnkit.cli", *argv,
     ]
 
