@@ -17,10 +17,13 @@ with their own ``malloc``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from torch.profiler import ProfilerActivity, profile
 
@@ -72,10 +75,29 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return timed_peak_bytes(fn)[0]
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to the null device: the profiler's C++ side prints a
+    ``profiler_start``/``profiler_stop`` line on every use. Python exceptions still propagate
+    (their tracebacks print after the descriptor is restored)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def timed_peak_bytes(fn: Callable[[], object]) -> tuple[int, float]:
     """``(peak bytes, milliseconds)`` of one call of ``fn`` under the memory profiler."""
     gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         start = time.perf_counter()
         result = fn()
         elapsed = (time.perf_counter() - start) * 1e3
