@@ -10,7 +10,7 @@ import torch
 import attnkit
 from attnkit import bench
 from attnkit.bench import cases, runner
-from attnkit.bench.decoder import TinyDecoder, generate_cached, generate_full
+from attnkit.bench.decoder import decoder, generate_cached, generate_full
 from attnkit.bench.measure import peak_bytes, time_interleaved
 
 MIB = 1 << 20
@@ -99,14 +99,14 @@ def test_naive_baselines_compute_what_attnkit_computes() -> None:
 
 def test_kv_cache_generation_equals_recomputing_the_prefix() -> None:
     torch.manual_seed(0)
-    model = TinyDecoder(vocab=50, width=32, heads=2, hidden=64, layers=2, max_len=64).eval()
+    model = decoder(vocab=50, width=32, heads=2, hidden=64, layers=2, max_len=64)
     prompt = torch.tensor([[3, 7], [1, 2]])
     assert torch.equal(generate_cached(model, prompt, 20), generate_full(model, prompt, 20))
     with torch.no_grad():
         tokens = generate_full(model, prompt, 20)
         full = model(tokens)  # (B, T, V)
-        caches = [attnkit.layers.KVCache() for _ in model.blocks]
-        steps = [model(tokens[:, t : t + 1], caches) for t in range(tokens.shape[1])]
+        state = model.start(tokens.shape[0])
+        steps = [model.step(state, tokens[:, t : t + 1]) for t in range(tokens.shape[1])]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import attnkit
-from attnkit.bench.decoder import TinyDecoder, generate_cached, generate_full
+from attnkit.bench.decoder import decoder, generate_cached, generate_full
 
 Fn = Callable[[], object]
 
@@ -220,7 +220,7 @@ def throughput(n: int):
 def kv_cache(steps: int):
     def build() -> tuple[Fn, Fn]:
         torch.manual_seed(0)
-        model = TinyDecoder(max_len=steps + 8).eval()
+        model = decoder(max_len=steps + 8)
         prompt = torch.tensor([[1]])
         return lambda: generate_cached(model, prompt, steps), lambda: generate_full(
             model, prompt, steps

@@ -62,7 +62,7 @@ from attnkit.training import (
     TrainConfig,
     Trainer,
     TrainResult,
-    load_checkpoint,
+    load_best_checkpoint,
     model_device,
     sequence_cross_entropy,
 )
@@ -275,10 +275,7 @@ class Captioner:
             CheckpointError: a corrupted checkpoint (the file is named).
             ValueError: a checkpoint that is not a captioning model.
         """
-        path = Path(run)
-        if (path / "best").exists():
-            path = path / "best"
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_best_checkpoint(run)
         task = checkpoint.task_config
         if task.get("task") != "caption" or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a captioning checkpoint")

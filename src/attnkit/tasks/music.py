@@ -49,7 +49,7 @@ from attnkit.training import (
     TrainConfig,
     Trainer,
     TrainResult,
-    load_checkpoint,
+    load_best_checkpoint,
     model_device,
     sequence_cross_entropy,
 )
@@ -235,10 +235,7 @@ class Composer:
             CheckpointError: a corrupted checkpoint.
             ValueError: a checkpoint that is not a music model.
         """
-        path = Path(run)
-        if (path / "best").exists():
-            path = path / "best"
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_best_checkpoint(run)
         task = checkpoint.task_config
         if task.get("task") != "music":
             raise ValueError(f"{checkpoint.path} is not a music checkpoint (attnkit train music)")

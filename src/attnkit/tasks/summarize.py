@@ -45,7 +45,7 @@ from attnkit.training import (
     TrainConfig,
     Trainer,
     TrainResult,
-    load_checkpoint,
+    load_best_checkpoint,
     model_device,
     sequence_cross_entropy,
 )
@@ -252,10 +252,7 @@ class Summarizer:
             FileNotFoundError: nothing there.
             ValueError: a checkpoint that is not a summariser.
         """
-        path = Path(run)
-        if (path / "best").exists():
-            path = path / "best"
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_best_checkpoint(run)
         task = checkpoint.task_config
         if "coverage_weight" not in task or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a summarisation checkpoint")

@@ -42,7 +42,7 @@ from attnkit.training import (
     TrainConfig,
     Trainer,
     TrainResult,
-    load_checkpoint,
+    load_best_checkpoint,
     model_device,
     sequence_cross_entropy,
 )
@@ -225,10 +225,7 @@ class Translator:
             CheckpointError: a corrupted checkpoint (the file is named).
             ValueError: a checkpoint that is not a translation model.
         """
-        path = Path(run)
-        if (path / "best").exists():
-            path = path / "best"
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_best_checkpoint(run)
         task = checkpoint.task_config
         if "model" not in task or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a translation checkpoint")

@@ -9,6 +9,7 @@ Usage::
 
 from attnkit.training.checkpoint import (
     Checkpoint,
+    load_best_checkpoint,
     load_checkpoint,
     model_config,
     save_checkpoint,
@@ -37,6 +38,7 @@ __all__ = [
     "build_optimizer",
     "epoch_generator",
     "is_main_process",
+    "load_best_checkpoint",
     "load_checkpoint",
     "model_config",
     "model_device",

@@ -303,6 +303,17 @@ def _parse_json(path: Path, name: str, manifest: Mapping[str, Any]) -> dict[str,
     return value
 
 
+def load_best_checkpoint(run: str | os.PathLike[str]) -> Checkpoint:
+    """What a user means by a trained run: a run folder's ``best`` checkpoint (its ``last``
+    when it has none), or the pointer or checkpoint directory given.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`load_checkpoint`.
+    """
+    path = Path(run)
+    return load_checkpoint(path / "best" if (path / "best").exists() else path)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Open and verify a checkpoint: every file's size and SHA-256 against ``manifest.json``.
 
