@@ -46,6 +46,23 @@ def test_structure_blocks_equal_the_dense_mask(causal, window) -> None:
     torch.testing.assert_close(block, dense[:, :, 2:5, 3:8])
 
 
+@pytest.mark.parametrize("window", [None, (4, 0), (2, 3)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_every_block_equals_the_oracle_and_a_covered_block_needs_no_mask(causal, window) -> None:
+    structure = masks.MaskStructure(causal=causal, window=window)
+    lq, lk = 5, 8
+    want = allowed_matrix(lq, lk, causal=causal, window=window)
+    for q0, q1, k0, k1 in [(4, 5, 0, 8), (0, 5, 0, 8), (2, 4, 3, 7), (0, 1, 0, 3), (3, 5, 6, 8)]:
+        block = structure.block(lq, lk, q0, q1, k0, k1, torch.device("cpu"))
+        expected = want[q0:q1, k0:k1]
+        if block is None:  # only allowed when the oracle hides nothing there
+            assert expected.all(), (q0, q1, k0, k1)
+        else:
+            np.testing.assert_array_equal(block[0, 0].numpy(), expected)
+    decoding_step = structure.block(lq, lk, lq - 1, lq, 0, lk, torch.device("cpu"))
+    assert (decoding_step is None) == (window is None)  # the last query sees every key
+
+
 def test_torch_polarity_and_bias() -> None:
     torch_mask = torch.tensor([[False, True]])
     assert masks.from_torch(torch_mask).tolist() == [[True, False]]

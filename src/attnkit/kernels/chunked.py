@@ -21,8 +21,8 @@ float biases (with their gradient), causal, windows, key lengths, grouped heads,
 Blocks are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
-lse (B, Hq, Lq) float32, weights (B, Hq, Lq, Lk) or None. Internally the rows layout
-``(B·Hkv, G·Lq, ·)`` of ``_blocks``.
+lse (B, Hq, Lq) float32 (None when the weights are returned), weights (B, Hq, Lq, Lk) or
+None. Internally the rows layout ``(B·Hkv, G·Lq, ·)`` of ``_blocks``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class _ChunkedAttention(torch.autograd.Function):
         qs = to_rows(q, hkv, cd) * call.scale  # (B·Hkv, G·Lq, D)
         kr, vr = to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (B·Hkv, Lk, D|Dv)
         if call.weights:
-            out, lse, weights = rows_forward(qs, kr, vr, blocks, call.dropout)
+            out, weights = rows_forward(qs, kr, vr, blocks, call.dropout)
+            lse = None  # the backward pass reads the weights
         else:
             out, lse = online_forward(_DotScores(qs, kr, call.loop), vr, qs.shape[1], call.loop)
             weights = None
@@ -95,8 +96,9 @@ class _ChunkedAttention(torch.autograd.Function):
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)
         b, hq = blocks.batch, blocks.q_heads
         out_user = from_rows(out, b, hq).to(v.dtype)  # (B, Hq, Lq, Dv)
-        lse_user = from_rows(lse, b, hq).to(torch.float32)  # (B, Hq, Lq)
-        ctx.mark_non_differentiable(lse_user)
+        lse_user = None if lse is None else from_rows(lse, b, hq).to(torch.float32)  # (B, Hq, Lq)
+        if lse_user is not None:
+            ctx.mark_non_differentiable(lse_user)
         w_user = None if weights is None else weights.to(v.dtype)
         return out_user, lse_user, w_user
 

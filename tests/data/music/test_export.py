@@ -45,6 +45,7 @@ def test_meter_from_bar_spacing() -> None:
     assert infer_meter(Piece([], [0, 16, 32, 48], 64)) == "4/4"
     assert infer_meter(Piece([], [4, 16], 30)) == "3/4"
     assert infer_meter(Piece([], [], 30)) == "4/4"
+    assert infer_meter(Piece([], [0, 274, 548], 600)) == "4/4"  # not a bar: no 274/16
     assert infer_meter(Piece([], [0, 6, 12], 30)) == "6/16"
 
 

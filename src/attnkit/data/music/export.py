@@ -14,13 +14,19 @@ from attnkit.data.music.events import Piece
 __all__ = ["infer_meter", "midi_bytes", "musicxml_bytes", "to_score"]
 
 
+_LONGEST_BAR = 8 * STEPS_PER_QUARTER  # 8/4: longer "bars" are a barely trained model's noise
+
+
 def infer_meter(piece: Piece) -> str:
     """The time signature that fits the most common distance between barlines:
-    16 sixteenths -> ``"4/4"``, 12 -> ``"3/4"``; ``"4/4"`` when there are fewer than two bars."""
+    16 sixteenths -> ``"4/4"``, 12 -> ``"3/4"``; ``"4/4"`` when there are fewer than two bars
+    or the distance is longer than 8/4 (MIDI cannot even store a numerator above 255)."""
     gaps = collections.Counter(b - a for a, b in zip(piece.bars, piece.bars[1:], strict=False))
     if not gaps:
         return "4/4"
     steps = gaps.most_common(1)[0][0]
+    if steps > _LONGEST_BAR:
+        return "4/4"
     if steps % STEPS_PER_QUARTER == 0 and steps > 0:
         return f"{steps // STEPS_PER_QUARTER}/4"
     return f"{steps}/16" if steps > 0 else "4/4"
