@@ -28,9 +28,12 @@ demo: setup
 	$(VENV)/bin/attnkit demo
 
 bench: setup
-	@# Spinning OpenMP threads stall the block kernels' many short operations on a shared
-	@# machine, and the policy must be set before torch starts (docs/benchmarks.md).
-	OMP_WAIT_POLICY=PASSIVE THP_MEM_ALLOC_ENABLE=1 $(VENV)/bin/attnkit bench --json out/bench.json
+	@# On a busy machine (load above the cores) spinning OpenMP threads stall the block
+	@# kernels' many short operations, so the threads sleep instead; on a quiet one that
+	@# costs every short operation a wake-up. Set before torch starts (docs/benchmarks.md).
+	@if [ -z "$$OMP_WAIT_POLICY" ] && awk -v n=$$(nproc) '{exit !($$1 > n)}' /proc/loadavg; then \
+		echo "busy machine: OMP_WAIT_POLICY=PASSIVE"; export OMP_WAIT_POLICY=PASSIVE; fi; \
+	$(VENV)/bin/attnkit bench --json out/bench.json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -230,7 +230,8 @@ def run(
     if info["load"] != "?" and float(info["load"]) > (info["cores"] or 1):
         say(
             "  note: the machine is busy; the block kernels run many short parallel ops, each "
-            "waiting for a descheduled thread (OMP_WAIT_POLICY=PASSIVE limits the damage)"
+            "waiting for a descheduled thread (OMP_WAIT_POLICY=PASSIVE limits the damage; "
+            "`make bench` sets it when the load exceeds the cores)"
         )
     rows = []
     for case in chosen:
