@@ -17,7 +17,7 @@ from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, Dispatch, Shapes, kernels, select
-from attnkit.kernels.plan import check_window
+from attnkit.kernels.plan import check_qkv, check_window
 from attnkit.masks import MaskStructure
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
@@ -187,28 +187,8 @@ def build_plan(
     normalize: str | Normalizer = "softmax",
 ) -> AttentionPlan:
     """Validate :func:`attention`'s arguments and resolve them into an :class:`AttentionPlan`."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name} must have 4 dims (batch, heads, length, dim), got shape {_shape(t)}"
-                + (f"; for (batch, length, dim) use {name}.unsqueeze(1)" if t.dim() == 3 else "")
-            )
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    (b, hq, lq, dq), (bk, hk, lk, dk), (bv, hv, lv, dv) = q.shape, k.shape, v.shape
+    b, hq, hk, lq, lk, dq, dk, dv = check_qkv(q, k, v)
     sizes = f"q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
-    if not (b == bk == bv):
-        raise ValueError(f"q, k, v must have the same batch size, got {sizes}")
-    if hk != hv or lk != lv:
-        raise ValueError(f"k and v must have the same heads and length, got {sizes}")
-    if hk == 0 or hq % hk:
-        raise ValueError(f"k's heads must divide q's heads (grouped-query attention), got {sizes}")
 
     score_name, score_fn, params, factor, dot_form = _resolve_score(score, scale, dq)
     info = scores_.SCORES[score_name]

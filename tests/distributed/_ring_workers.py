@@ -77,7 +77,7 @@ def bad_inputs(rank: int, world: int) -> None:
 
     # One rank's input is invalid on its own: it names its problem, the other names the rank.
     q3 = q[0] if rank == 1 else q
-    expected = "must be \\(batch, heads, local length, dim\\)" if rank == 1 else r"rank\(s\) \[1\]"
+    expected = r"q must have 4 dims \(batch, heads, length, dim\)" if rank == 1 else r"rank\(s\) \[1\]"
     with pytest.raises(ValueError, match=expected):
         ring_attention(q3, k, v)
 

@@ -43,6 +43,7 @@ from attnkit.kernels.blockwise import (
     block_forward,
     compute_dtype,
 )
+from attnkit.kernels.plan import check_qkv, check_window
 
 WHAT = "ring_attention"
 _NAMES = (
@@ -200,40 +201,16 @@ def _validate(
     chunk: Any,
 ) -> tuple[list[int], float, tuple[int, int] | None]:
     """This rank's values for :data:`_NAMES`, the scale and the window; raises on bad input."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{WHAT}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{WHAT}: {name} must be floating point, got dtype {t.dtype}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{WHAT}: {name} must be (batch, heads, local length, dim), got {tuple(t.shape)}"
-            )
+    b, hq, hkv, lq, lk, d, dk, dv = check_qkv(q, k, v, same_head_dim=True, what=f"{WHAT}: ")
     sizes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"{WHAT}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"{WHAT}: q, k, v must be on one device, got {q.device}, {k.device}, "
-                         f"{v.device}")
-    (b, hq, lq, d), (bk, hkv, lk, dk), (bv, hv, lv, dv) = q.shape, k.shape, v.shape
-    if not (b == bk == bv) or hkv != hv or lk != lv or d != dk:
-        raise ValueError(
-            f"{WHAT}: q, k, v must agree in batch, k/v in heads and length, q/k in head dim; "
-            f"got {sizes}"
-        )
-    if hkv == 0 or hq % hkv:
-        raise ValueError(f"{WHAT}: k's heads must divide q's heads, got {sizes}")
     if lq == 0 or lk == 0:
         raise ValueError(f"{WHAT}: every rank needs at least one query and one key, got {sizes}")
     if not isinstance(causal, bool):
         raise TypeError(f"{WHAT}: causal must be a bool, got {type(causal).__name__}")
-    if window is not None and (
-        not isinstance(window, (tuple, list))
-        or len(window) != 2
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window)
-    ):
-        raise ValueError(f"{WHAT}: window must be (left, right) with integers ≥ 0, got {window!r}")
-    window = None if window is None else (int(window[0]), int(window[1]))
+    try:
+        window = check_window(window)
+    except ValueError as error:
+        raise ValueError(f"{WHAT}: {error}") from None
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):

@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnkit.kernels.plan import check_window
+from attnkit.kernels.plan import check_qkv, check_window
 
 DEFAULT_CHUNK = 256
 
@@ -75,32 +75,6 @@ def _check_positions(name: str, positions: Tensor, length: int, *, ascending: bo
     if ascending and length > 1 and not bool((positions[1:] >= positions[:-1]).all()):
         raise ValueError(f"{name} must be in ascending order")
 
-
-
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int, int, int, int, int]:
-    """``(B, Hq, Hkv, Lq, Lk, D, Dv)``; raises on anything else."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name} must have 4 dims (batch, heads, length, dim), got {tuple(t.shape)}"
-            )
-    sizes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    (b, hq, lq, d), (bk, hkv, lk, dk), (bv, hv, lv, dv) = q.shape, k.shape, v.shape
-    if not (b == bk == bv) or hkv != hv or lk != lv or d != dk:
-        raise ValueError(
-            f"q, k, v must agree in batch, k/v in heads and length, q/k in head dim; got {sizes}"
-        )
-    if hkv == 0 or hq % hkv:
-        raise ValueError(f"k's heads must divide q's heads (grouped-query attention), got {sizes}")
-    return b, hq, hkv, lq, lk, d, dv
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +252,7 @@ def block_forward(
         ValueError: mismatched shapes or devices, positions of the wrong length or keys not
             ascending, a bad window, scale or chunk, ``into`` of the wrong shape.
     """
-    b, hq, hkv, lq, lk, d, dv = _check_qkv(q, k, v)
+    b, hq, hkv, lq, lk, d, _, dv = check_qkv(q, k, v, same_head_dim=True)
     _check_positions("q_positions", q_positions, lq, ascending=False)
     _check_positions("k_positions", k_positions, lk, ascending=True)
     window, scale, chunk = check_window(window), _check_scale(scale), _check_chunk(chunk)
@@ -374,7 +348,7 @@ def block_backward(
         TypeError, ValueError: as :func:`block_forward`; ``out``, ``lse``, ``dout``, ``delta``
             or ``into`` of the wrong shape.
     """
-    b, hq, hkv, lq, lk, d, dv = _check_qkv(q, k, v)
+    b, hq, hkv, lq, lk, d, _, dv = check_qkv(q, k, v, same_head_dim=True)
     _check_positions("q_positions", q_positions, lq, ascending=False)
     _check_positions("k_positions", k_positions, lk, ascending=True)
     window, scale, chunk = check_window(window), _check_scale(scale), _check_chunk(chunk)
