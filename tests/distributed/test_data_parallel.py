@@ -11,7 +11,14 @@ import torch
 from attnkit.training import TrainConfig, Trainer
 from attnkit.training.parallel import TooFewRows, row_range, shard_rows
 from tests.distributed._spawn import run_ranks
-from tests.distributed._train_workers import CONFIG, ShardedCopyTask, failures, model, train
+from tests.distributed._train_workers import (
+    CONFIG,
+    ShardedCopyTask,
+    failures,
+    model,
+    rank_streams,
+    train,
+)
 
 
 def test_two_ranks_train_the_same_weights_as_one_process(tmp_path: Path) -> None:
@@ -30,6 +37,12 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path: Path) -> None
     assert not torch.equal(want["out.weight"], model().state_dict()["out.weight"])
     # Only rank 0 wrote: the run folder beside the weights the workers saved.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.pt", "rank1.pt", "run"]
+
+
+def test_each_rank_draws_its_own_dropout_and_a_resume_continues_every_stream(
+    tmp_path: Path,
+) -> None:
+    run_ranks(2, rank_streams, str(tmp_path))
 
 
 def test_an_error_on_one_rank_stops_every_rank() -> None:

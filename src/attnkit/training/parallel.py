@@ -6,6 +6,10 @@ train TASK ...`` (several). torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK
 ``nccl`` on CUDA) with a timeout, so a rank left waiting for a dead peer fails instead of
 hanging (torchrun also tears the other ranks down when one exits with an error).
 
+Random streams: the data order is the same on every rank (below), but each rank draws its own
+dropout masks (rank ``r`` is seeded with ``rng.rank_seed(seed, r)``), as one process would for
+different rows; checkpoints keep every rank's RNG state so a resume continues each stream.
+
 Per update (:class:`DataParallel`): every rank draws the *same* batch (the data order is a
 function of the seed and the epoch only) and keeps its rows (``task.shard(batch, rank,
 world)``), so the global batch is one process's batch. The model is wrapped in
@@ -286,6 +290,12 @@ class DataParallel:
         if message[0] is not None:
             raise RankFailed(f"evaluation failed on rank 0 ({message[0]}); rank {self.rank} stops")
         return message[1]  # type: ignore[return-value]
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """``value`` (a small picklable object) of every rank, in rank order, on every rank."""
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def barrier(self) -> None:
         """Wait until every rank gets here (rank 0 has written its checkpoint)."""

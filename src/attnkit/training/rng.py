@@ -18,6 +18,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel rank ``rank``'s own random stream (its dropout masks): ``seed``
+    itself for rank 0, an unrelated 63-bit seed mixed from ``(seed, rank)`` for the others."""
+    if rank == 0:
+        return seed
+    words = np.random.SeedSequence([seed, rank]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The CPU generator that orders the data of ``epoch``: a function of ``(seed, epoch)`` only.
 

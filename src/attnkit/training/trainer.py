@@ -37,6 +37,7 @@ from attnkit.training.rng import (
     capture_rng_state,
     epoch_generator,
     preserved_rng,
+    rank_seed,
     restore_rng_state,
     seed_everything,
 )
@@ -178,6 +179,8 @@ class Trainer:
     def _start_state(self, checkpoint: Checkpoint | None, epoch_length: int | None) -> RunState:
         if checkpoint is None:
             seed_everything(self.config.seed)
+            if self.parallel is not None and self.parallel.rank > 0:  # its own dropout masks
+                seed_everything(rank_seed(self.config.seed, self.parallel.rank))
             return RunState(decay_steps=self._decay_steps(epoch_length))
         state = RunState.from_json(checkpoint.trainer_state, checkpoint.path)
         self._check_resume_config(checkpoint.trainer_state, checkpoint.path)
@@ -223,7 +226,15 @@ class Trainer:
             raise CheckpointError(f"{checkpoint.path} holds no optimizer/RNG state: cannot resume")
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
-        return training["rng"]
+        if self.parallel is None or self.parallel.rank == 0:
+            return training["rng"]
+        every_rank = training.get("rng_ranks")
+        if isinstance(every_rank, list) and len(every_rank) == self.parallel.world:
+            return every_rank[self.parallel.rank]
+        # Saved by another number of processes: a fresh stream of its own for this rank.
+        step = int(checkpoint.trainer_state.get("step", 0))
+        seed_everything(rank_seed(self.config.seed + step, self.parallel.rank))
+        return None
 
     # ---------------------------------------------------------------------------- loop
     def _budget_spent(self, state: RunState, start: float) -> str | None:
@@ -396,6 +407,10 @@ class Trainer:
             f"eval step {state.step}: {shown} (best {self.task.metric} "
             f"{state.best_metric:.4g} at step {state.best_step})"
         )
+        rng = capture_rng_state()
+        every_rank = None
+        if self.parallel is not None and self.run is not None:  # a collective: every rank
+            every_rank = self.parallel.gather_objects(rng)
         if self.run is None or not self.main:
             return
         elapsed = self.clock() - start
@@ -416,7 +431,8 @@ class Trainer:
             training_state={
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": capture_rng_state(),
+                "rng": rng,
+                **({"rng_ranks": every_rank} if every_rank is not None else {}),
             },
         )
 
