@@ -28,7 +28,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +54,7 @@ from attnkit.models.captioner import (
     doubly_stochastic_penalty,
     grid_lengths,
 )
+from attnkit.tasks._settings import settings_from
 from attnkit.tasks.metrics import recognition_scores, translation_scores
 from attnkit.training import (
     CheckpointExtras,
@@ -279,7 +279,7 @@ class Captioner:
         task = checkpoint.task_config
         if task.get("task") != "caption" or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a captioning checkpoint")
-        settings = settings_from(task)
+        settings = settings_from(CaptionSettings, task)
         try:
             model = ShowAttendTell(CaptionerConfig(**(checkpoint.model_config or {})))
         except TypeError as error:
@@ -462,9 +462,3 @@ def train_captioner(
             model.eval(), task.tokenizer, settings, image_height=task.data.image_height
         )
     return CaptionRun(result, captioner, task.data)
-
-
-def settings_from(task_config: dict[str, Any]) -> CaptionSettings:
-    """Settings from a checkpoint's task config (unknown keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(CaptionSettings)}
-    return CaptionSettings(**{k: v for k, v in task_config.items() if k in fields})

@@ -17,7 +17,6 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +42,7 @@ from attnkit.models.music_transformer import (
     MusicTransformerConfig,
     build_music_model,
 )
+from attnkit.tasks._settings import settings_from
 from attnkit.training import (
     CheckpointExtras,
     StepLoss,
@@ -239,7 +239,7 @@ class Composer:
         task = checkpoint.task_config
         if task.get("task") != "music":
             raise ValueError(f"{checkpoint.path} is not a music checkpoint (attnkit train music)")
-        settings = settings_from(task)
+        settings = settings_from(MusicSettings, task)
         vocab_size = EventVocabulary.from_letters(settings.voices).size
         if task.get("vocab_size") != vocab_size:
             raise ValueError(
@@ -404,9 +404,3 @@ def train_music(
     if run_dir is not None and result.best_checkpoint is not None:
         return result, Composer.load(result.best_checkpoint), task
     return result, Composer(model.eval(), settings), task
-
-
-def settings_from(task_config: dict[str, Any]) -> MusicSettings:
-    """Settings from a checkpoint's task config (unknown keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(MusicSettings)}
-    return MusicSettings(**{k: v for k, v in task_config.items() if k in fields})

@@ -37,6 +37,7 @@ from attnkit.data.speech import (
 from attnkit.data.tokenizer import Tokenizer
 from attnkit.models import beam_search, greedy
 from attnkit.models.las import LAS, LASConfig
+from attnkit.tasks._settings import settings_from
 from attnkit.tasks.metrics import recognition_scores
 from attnkit.training import (
     CheckpointExtras,
@@ -237,7 +238,7 @@ class Transcriber:
         task = checkpoint.task_config
         if task.get("task") != TASK_NAME or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a speech recognition checkpoint")
-        settings = settings_from(task)
+        settings = settings_from(SpeechSettings, task)
         tokenizer = Tokenizer.from_json(checkpoint.tokenizer_json)
         try:
             model = LAS(LASConfig(**(checkpoint.model_config or {})))
@@ -370,9 +371,3 @@ def train_recognizer(
     if run_dir is not None and result.best_checkpoint is not None:
         return result, Transcriber.load(result.best_checkpoint), task
     return result, Transcriber(model.eval(), task.tokenizer, settings), task
-
-
-def settings_from(task_config: dict[str, Any]) -> SpeechSettings:
-    """Settings from a checkpoint's task config (unknown keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(SpeechSettings)}
-    return SpeechSettings(**{k: v for k, v in task_config.items() if k in fields})

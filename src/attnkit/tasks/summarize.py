@@ -39,6 +39,7 @@ from attnkit.models.pointer_generator import (
     PointerGeneratorConfig,
     coverage_loss,
 )
+from attnkit.tasks._settings import settings_from
 from attnkit.training import (
     CheckpointExtras,
     StepLoss,
@@ -256,7 +257,7 @@ class Summarizer:
         task = checkpoint.task_config
         if "coverage_weight" not in task or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a summarisation checkpoint")
-        settings = settings_from(task)
+        settings = settings_from(SummarizeSettings, task)
         tokenizer = WordTokenizer.from_json(checkpoint.tokenizer_json)
         model = PointerGenerator(PointerGeneratorConfig(**(checkpoint.model_config or {})))
         checkpoint.load_into(model)
@@ -364,12 +365,6 @@ def train_summarizer(
     if run_dir is not None and result.best_checkpoint is not None:
         return result, Summarizer.load(result.best_checkpoint)
     return result, Summarizer(model.eval(), task.tokenizer, settings)
-
-
-def settings_from(task_config: dict[str, Any]) -> SummarizeSettings:
-    """Settings from a checkpoint's task config (unknown keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(SummarizeSettings)}
-    return SummarizeSettings(**{k: v for k, v in task_config.items() if k in fields})
 
 
 def write_scores(path: Path, scores: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +34,7 @@ from attnkit.models import (
     build_model,
     greedy,
 )
+from attnkit.tasks._settings import settings_from
 from attnkit.tasks.metrics import translation_scores
 from attnkit.training import (
     CheckpointExtras,
@@ -229,7 +229,7 @@ class Translator:
         task = checkpoint.task_config
         if "model" not in task or checkpoint.tokenizer_json is None:
             raise ValueError(f"{checkpoint.path} is not a translation checkpoint")
-        settings = settings_from(task)
+        settings = settings_from(TranslateSettings, task)
         tokenizers = json.loads(checkpoint.tokenizer_json)
         source = Tokenizer.from_json(tokenizers["source"])
         target = Tokenizer.from_json(tokenizers["target"])
@@ -355,9 +355,3 @@ def train_translator(
     if run_dir is not None and result.best_checkpoint is not None:
         return result, Translator.load(result.best_checkpoint)
     return result, Translator(model.eval(), task.source, task.target, settings)
-
-
-def settings_from(task_config: dict[str, Any]) -> TranslateSettings:
-    """Settings from a checkpoint's task config (unknown keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(TranslateSettings)}
-    return TranslateSettings(**{k: v for k, v in task_config.items() if k in fields})
