@@ -155,13 +155,31 @@ class MultiHeadAttention(AttentionLayer):
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, G, S, Dh)
         mask = self._mask(key_padding_mask, attn_mask, b, length, k.shape[2], query.device)
+        return self._attend(q, k, v, mask, is_causal, need_weights, average_attn_weights, unbatched)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        need_weights: bool,
+        average_attn_weights: bool,
+        unbatched: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:func:`attnkit.attention` of ``q (B, H, L, Dh)`` over ``k, v (B, G, S, Dh)``, the
+        output projection, the layout of the input, and the weights as asked."""
+        b, _, length, _ = q.shape
         want_weights = need_weights or self.recording
         result = attention(
             q,
             k,
             v,
             mask=mask,
-            causal=is_causal,
+            causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
             return_weights=want_weights,
             backend=self.backend,
@@ -178,8 +196,6 @@ class MultiHeadAttention(AttentionLayer):
         if average_attn_weights:
             weights = weights.mean(dim=1)  # (B, L, S)
         return out, weights.squeeze(0) if unbatched else weights
-
-    # -- helpers --------------------------------------------------------------------------------
 
     def _batch_first(self, x: Tensor, name: str) -> Tensor:
         if not isinstance(x, Tensor):

@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import masks
-from attnkit.functional import attention
 from attnkit.layers.kv_cache import KVCache
 from attnkit.layers.multihead import MultiHeadAttention
 from attnkit.positions import relative_skew
@@ -138,27 +137,7 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
         if extra is not None:
             extra_bias = masks.to_bias(extra) if extra.dtype == torch.bool else extra
             bias = bias + extra_bias.to(bias.dtype)
-        want_weights = need_weights or self.recording
-        result = attention(
-            q,
-            k,
-            v,
-            mask=bias,
-            causal=True,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=want_weights,
-            backend=self.backend,
-        )
-        out, weights = result if want_weights else (result, None)  # (B, H, L, Dh)
-        self.report(weights)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim))  # (B, L, E)
-        if unbatched:
-            out = out.squeeze(0)
-        if not need_weights or weights is None:
-            return out, None
-        if average_attn_weights:
-            weights = weights.mean(dim=1)  # (B, L, S)
-        return out, weights.squeeze(0) if unbatched else weights
+        return self._attend(q, k, v, bias, True, need_weights, average_attn_weights, unbatched)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", max_distance={self.max_distance}, relative=skewed"
