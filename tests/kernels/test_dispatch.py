@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnkit
-from attnkit import kernels
+from attnkit import KeyLengths, kernels
 from tests.kernels.test_additive import additive_score
 
 
@@ -77,3 +77,21 @@ def test_a_named_kernel_that_cannot_serve_raises_with_its_reason() -> None:
         attnkit.attention(q, k, v, backend="additive")
     with pytest.raises(ValueError, match="chunked: normalizer 'hardmax' not supported"):
         attnkit.attention(q, k, v, normalize="hardmax", backend="chunked")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mask": KeyLengths(torch.tensor([300, 200]))},  # causal Lq == Lk, but padded
+        {"mask": torch.zeros(1, 1, 1, 300)},  # causal Lq == Lk with a float bias
+    ],
+    ids=["key-lengths", "bias"],
+)
+def test_sdpa_counts_the_band_it_builds_when_is_causal_cannot_serve(monkeypatch, kwargs) -> None:
+    """With padding or a bias, causal goes to PyTorch as a dense (Lq, Lk) mask: 300·300 bools
+    and floats per batch entry are over a 64 KiB limit, one row of them is not."""
+    monkeypatch.setattr(kernels, "SDPA_DENSE_LIMIT", 1 << 16)
+    q, k, v = (torch.cat([t, t]) for t in qkv())  # batch 2
+    dispatch = attnkit.explain_dispatch(q, k, v, causal=True, **kwargs)
+    assert dispatch.kernel != "sdpa"
+    assert "MiB of dense mask" in dispatch.passed_over["sdpa"]

@@ -27,7 +27,7 @@ from attnkit.kernels.local import block_size, local
 from attnkit.kernels.plan import AttentionPlan, DotForm, Shapes
 from attnkit.kernels.reference import reference
 from attnkit.kernels.registry import Capabilities, Dispatch, Kernel, kernels, register, select
-from attnkit.kernels.sdpa import sdpa
+from attnkit.kernels.sdpa import dense_mask_shape, sdpa
 
 _FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 _SOFTMAX = frozenset({"softmax"})
@@ -37,22 +37,12 @@ SDPA_DENSE_LIMIT = 128 << 20
 
 
 def _sdpa_dense_bytes(plan: AttentionPlan) -> int:
-    """Bytes the ``sdpa`` kernel would materialise for its dense mask and, on CPU with
-    dropout, for PyTorch's math path (weights, dropout mask, their gradient)."""
+    """Bytes the ``sdpa`` kernel would materialise for its dense mask (bool and float) and,
+    on CPU with dropout, for PyTorch's math path (weights, dropout mask, their gradient)."""
     s = plan.shapes
     size = torch.finfo(plan.dtype).bits // 8
-    shape = [1, 1, 1, 1]  # (B, H, Lq, Lk) of the combined mask
-    plain_causal = plan.causal and s.q_len == s.kv_len and plan.window is None
-    if (plan.causal and not plain_causal) or plan.window is not None:
-        shape[2:] = [s.q_len, s.kv_len]
-    if plan.key_lengths is not None:
-        shape[0], shape[3] = s.batch, s.kv_len
-    for part in (plan.mask, plan.bias):
-        if part is not None:
-            shape = [max(a, int(b)) for a, b in zip(shape, part.shape, strict=True)]
-    if plain_causal and plan.key_lengths is None and plan.mask is None:
-        shape = [1, 1, 1, 1] if plan.bias is None else shape
-    total = 0 if shape == [1, 1, 1, 1] else math.prod(shape) * (size + 1)
+    shape = dense_mask_shape(plan)
+    total = 0 if shape is None else math.prod(shape) * (size + 1)
     if plan.dropout_p > 0 and plan.device.type == "cpu":
         total += 3 * s.batch * s.q_heads * s.q_len * s.kv_len * size
     return total

@@ -16,6 +16,35 @@ from torch import Tensor
 from attnkit.kernels.plan import AttentionPlan
 
 
+def uses_is_causal(plan: AttentionPlan) -> bool:
+    """Whether :func:`sdpa` hands the causal mask to PyTorch as ``is_causal`` (no dense mask)."""
+    return (
+        plan.causal
+        and plan.shapes.q_len == plan.shapes.kv_len
+        and plan.window is None
+        and plan.key_lengths is None
+        and plan.mask is None
+        and plan.bias is None  # PyTorch refuses is_causal together with an attn_mask
+    )
+
+
+def dense_mask_shape(plan: AttentionPlan) -> tuple[int, int, int, int] | None:
+    """The shape of the dense ``attn_mask`` :func:`sdpa` builds (bool and/or float), or
+    ``None``; a band (causal ``Lq != Lk`` or a window) counts as ``(Lq, Lk)`` even where it
+    turns out to hide nothing."""
+    s = plan.shapes
+    shape = [1, 1, 1, 1]
+    if plan.has_mask and not uses_is_causal(plan):
+        if plan.causal or plan.window is not None:
+            shape[2:] = [s.q_len, s.kv_len]
+        if plan.key_lengths is not None:
+            shape[0], shape[3] = s.batch, s.kv_len
+    for part in (plan.mask, plan.bias):
+        if part is not None:
+            shape = [max(a, int(b)) for a, b in zip(shape, part.shape, strict=True)]
+    return None if shape == [1, 1, 1, 1] else (shape[0], shape[1], shape[2], shape[3])
+
+
 def sdpa(
     q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -23,14 +52,7 @@ def sdpa(
     assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     q, k = form.prepare_q(q), form.prepare_k(k)
     lq, lk = plan.shapes.q_len, plan.shapes.kv_len
-    plain_causal = (
-        plan.causal
-        and lq == lk
-        and plan.window is None
-        and plan.key_lengths is None
-        and plan.mask is None
-        and plan.bias is None  # PyTorch refuses is_causal together with an attn_mask
-    )
+    plain_causal = uses_is_causal(plan)
     allowed = None if plain_causal or not plan.has_mask else plan.mask_block(0, lq, 0, lk)
     attn_mask: Tensor | None = allowed  # (B|1, Hq|1, Lq, Lk) bool
     if plan.bias is not None:
