@@ -37,12 +37,8 @@ from torch import Tensor
 
 from attnkit.distributed.group import agree, dtype_code, resolve_group
 from attnkit.distributed.layout import LAYOUTS, sequence_positions
-from attnkit.kernels.blockwise import (
-    DEFAULT_CHUNK,
-    block_backward,
-    block_forward,
-    compute_dtype,
-)
+from attnkit.kernels._blocks import compute_dtype
+from attnkit.kernels.blockwise import DEFAULT_CHUNK, block_backward, block_forward
 from attnkit.kernels.plan import check_qkv, check_window
 
 WHAT = "ring_attention"

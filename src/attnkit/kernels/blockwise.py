@@ -38,6 +38,7 @@ import math
 import torch
 from torch import Tensor
 
+from attnkit.kernels._blocks import compute_dtype
 from attnkit.kernels.plan import check_qkv, check_window
 
 DEFAULT_CHUNK = 256
@@ -47,15 +48,9 @@ __all__ = [
     "any_visible",
     "block_backward",
     "block_forward",
-    "compute_dtype",
     "merge",
     "merge_",
 ]
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype blocks are computed and accumulated in: float32, or float64 for float64."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
