@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from attnkit.bench.cases import CASES, Case
 from attnkit.bench.measure import median, peak_bytes, spread, time_interleaved, timed_peak_bytes
+from attnkit.explain._files import write_atomic
 
 MIB = 1 << 20
 
@@ -182,21 +182,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write ``rows`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rows, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(
     *,
     quick: bool = False,
@@ -246,7 +231,7 @@ def run(
         rows.extend(module.ring_rows(repeats=repeats) if module is not None else [])
     say(format_table(rows))
     if json_path is not None:
-        write_json(rows, Path(json_path))
+        write_atomic(Path(json_path), (json.dumps(rows, indent=2) + "\n").encode())
         say(f"wrote {json_path}")
     return rows
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -11,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from attnkit.explain._files import as_path, write_atomic
+from attnkit.explain._files import as_path
+from attnkit.explain.heatmap import _figure, _save
 
 __all__ = ["plot_image_attention"]
 
@@ -38,12 +38,9 @@ def plot_image_attention(
         dpi: resolution.
 
     Raises:
-        ValueError: ``path`` not ending in ``.png``, ``columns`` < 1, or ``maps`` not
-            ``(len(words), H, W)``.
+        ValueError: ``path`` not ending in ``.png``, ``columns`` < 1, ``dpi`` outside
+            ``[20, 600]``, or ``maps`` not ``(len(words), H, W)``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out = as_path(path, suffix=".png")
     maps = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
     height, width = image.shape
@@ -59,8 +56,7 @@ def plot_image_attention(
     rows = math.ceil(panels / columns)
     panel_w = min(4.0, max(1.6, width / max(height, 1) * 1.2))
     panel_h = panel_w * height / width + 0.45
-    fig = Figure(figsize=(columns * panel_w, rows * panel_h), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(columns * panel_w, rows * panel_h, dpi)
     axes = fig.subplots(rows, columns, squeeze=False)
     caption = " ".join(words[:-1])
     for k in range(rows * columns):
@@ -82,6 +78,4 @@ def plot_image_attention(
             interpolation="bilinear",
         )
         ax.set_title(words[k - 1], fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    return write_atomic(out, buffer.getvalue())
+    return _save(fig, out)

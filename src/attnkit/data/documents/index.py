@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from torch import Tensor
 from attnkit.data.cache import cache_dir
 from attnkit.data.documents.folder import Document
 from attnkit.data.documents.text import split_passages
+from attnkit.explain._files import write_atomic
 
 __all__ = ["Encode", "Passage", "PassageIndex", "build_index", "encode_in_batches"]
 
@@ -178,15 +177,7 @@ def _write(
     }
     data = save({"embeddings": embeddings.contiguous()}, metadata=meta)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
     except OSError:
         return  # an unwritable cache only costs time
 
