@@ -80,8 +80,8 @@ def passage_attention(queries: Tensor, keys: Tensor, temperature: float) -> Tens
             f"{tuple(queries.shape)} and {tuple(keys.shape)}"
         )
     k = keys[None, None].to(queries.dtype)  # (1, 1, N, E)
-    _, weights = attnkit.attention(
-        queries[None, None], k, k, score="cosine", scale=temperature, return_weights=True
+    weights = attnkit.attention_weights(
+        queries[None, None], k, score="cosine", scale=temperature
     )  # (1, 1, Q, N)
     return weights[0, 0]  # (Q, N)
 
@@ -117,14 +117,8 @@ def sentence_attention(
     keys = torch.nn.utils.rnn.pad_sequence(list(sentences), batch_first=True)  # (P, M, E)
     keys = keys.unsqueeze(1).to(query.dtype)  # (P, 1, M, E)
     q = query.expand(len(sentences), -1).reshape(len(sentences), 1, 1, -1)  # (P, 1, 1, E)
-    _, weights = attnkit.attention(
-        q,
-        keys,
-        keys,
-        score="cosine",
-        scale=temperature,
-        mask=attnkit.KeyLengths(lengths),
-        return_weights=True,
+    weights = attnkit.attention_weights(
+        q, keys, score="cosine", scale=temperature, mask=attnkit.KeyLengths(lengths)
     )  # (P, 1, 1, M)
     return [weights[p, 0, 0, : int(n)] for p, n in enumerate(lengths)]
 
