@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from attnkit.bench.measure import median, spread, time_interleaved, timed_peak_bytes
+from attnkit.bench.cases import _forward_backward
+from attnkit.bench.measure import median, peak_bytes, spread, time_interleaved
 
 MIB = 1 << 20
 MODES = ("fwd", "fwdbwd")
@@ -55,12 +56,7 @@ def _calls(attend: Callable[..., torch.Tensor], n: int, heads: int, dim: int, se
         with torch.no_grad():
             return attend(q, k, v)
 
-    def fwdbwd() -> object:
-        attend(qg, kg, vg).backward(dout)
-        for t in (qg, kg, vg):
-            t.grad = None
-        return None
-
+    fwdbwd = _forward_backward(lambda: attend(qg, kg, vg), (qg, kg, vg), dout)
     return {"fwd": (fwd, 3 * one), "fwdbwd": (fwdbwd, 4 * one)}
 
 
@@ -69,7 +65,7 @@ def _measure(calls: dict[str, tuple[Callable[[], object], int]], repeats: int
     out = {}
     for mode, (fn, held) in calls.items():
         times = time_interleaved({mode: fn}, warmup=1, repeats=repeats)[mode]
-        peak, _ = timed_peak_bytes(fn)
+        peak = peak_bytes(fn)
         out[mode] = {
             "ms": median(times), "spread": spread(times), "peak_mb": peak / MIB,
             "inputs_mb": held / MIB, "total_mb": (peak + held) / MIB,

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from attnkit.distributed.launch import is_torchrun_worker
 from attnkit.training.task import model_device
 
 TIMEOUT_ENV = "ATTNKIT_DIST_TIMEOUT"
@@ -49,7 +50,7 @@ def torchrun_world() -> int | None:
     Raises:
         ValueError: the variables are set but are not integers.
     """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+    if not is_torchrun_worker():
         return None
     try:
         return int(os.environ["WORLD_SIZE"])

@@ -1,8 +1,7 @@
 """Which process may write: the one place the Trainer asks about ranks.
 
-Today training runs in one process. When data-parallel training (DistributedDataParallel)
-arrives, every rank trains but only rank 0 writes checkpoints and reports progress; this
-check is all the Trainer needs to stay correct then.
+In data-parallel training (:mod:`attnkit.training.parallel`) every rank trains, but only rank
+0 evaluates, writes checkpoints and reports progress; the Trainer and the CLI ask this.
 """
 
 from __future__ import annotations
