@@ -110,11 +110,6 @@ class DocEntry:
     summary: str
     body: str
 
-    @property
-    def package(self) -> str:
-        """The top-level package (``numpy``), or the module for the standard library."""
-        return self.name.split(".", 1)[0]
-
 
 @dataclass(frozen=True)
 class DocSplits:
@@ -123,9 +118,6 @@ class DocSplits:
     train: list[DocEntry]
     valid: list[DocEntry]
     test: list[DocEntry]
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
 
 
 def clean_markup(text: str) -> str:

@@ -83,14 +83,13 @@ def encode_in_batches(
     texts: Sequence[str],
     *,
     batch_size: int = 32,
-    progress: bool = False,
     on_batch: Callable[[int], object] | None = None,
 ) -> Tensor:
     """``encode`` applied to ``texts`` in batches of similar length (less padding), rows
     returned in the order of ``texts``: ``(len(texts), E)`` float32.
 
-    ``progress`` shows a progress bar; ``on_batch(n)`` is called after each batch of ``n``
-    texts instead (a caller's own bar, e.g. ``tqdm.update``).
+    ``on_batch(n)`` is called after each batch of ``n`` texts (a caller's progress bar, e.g.
+    ``tqdm.update``).
 
     Raises:
         ValueError: ``encode`` returns the wrong number of rows or non-finite values.
@@ -98,12 +97,7 @@ def encode_in_batches(
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     rows: dict[int, Tensor] = {}
-    iterator = chunks
-    if progress and on_batch is None and len(chunks) > 1:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(chunks, desc="encoding passages", unit="batch", leave=False)
-    for chunk in iterator:
+    for chunk in chunks:
         out = encode([texts[i] for i in chunk]).detach().float().cpu()  # (b, E)
         if out.dim() != 2 or out.shape[0] != len(chunk):
             raise ValueError(

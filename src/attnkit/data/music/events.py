@@ -91,10 +91,6 @@ class EventVocabulary:
             raise ValueError(f"voices must be letters from 'satb', got {letters!r}")
         return cls([index[c] for c in letters.lower()])
 
-    @property
-    def letters(self) -> str:
-        return "".join(VOICES[v][0] for v in self.voices)
-
     def __len__(self) -> int:
         return self.size
 
@@ -140,12 +136,6 @@ class EventVocabulary:
             return f"d{token - self.duration_base + 1}"
         slot, offset = divmod(token - self.pitch_base, self.pitches_per_voice)
         return f"{VOICES[self.voices[slot]][0].upper()}:{pitch_name(offset + PITCH_RANGE[0])}"
-
-    def pitch_mask(self) -> Tensor:
-        """``(V,)`` bool, True at pitch ids."""
-        mask = torch.zeros(self.size, dtype=torch.bool)
-        mask[self.pitch_base :] = True
-        return mask
 
     # -- encoding ---------------------------------------------------------------------------
 
