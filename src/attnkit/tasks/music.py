@@ -282,18 +282,19 @@ class Composer:
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be ≥ 1, got {top_k}")
         seed = secrets.randbits(31) if seed is None else seed  # the global RNGs stay untouched
-        generator = torch.Generator(device=model_device(self.model))
+        device = model_device(self.model)
+        generator = torch.Generator(device=device)
         generator.manual_seed(seed)
         limit = max_events if max_events is not None else self._max_events(bars)
         self.model.eval()
         state = self.model.start(1)  # type: ignore[operator]
         ids = [self.vocab.bos]
         seen_bars, stopped = 0, "max_events"
-        forbidden = torch.zeros(self.vocab.size, dtype=torch.bool, device=model_device(self.model))
+        forbidden = torch.zeros(self.vocab.size, dtype=torch.bool, device=device)
         forbidden[[self.vocab.pad, self.vocab.bos, self.vocab.eos]] = True
         while len(ids) < limit:
             forbidden[self.vocab.eos] = seen_bars < bars
-            last = torch.tensor([[ids[-1]]], device=model_device(self.model))  # (1, 1)
+            last = torch.tensor([[ids[-1]]], device=device)  # (1, 1)
             logits = self.model.step(state, last)[:, -1].float()  # type: ignore[operator]
             logits = logits.masked_fill(forbidden, float("-inf")) / temperature  # (1, V)
             probs = filter_logits(logits, top_k=top_k).softmax(-1)

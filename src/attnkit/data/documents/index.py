@@ -68,14 +68,20 @@ class PassageIndex:
     documents: list[str]
     encoded: list[str] = field(default_factory=list)
     cache_file: Path | None = None
+    _document_of: Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.passages)
 
     def document_of(self) -> Tensor:
-        """``(N,)`` int64: the position in :attr:`documents` of each passage's document."""
-        where = {name: i for i, name in enumerate(self.documents)}
-        return torch.tensor([where[p.document] for p in self.passages], dtype=torch.long)
+        """``(N,)`` int64: the position in :attr:`documents` of each passage's document
+        (computed once; the index is not changed after it is built)."""
+        if self._document_of is None:
+            where = {name: i for i, name in enumerate(self.documents)}
+            self._document_of = torch.tensor(
+                [where[p.document] for p in self.passages], dtype=torch.long
+            )  # (N,)
+        return self._document_of
 
 
 def encode_in_batches(
