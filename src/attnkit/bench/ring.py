@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from attnkit._validate import check_positive_ints
 from attnkit.bench.cases import _forward_backward
 from attnkit.bench.measure import median, peak_bytes, spread, time_interleaved
 
@@ -118,10 +119,9 @@ def ring_rows(
         ValueError: ``n`` not divisible by ``2·nproc`` or a non-positive size.
         RuntimeError: the torchrun workers failed (their output is in the message).
     """
-    for name, value in (("nproc", nproc), ("n", n), ("heads", heads), ("dim", dim),
-                        ("kv_chunks", kv_chunks), ("chunk", chunk), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_ints(
+        nproc=nproc, n=n, heads=heads, dim=dim, kv_chunks=kv_chunks, chunk=chunk, repeats=repeats
+    )
     if nproc < 2 or n % (2 * nproc):
         raise ValueError(f"need nproc >= 2 and n divisible by 2·nproc, got n={n}, nproc={nproc}")
     with tempfile.TemporaryDirectory(prefix="attnkit-ring-") as folder:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import masks
+from attnkit._validate import check_positive_ints
 from attnkit.functional import KeyLengths, attention
 from attnkit.layers.base import AttentionLayer
 from attnkit.scores import Score
@@ -46,12 +47,8 @@ class CoverageAttention(AttentionLayer):
         self, query_dim: int, key_dim: int, hidden_dim: int | None = None, *, backend: str = "auto"
     ) -> None:
         super().__init__()
-        for name, value in (("query_dim", query_dim), ("key_dim", key_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         hidden = key_dim if hidden_dim is None else hidden_dim
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden_dim must be a positive integer, got {hidden_dim!r}")
+        check_positive_ints(query_dim=query_dim, key_dim=key_dim, hidden_dim=hidden)
 
         def param(*shape: int, fan_in: int) -> nn.Parameter:
             bound = fan_in**-0.5

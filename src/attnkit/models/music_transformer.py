@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnkit._validate import check_positive_fields
 from attnkit.layers import KVCache, MultiHeadAttention
 from attnkit.layers.relative import RelativeMultiHeadAttention
 from attnkit.models.transformer import ACTIVATIONS, Embedding, FeedForward
@@ -30,10 +31,7 @@ POSITIONS = ("relative", "sinusoidal", "learned")
 
 
 def _check_sizes(config: Any, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_fields(config, names)
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout!r}")
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attnkit._validate import check_positive_fields
 from attnkit.layers.coverage import CoverageAttention
 from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source
 
@@ -53,10 +54,7 @@ class PointerGeneratorConfig:
     special: dict[str, int] = field(default_factory=lambda: Special().__dict__.copy())
 
     def __post_init__(self) -> None:
-        for name in ("vocab", "embed_dim", "hidden_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_fields(self, ("vocab", "embed_dim", "hidden_dim"))
         if self.hidden_dim % 2:
             raise ValueError(f"hidden_dim must be even (two directions), got {self.hidden_dim}")
         if not 0.0 <= self.dropout < 1.0:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from attnkit._validate import check_positive_fields
 from attnkit.data.music import (
     TRANSPOSITIONS,
     EventVocabulary,
@@ -95,10 +96,9 @@ class MusicSettings:
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
         EventVocabulary.from_letters(self.voices)
-        for name in ("width", "heads", "layers", "ff_dim", "window", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_fields(
+            self, ("width", "heads", "layers", "ff_dim", "window", "batch_size")
+        )
 
     def build_model(self, vocab_size: int) -> nn.Module:
         """A fresh model of this shape."""

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnkit._validate import check_positive_fields
 from attnkit.data.batching import Batch, collate, make_batches
 from attnkit.data.documents import (
     WordTokenizer,
@@ -84,19 +85,19 @@ class SummarizeSettings:
     def __post_init__(self) -> None:
         if self.data != "docstrings" and not self.data.startswith("tsv:"):
             raise ValueError(f"data must be 'docstrings' or 'tsv:PATH', got {self.data!r}")
-        for name in (
-            "embed_dim",
-            "hidden_dim",
-            "vocab_size",
-            "min_frequency",
-            "max_source",
-            "max_target",
-            "batch_size",
-            "eval_examples",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_fields(
+            self,
+            (
+                "embed_dim",
+                "hidden_dim",
+                "vocab_size",
+                "min_frequency",
+                "max_source",
+                "max_target",
+                "batch_size",
+                "eval_examples",
+            ),
+        )
         if not self.coverage_weight >= 0:
             raise ValueError(f"coverage_weight must be ≥ 0, got {self.coverage_weight}")
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnkit._validate import check_positive_fields, check_positive_ints
+
 __all__ = [
     "FeatureConfig",
     "hz_to_mel",
@@ -84,9 +86,7 @@ def mel_filterbank(
     _check_scale(scale)
     if norm not in (None, "slaney"):
         raise ValueError(f"norm must be None or 'slaney', got {norm!r}")
-    for name, value in (("n_mels", n_mels), ("n_fft", n_fft), ("sample_rate", sample_rate)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_ints(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate)
     top = sample_rate / 2 if f_max is None else float(f_max)
     if not 0.0 <= f_min < top <= sample_rate / 2:
         raise ValueError(
@@ -139,10 +139,7 @@ class FeatureConfig:
     trim_db: float | None = -40.0
 
     def __post_init__(self) -> None:
-        for name in ("hop_length", "win_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_fields(self, ("hop_length", "win_length"))
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
         if not self.floor > 0:
