@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnkit.kernels.plan import band_covers
+
 
 def query_positions(q_len: int, kv_len: int, device: torch.device | str | None = None) -> Tensor:
     """Key position of each query under bottom-right alignment: ``(Lq,)`` int64."""
@@ -124,7 +126,8 @@ class MaskStructure:
         """Bool ``(B|1, 1, q1-q0, k1-k0)`` for queries ``q0:q1`` and keys ``k0:k1``, or ``None``."""
         left, right = self.band()
         out = None
-        if self._band_covers(q_len, kv_len, (q0, q1, k0, k1), left, right):
+        first, last = kv_len - q_len + q0, kv_len - q_len + q1 - 1  # query positions
+        if q1 > q0 and k1 > k0 and band_covers(first, last, k0, k1, left, right):
             left = right = None  # every key of the block is in every query's band
         if left is not None or right is not None:
             p = torch.arange(kv_len - q_len + q0, kv_len - q_len + q1, device=device)
@@ -141,25 +144,6 @@ class MaskStructure:
             real = j < self.key_lengths.to(device).unsqueeze(-1)  # (B, k)
             out = combine(out, real.unsqueeze(1).unsqueeze(1))  # (B, 1, 1, k)
         return out
-
-    @staticmethod
-    def _band_covers(
-        q_len: int,
-        kv_len: int,
-        block: tuple[int, int, int, int],
-        left: int | None,
-        right: int | None,
-    ) -> bool:
-        """Whether band ``(left, right)`` hides nothing in ``block = (q0, q1, k0, k1)``.
-
-        A cached decoding step (one causal query after every key) is the common case: it then
-        needs no mask at all.
-        """
-        q0, q1, k0, k1 = block
-        if q1 <= q0 or k1 <= k0:
-            return False
-        first, last = kv_len - q_len + q0, kv_len - q_len + q1 - 1  # query positions
-        return (left is None or k0 - last >= -left) and (right is None or k1 - 1 - first <= right)
 
     def dense(self, q_len: int, kv_len: int, device: torch.device) -> Tensor | None:
         """The whole mask as bool ``(B|1, 1, Lq, Lk)``, or ``None`` if nothing is hidden."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnkit.kernels.plan import AttentionPlan
+from attnkit.kernels.plan import AttentionPlan, band_covers
 
 NEG_INF = float("-inf")
 
@@ -84,11 +84,8 @@ class Blocks:
 
     def fully_visible(self, q0: int, q1: int, k0: int, k1: int) -> bool:
         """Whether the structured constraints hide nothing in the block."""
-        if self.left is not None and k0 - (self.offset + q1 - 1) < -self.left:
-            return False
-        if self.right is not None and (k1 - 1) - (self.offset + q0) > self.right:
-            return False
-        return k1 <= self.min_len
+        first, last = self.offset + q0, self.offset + q1 - 1  # query positions
+        return band_covers(first, last, k0, k1, self.left, self.right) and k1 <= self.min_len
 
     def mask(self, q0: int, q1: int, k0: int, k1: int) -> Tensor | None:
         """Bool ``(B|1, Hq|1, q1-q0, k1-k0)`` (True = may attend), or ``None`` if all may."""

@@ -146,6 +146,15 @@ def check_qkv(
     return b, hq, hk, lq, lk, d, dk, dv
 
 
+def band_covers(
+    first: int, last: int, k0: int, k1: int, left: int | None, right: int | None
+) -> bool:
+    """Whether keys ``k0 .. k1 − 1`` lie in the band ``p − left .. p + right`` of every query
+    position ``p`` in ``first .. last`` (``None``: that side unbounded), so the band hides
+    nothing there."""
+    return (left is None or k0 - last >= -left) and (right is None or k1 - 1 - first <= right)
+
+
 def check_window(window: object) -> tuple[int, int] | None:
     """``window`` as ``(left, right)`` ints, or ``None``.
 
