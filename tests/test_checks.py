@@ -31,7 +31,7 @@ class Blows(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.first = nn.Linear(3, 3)
-        self.attn = attnkit.MultiHeadAttention(3, 1)
+        self.attn = attnkit.MultiHeadAttention(3, 1, batch_first=True)
         self.second = nn.Linear(3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +76,8 @@ class DivergingTask:
 def test_trainer_says_where_the_loss_became_non_finite() -> None:
     model = Blows()
     with torch.no_grad():
-        model.attn.v_proj.weight.fill_(float("inf"))
-    with pytest.raises(TrainingDiverged, match=r"non-finite output is that of attn.v_proj \(Linear\)"):
+        model.attn.out_proj.weight.fill_(float("inf"))
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite output is that of attn.out_proj \(Linear\)"
+    ):
         Trainer(model, DivergingTask(), TrainConfig(max_steps=2)).fit()

@@ -21,6 +21,7 @@ from attnkit.kernels.plan import check_qkv, check_window
 from attnkit.masks import MaskStructure
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
+from attnkit.torch_inputs import causal_bias, check_readable, refuse_nested
 
 
 class KeyLengths:
@@ -83,7 +84,8 @@ def attention(
             parameters: ``Score("general", weight=W)``, ``Score("additive", w_q=W, w_k=U, v=v)``,
             ``Score("concat", weight=W, v=v)``, ``Score("location", weight=W)``.
         mask: bool, **True = may attend**, broadcastable to ``(B, Hq, Lq, Lk)``; or a float
-            additive bias of such a shape; or :class:`KeyLengths`.
+            additive bias of such a shape; or :class:`KeyLengths`; or PyTorch's
+            ``causal_lower_right(Lq, Lk)`` (= ``causal=True``) / ``causal_upper_left(Lq, Lk)``.
         causal: hide keys after each query's position. Queries are aligned bottom-right: query
             ``i`` sits at key position ``Lk - Lq + i`` (what a KV cache needs).
         window: ``(left, right)``: the query at position ``p`` sees keys ``p-left .. p+right``.
@@ -99,7 +101,8 @@ def attention(
         to attend to gets output 0 and weights 0.
 
     Raises:
-        TypeError: a non-tensor, non-floating or mixed dtypes, a mask of the wrong dtype.
+        TypeError: a non-tensor, non-floating or mixed dtypes, a mask of the wrong dtype, a
+            nested tensor, a tensor subclass attnkit cannot read (named).
         ValueError: wrong ranks, mismatched sizes or devices, a mask that does not broadcast,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
@@ -187,8 +190,11 @@ def build_plan(
     normalize: str | Normalizer = "softmax",
 ) -> AttentionPlan:
     """Validate :func:`attention`'s arguments and resolve them into an :class:`AttentionPlan`."""
+    refuse_nested(q=q, k=k, v=v, mask=mask)
     b, hq, hk, lq, lk, dq, dk, dv = check_qkv(q, k, v)
     sizes = f"q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
+    if hq == 0:
+        raise ValueError(f"q must have at least one head, got {sizes}")
 
     score_name, score_fn, params, factor, dot_form = _resolve_score(score, scale, dq)
     info = scores_.SCORES[score_name]
@@ -206,6 +212,7 @@ def build_plan(
 
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    mask, causal = causal_bias(mask, causal, lq, lk, q.device)
     window = check_window(window)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
@@ -276,6 +283,7 @@ def _split_mask(
         raise TypeError(
             f"mask must be a bool/float tensor or KeyLengths, got {type(mask).__name__}"
         )
+    check_readable("mask", mask)
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise TypeError(
             f"mask must be bool (True = may attend) or float (additive), got {mask.dtype}"

@@ -99,22 +99,13 @@ def test_gradients_agree_with_torch() -> None:
     kpm = padding()
     (theirs(q, k, v, key_padding_mask=kpm)[0] ** 2).sum().backward()
     (ours(q, k, v, key_padding_mask=kpm)[0] ** 2).sum().backward()
-    wq, wk, wv = theirs.in_proj_weight.grad.chunk(3)
-    for got, want in (
-        (ours.q_proj.weight.grad, wq),
-        (ours.k_proj.weight.grad, wk),
-        (ours.v_proj.weight.grad, wv),
-        (ours.out_proj.weight.grad, theirs.out_proj.weight.grad),
-        (
-            torch.cat([ours.q_proj.bias.grad, ours.k_proj.bias.grad, ours.v_proj.bias.grad]),
-            theirs.in_proj_bias.grad,
-        ),
-    ):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    for name, want in theirs.named_parameters():
+        got = ours.get_parameter(name).grad
+        torch.testing.assert_close(got, want.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_dropout_in_training_only() -> None:
-    ours = MultiHeadAttention(E, H, dropout=0.5)
+    ours = MultiHeadAttention(E, H, dropout=0.5, batch_first=True)
     x = torch.randn(B, L, E)
     ours.eval()
     a, b = ours(x)[0], ours(x)[0]
@@ -124,17 +115,21 @@ def test_dropout_in_training_only() -> None:
 
 
 def test_grouped_query_equals_multi_head_with_repeated_kv_projections() -> None:
-    grouped = MultiHeadAttention(E, H, num_kv_heads=2).eval()
-    full = MultiHeadAttention(E, H).eval()
+    grouped = MultiHeadAttention(E, H, batch_first=True, num_kv_heads=2).eval()
+    full = MultiHeadAttention(E, H, batch_first=True).eval()
     dh = E // H
     with torch.no_grad():
-        full.q_proj.load_state_dict(grouped.q_proj.state_dict())
         full.out_proj.load_state_dict(grouped.out_proj.state_dict())
-        for ours, theirs in ((full.k_proj, grouped.k_proj), (full.v_proj, grouped.v_proj)):
-            w = theirs.weight.reshape(2, dh, E).repeat_interleave(2, dim=0).reshape(E, E)
-            b = theirs.bias.reshape(2, dh).repeat_interleave(2, dim=0).reshape(E)
-            ours.weight.copy_(w)
-            ours.bias.copy_(b)
+        bq, bk, bv = grouped.in_proj_bias.split((E, 2 * dh, 2 * dh))
+
+        def repeat(t: torch.Tensor) -> torch.Tensor:  # (2·Dh, ...) -> (E, ...): each head twice
+            return t.reshape(2, dh, *t.shape[1:]).repeat_interleave(2, dim=0).flatten(0, 1)
+
+        full.in_proj_weight.copy_(
+            torch.cat([grouped.q_proj_weight, repeat(grouped.k_proj_weight),
+                       repeat(grouped.v_proj_weight)])
+        )
+        full.in_proj_bias.copy_(torch.cat([bq, repeat(bk), repeat(bv)]))
     x = torch.randn(B, L, E)
     got, got_w = grouped(x, is_causal=True, average_attn_weights=False)
     want, want_w = full(x, is_causal=True, average_attn_weights=False)
@@ -145,7 +140,9 @@ def test_grouped_query_equals_multi_head_with_repeated_kv_projections() -> None:
 @pytest.mark.parametrize("positions", ["none", "rope", "alibi"])
 @pytest.mark.parametrize("kv_heads", [H, 2, 1])
 def test_kv_cache_decoding_equals_the_full_causal_pass(positions: str, kv_heads: int) -> None:
-    layer = MultiHeadAttention(E, H, num_kv_heads=kv_heads, positions=positions).eval()
+    layer = MultiHeadAttention(
+        E, H, batch_first=True, num_kv_heads=kv_heads, positions=positions
+    ).eval()
     x = torch.randn(2, 9, E)
     full, _ = layer(x, is_causal=True)
     cache = KVCache()
@@ -157,7 +154,7 @@ def test_kv_cache_decoding_equals_the_full_causal_pass(positions: str, kv_heads:
 
 
 def test_static_cache_for_cross_attention() -> None:
-    layer = MultiHeadAttention(E, H).eval()
+    layer = MultiHeadAttention(E, H, batch_first=True).eval()
     memory, queries = torch.randn(2, 6, E), torch.randn(2, 3, E)
     full, _ = layer(queries, memory, memory)
     cache = KVCache(static=True)
@@ -184,7 +181,7 @@ def test_module_errors_name_the_argument() -> None:
         MultiHeadAttention(16, 3)
     with pytest.raises(ValueError, match=r"num_kv_heads \(3\) must divide num_heads \(4\)"):
         MultiHeadAttention(16, 4, num_kv_heads=3)
-    layer = MultiHeadAttention(E, H)
+    layer = MultiHeadAttention(E, H, batch_first=True)
     with pytest.raises(ValueError, match=r"query must have 16 features, got shape \(3, 5, 8\)"):
         layer(torch.randn(B, L, 8))
     with pytest.raises(
@@ -202,7 +199,7 @@ def test_module_errors_name_the_argument() -> None:
 
 
 def test_recording_hook_sees_per_head_weights_without_need_weights() -> None:
-    layer = MultiHeadAttention(E, H).eval()
+    layer = MultiHeadAttention(E, H, batch_first=True).eval()
     seen = []
     layer.attention_recorder = lambda module, weights: seen.append(weights)
     x = torch.randn(B, L, E)

@@ -21,7 +21,9 @@ def direct(layer: RelativeMultiHeadAttention, x: torch.Tensor):
     b, n, _ = x.shape
     dh = E // H
     heads = lambda t: t.reshape(b, n, H, dh).transpose(1, 2)  # noqa: E731  (B, H, L, Dh)
-    q, k, v = heads(layer.q_proj(x)), heads(layer.k_proj(x)), heads(layer.v_proj(x))
+    wq, wk, wv = layer.in_proj_weight.chunk(3)  # PyTorch's packed layout: query, key, value
+    bq, bk, bv = layer.in_proj_bias.chunk(3)
+    q, k, v = (heads(torch.nn.functional.linear(x, w, b)) for w, b in ((wq, bq), (wk, bk), (wv, bv)))
     far = layer.max_distance - 1
     idx = torch.tensor([[far + max(min(j - i, 0), -far) for j in range(n)] for i in range(n)])
     a = layer.relative[:, idx]  # (H, L, L, Dh): a[h, i, j] embeds distance clip(j - i)
@@ -62,9 +64,9 @@ def test_gradients_match_the_direct_computation() -> None:
     layer = RelativeMultiHeadAttention(E, H, max_distance=5, backend="chunked",
                                        dtype=torch.float64)
     x = torch.randn(B, 7, E, dtype=torch.float64)
-    ours = torch.autograd.grad(layer(x)[0].square().sum(), [layer.relative, layer.q_proj.weight])
+    ours = torch.autograd.grad(layer(x)[0].square().sum(), [layer.relative, layer.in_proj_weight])
     theirs = torch.autograd.grad(
-        direct(layer, x)[0].square().sum(), [layer.relative, layer.q_proj.weight]
+        direct(layer, x)[0].square().sum(), [layer.relative, layer.in_proj_weight]
     )
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)

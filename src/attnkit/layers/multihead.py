@@ -1,6 +1,12 @@
 """Multi-head attention (Vaswani et al. 2017) with grouped/multi-query heads, RoPE/ALiBi and a
 KV cache; a drop-in replacement for ``torch.nn.MultiheadAttention``.
 
+Drop-in means: ``torch.nn.MultiheadAttention``'s constructor signature and defaults
+(``batch_first=False``), its parameters under its names and shapes (so each module loads the
+other's ``state_dict``), and its answers. attnkit's own options (``num_kv_heads``,
+``positions``, ``backend``; ``cache`` in ``forward``) are keyword-only extras. The deliberate
+differences, each with its reason, are listed in ``docs/reliability.md``.
+
 The module projects, reshapes and calls :func:`attnkit.attention`; it does no attention math.
 
 Shape legend: B batch, L query length, S key length, E embed dim, H query heads,
@@ -10,85 +16,124 @@ G key/value heads, Dh = E / H head dim.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnkit import masks
+from attnkit._validate import check_positive_ints
 from attnkit.functional import attention
+from attnkit.layers import mha_masks
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.kv_cache import KVCache
 from attnkit.positions import NoPositions, scheme
+from attnkit.torch_inputs import refuse_nested
 
 
 class MultiHeadAttention(AttentionLayer):
-    """Multi-head attention over ``(batch, length, features)`` inputs.
+    """Multi-head attention; ``torch.nn.MultiheadAttention`` with the same arguments.
 
     Args:
         embed_dim: E, the query (and output) feature size.
         num_heads: H, the number of query heads; must divide E.
+        dropout: dropout on the attention weights while training.
+        bias: biases in the input and output projections.
+        add_bias_kv, add_zero_attn: PyTorch's options; not implemented, so only ``False``.
+        kdim, vdim: key/value feature sizes (default E).
+        batch_first: inputs are ``(B, L, E)``; default ``False``: ``(L, B, E)``, as in PyTorch.
+        device, dtype: of the parameters.
         num_kv_heads: G, key/value heads (default H). ``G < H`` is grouped-query attention
             (Ainslie et al. 2023), ``G = 1`` multi-query; G must divide H.
-        dropout: dropout on the attention weights while training.
-        bias: biases in the four projections.
-        kdim, vdim: key/value feature sizes (default E).
-        batch_first: inputs are ``(B, L, E)`` (default, attnkit's layout) or ``(L, B, E)``.
         positions: ``"none"``, ``"rope"``, ``"alibi"`` or a scheme from :mod:`attnkit.positions`.
         backend: the kernel for :func:`attnkit.attention` (``"auto"`` by default).
 
+    Parameters (PyTorch's names): ``in_proj_weight (3E, E)`` when the query, key and value
+    projections have one shape (``kdim = vdim = E`` and ``G = H``), otherwise
+    ``q_proj_weight (E, E)``, ``k_proj_weight (G·Dh, kdim)``, ``v_proj_weight (G·Dh, vdim)``;
+    ``in_proj_bias (E + 2·G·Dh)``; ``out_proj`` (``Linear(E, E)``).
+
     Raises:
-        ValueError: E not divisible by H, H not divisible by G, a non-positive size.
+        ValueError: E not divisible by H, H not divisible by G, a non-positive size,
+            ``add_bias_kv``/``add_zero_attn``.
     """
+
+    # torch.nn.TransformerEncoderLayer (and TransformerEncoder) replace self_attn's forward by
+    # PyTorch's fused kernel, reading in_proj_weight directly, only when this flag is True.
+    # attnkit's module always computes its own attention (its backends, positions, recording),
+    # so it answers False in every mode; whether the projection is packed is told by
+    # `in_proj_weight is not None`.
+    _qkv_same_embed_dim = False
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
-        *,
-        num_kv_heads: int | None = None,
         dropout: float = 0.0,
         bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
         kdim: int | None = None,
         vdim: int | None = None,
-        batch_first: bool = True,
-        positions: str | NoPositions | None = "none",
-        backend: str = "auto",
+        batch_first: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        num_kv_heads: int | None = None,
+        positions: str | NoPositions | None = "none",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        for name, value in (
-            ("embed_dim", embed_dim),
-            ("num_heads", num_heads),
-            ("num_kv_heads", num_kv_heads),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        kdim = embed_dim if kdim is None else kdim
+        vdim = embed_dim if vdim is None else vdim
+        check_positive_ints(
+            embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads, kdim=kdim,
+            vdim=vdim,
+        )
         if embed_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         if num_heads % num_kv_heads:
             raise ValueError(f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if add_bias_kv or add_zero_attn:
+            raise ValueError(
+                "add_bias_kv and add_zero_attn are not supported by attnkit.MultiHeadAttention "
+                f"(got add_bias_kv={add_bias_kv}, add_zero_attn={add_zero_attn})"
+            )
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
-        self.kdim = embed_dim if kdim is None else kdim
-        self.vdim = embed_dim if vdim is None else vdim
+        self.kdim, self.vdim = kdim, vdim
         self.dropout, self.batch_first, self.backend = dropout, batch_first, backend
+        self.bias_k = self.bias_v = None  # PyTorch's attributes, for code that reads them
+        self.add_zero_attn = False
         self.positions = scheme(positions)
         kv_width = num_kv_heads * self.head_dim
+        self._widths = (embed_dim, kv_width, kv_width)
         factory = {"device": device, "dtype": dtype}
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
-        self.k_proj = nn.Linear(self.kdim, kv_width, bias=bias, **factory)
-        self.v_proj = nn.Linear(self.vdim, kv_width, bias=bias, **factory)
+        if kdim == vdim == embed_dim and num_kv_heads == num_heads:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            self.register_parameter("in_proj_weight", None)
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(kv_width, kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(kv_width, vdim, **factory))
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(sum(self._widths), **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        for proj in (self.q_proj, self.k_proj, self.v_proj):
-            nn.init.xavier_uniform_(proj.weight)
-            if proj.bias is not None:
-                nn.init.zeros_(proj.bias)
-        if self.out_proj.bias is not None:
+        """PyTorch's initialisation: Xavier-uniform projections (the packed one as a whole),
+        zero biases, ``Linear``'s default for ``out_proj.weight``."""
+        for weight in (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight,
+                       self.v_proj_weight):
+            if weight is not None:
+                nn.init.xavier_uniform_(weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
             nn.init.zeros_(self.out_proj.bias)
 
     def forward(
@@ -108,17 +153,21 @@ class MultiHeadAttention(AttentionLayer):
         ``torch.nn.MultiheadAttention.forward`` with the same meaning.
 
         Args:
-            query: ``(B, L, E)`` (``(L, B, E)`` if not ``batch_first``; ``(L, E)`` unbatched).
-            key, value: ``(B, S, kdim)``, ``(B, S, vdim)``; default ``query`` (self-attention).
-            key_padding_mask: ``(B, S)``; bool **True = padding** (PyTorch's polarity), or float
-                added to the scores.
-            need_weights: also return the attention weights.
+            query: ``(L, B, E)``, or ``(B, L, E)`` if ``batch_first``; ``(L, E)`` unbatched.
+            key, value: ``(S, B, kdim)``, ``(S, B, vdim)`` (batch first likewise); default
+                ``query`` (self-attention).
+            key_padding_mask: ``(B, S)`` (``(S,)`` unbatched); bool **True = padding**
+                (PyTorch's polarity), or float added to the scores.
+            need_weights: also return the attention weights (before dropout: see
+                ``docs/reliability.md``).
             attn_mask: ``(L, S)`` or ``(B·H, L, S)``; bool **True = not allowed** (PyTorch's
                 polarity), or float added to the scores.
             average_attn_weights: average the returned weights over heads ``(B, L, S)``;
                 otherwise per head ``(B, H, L, S)``.
-            is_causal: hide future keys (bottom-right aligned when ``L != S``; with a cache,
-                the new queries are the last ``L`` positions).
+            is_causal: with ``attn_mask``, PyTorch's hint that the mask is causal: the mask is
+                what counts. Without one (PyTorch raises there), hide future keys,
+                bottom-right aligned when ``L != S`` (with a cache, the new queries are the
+                last ``L`` positions).
             cache: a :class:`KVCache` for incremental decoding. A growing cache appends this
                 call's keys/values; a static one projects ``key``/``value`` once and reuses them.
                 Masks then cover all cached keys.
@@ -127,37 +176,75 @@ class MultiHeadAttention(AttentionLayer):
             ``(output, weights)``: output like ``query``; weights or ``None``.
 
         Raises:
-            ValueError/TypeError: inputs of the wrong rank or size, masks that do not fit.
+            TypeError: a nested tensor; a mask neither bool nor float (PyTorch refuses those
+                too), or a tensor subclass such as ``CausalBias``.
+            ValueError: inputs of the wrong rank or size, masks that do not fit.
         """
+        refuse_nested(
+            query=query, key=key, value=value, key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+        )
         key = query if key is None else key
         value = key if value is None else value
-        unbatched = query.dim() == 2
-        query, key, value = (
-            self._batch_first(x, name)
-            for x, name in ((query, "query"), (key, "key"), (value, "value"))
-        )
-        b, length, _ = query.shape
-        if query.shape[-1] != self.embed_dim:
+        unbatched = isinstance(query, Tensor) and query.dim() == 2
+        x = self._batch_first(query, "query")  # (B, L, E)
+        k_in = x if key is query else self._batch_first(key, "key")  # (B, S, kdim)
+        v_in = x if value is query else k_in if value is key else self._batch_first(value, "value")
+        b, length, width = x.shape
+        if width != self.embed_dim:
             raise ValueError(
                 f"query must have {self.embed_dim} features, got shape {tuple(query.shape)}"
             )
-        q = self._heads(self.q_proj(query), self.num_heads)  # (B, H, L, Dh)
         past = len(cache) if cache is not None and not cache.static else 0
         if cache is not None and cache.static and self.positions.name == "rope":
             raise ValueError("positions='rope' rotates self-attention; use a growing KVCache")
         if cache is not None and cache.static and cache.filled:
+            q = self._project(x)[0]  # (B, H, L, Dh)
             k, v = cache.keys, cache.values  # (B, G, S, Dh)
         else:
-            self._check_kv(query, key, value)
-            k = self._heads(self.k_proj(key), self.num_kv_heads)  # (B, G, S_new, Dh)
-            v = self._heads(self.v_proj(value), self.num_kv_heads)  # (B, G, S_new, Dh)
+            self._check_kv(x, k_in, v_in)
+            q, k, v = self._project(x, k_in, v_in)  # (B, H, L, Dh), (B, G, S_new, Dh) twice
             q, k = self.positions.rotate(q, k, past, past)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, G, S, Dh)
-        mask = self._mask(key_padding_mask, attn_mask, b, length, k.shape[2], query.device)
-        return self._attend(q, k, v, mask, is_causal, need_weights, average_attn_weights, unbatched)
+        s = k.shape[2]
+        alibi = self.positions.bias(self.num_heads, length, s, x.device)  # (H, L, S) or None
+        mask = mha_masks.merge(
+            key_padding_mask, attn_mask, alibi, batch=b, heads=self.num_heads, q_len=length,
+            kv_len=s, dtype=q.dtype,
+        )
+        causal = is_causal and attn_mask is None  # PyTorch: with a mask, is_causal is a hint
+        return self._attend(q, k, v, mask, causal, need_weights, average_attn_weights, unbatched)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _project(
+        self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``q (B, H, L, Dh)`` from ``query (B, L, E)``, and ``k, v (B, G, S, Dh)`` from
+        ``key``/``value (B, S, kdim|vdim)`` when given (self-attention: one matmul)."""
+        packed = self.in_proj_weight
+        if key is query and value is query and packed is not None:
+            q, k, v = F.linear(query, packed, self.in_proj_bias).split(self._widths, dim=-1)
+        else:
+            if packed is not None:
+                weights = packed.split(self._widths)
+            else:
+                weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+            biases = (
+                self.in_proj_bias.split(self._widths)
+                if self.in_proj_bias is not None
+                else (None, None, None)
+            )
+            q, k, v = (
+                None if x is None else F.linear(x, w, bias)
+                for x, w, bias in zip((query, key, value), weights, biases, strict=True)
+            )
+        return (
+            self._heads(q, self.num_heads),
+            None if k is None else self._heads(k, self.num_kv_heads),
+            None if v is None else self._heads(v, self.num_kv_heads),
+        )
 
     def _attend(
         self,
@@ -203,9 +290,10 @@ class MultiHeadAttention(AttentionLayer):
         if x.dim() == 2:
             return x.unsqueeze(0)  # (1, L, E)
         if x.dim() != 3:
+            layout = "(batch, length, features)" if self.batch_first else "(length, batch, ...)"
             raise ValueError(
-                f"{name} must be (batch, length, features) or unbatched (length, features), "
-                f"got shape {tuple(x.shape)}"
+                f"{name} must be {layout} or unbatched (length, features), got shape "
+                f"{tuple(x.shape)}"
             )
         return x if self.batch_first else x.transpose(0, 1)  # (B, L, E)
 
@@ -223,53 +311,13 @@ class MultiHeadAttention(AttentionLayer):
         b, length, _ = x.shape
         return x.reshape(b, length, heads, self.head_dim).transpose(1, 2)  # (B, heads, L, Dh)
 
-    def _mask(
-        self,
-        key_padding_mask: Tensor | None,
-        attn_mask: Tensor | None,
-        b: int,
-        length: int,
-        s: int,
-        device: torch.device,
-    ) -> Tensor | None:
-        """PyTorch-convention masks and the positional bias as one attnkit mask (B|1, H|1, L, S)."""
-        parts: list[Tensor] = []
-        if key_padding_mask is not None:
-            kpm = key_padding_mask.unsqueeze(0) if key_padding_mask.dim() == 1 else key_padding_mask
-            if kpm.shape != (b, s):
-                raise ValueError(
-                    f"key_padding_mask must be (batch, S) = ({b}, {s}), got "
-                    f"{tuple(key_padding_mask.shape)}"
-                )
-            parts.append(masks.from_torch(kpm).reshape(b, 1, 1, s))  # (B, 1, 1, S)
-        if attn_mask is not None:
-            if attn_mask.dim() == 2 and attn_mask.shape == (length, s):
-                parts.append(masks.from_torch(attn_mask).reshape(1, 1, length, s))  # (1, 1, L, S)
-            elif attn_mask.dim() == 3 and attn_mask.shape == (b * self.num_heads, length, s):
-                am = masks.from_torch(attn_mask)
-                parts.append(am.reshape(b, self.num_heads, length, s))  # (B, H, L, S)
-            else:
-                raise ValueError(
-                    f"attn_mask must be (L, S) = ({length}, {s}) or (batch·heads, L, S) = "
-                    f"({b * self.num_heads}, {length}, {s}), got {tuple(attn_mask.shape)}"
-                )
-        alibi = self.positions.bias(self.num_heads, length, s, device)  # (H, L, S) or None
-        if alibi is not None:
-            parts.append(alibi.unsqueeze(0))  # (1, H, L, S)
-        if not parts:
-            return None
-        if all(p.dtype == torch.bool for p in parts):
-            return masks.combine(*parts)
-        total = torch.zeros((), device=device)
-        for p in parts:
-            total = total + (masks.to_bias(p) if p.dtype == torch.bool else p.float())
-        return total
-
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
-        """An attnkit module computing exactly what ``module`` computes (same weights, copied).
+        """An attnkit module computing exactly what ``module`` computes: same configuration,
+        its ``state_dict`` loaded, same train/eval mode.
 
         Raises:
+            TypeError: ``module`` is not a ``torch.nn.MultiheadAttention``.
             ValueError: ``add_bias_kv`` or ``add_zero_attn``, which attnkit does not implement.
         """
         if not isinstance(module, nn.MultiheadAttention):
@@ -278,42 +326,25 @@ class MultiHeadAttention(AttentionLayer):
             )
         if module.bias_k is not None or module.add_zero_attn:
             raise ValueError("from_torch: add_bias_kv and add_zero_attn are not supported")
-        e = module.embed_dim
         reference = module.out_proj.weight
         ours = cls(
-            e,
+            module.embed_dim,
             module.num_heads,
-            dropout=module.dropout,
-            bias=module.in_proj_bias is not None,
+            module.dropout,
+            module.in_proj_bias is not None,
             kdim=module.kdim,
             vdim=module.vdim,
             batch_first=module.batch_first,
             device=reference.device,
             dtype=reference.dtype,
         )
-        with torch.no_grad():
-            if module._qkv_same_embed_dim:
-                wq, wk, wv = module.in_proj_weight.chunk(3)
-            else:
-                wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
-            for proj, w in ((ours.q_proj, wq), (ours.k_proj, wk), (ours.v_proj, wv)):
-                proj.weight.copy_(w)
-            if module.in_proj_bias is not None:
-                for proj, bias in zip(
-                    (ours.q_proj, ours.k_proj, ours.v_proj),
-                    module.in_proj_bias.chunk(3),
-                    strict=True,
-                ):
-                    proj.bias.copy_(bias)
-            ours.out_proj.weight.copy_(module.out_proj.weight)
-            if module.out_proj.bias is not None:
-                ours.out_proj.bias.copy_(module.out_proj.bias)
-        ours.train(module.training)
-        return ours
+        ours.load_state_dict(module.state_dict())
+        return ours.train(module.training)
 
     def extra_repr(self) -> str:
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}, "
-            f"positions={self.positions.name!r}, backend={self.backend!r}"
+            f"batch_first={self.batch_first}, positions={self.positions.name!r}, "
+            f"backend={self.backend!r}"
         )

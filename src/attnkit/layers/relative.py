@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import masks
+from attnkit.layers import mha_masks
 from attnkit.layers.kv_cache import KVCache
 from attnkit.layers.multihead import MultiHeadAttention
 from attnkit.positions import relative_skew
@@ -28,9 +29,10 @@ from attnkit.positions import relative_skew
 class RelativeMultiHeadAttention(MultiHeadAttention):
     """Causal multi-head self-attention with relative position embeddings per head.
 
-    The projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``) are those of
-    :class:`MultiHeadAttention`; the layer adds ``relative (H, max_distance, Dh)``, whose row
-    ``r`` embeds the distance ``r − (max_distance − 1)`` (the last row is distance 0).
+    The projections (``in_proj_weight``/``in_proj_bias``, ``out_proj``) are those of
+    :class:`MultiHeadAttention` (batch first); the layer adds
+    ``relative (H, max_distance, Dh)``, whose row ``r`` embeds the distance
+    ``r − (max_distance − 1)`` (the last row is distance 0).
 
     Args:
         embed_dim, num_heads, num_kv_heads, dropout, bias, backend, device, dtype: as for
@@ -58,12 +60,13 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
         super().__init__(
             embed_dim,
             num_heads,
-            num_kv_heads=num_kv_heads,
-            dropout=dropout,
-            bias=bias,
-            backend=backend,
+            dropout,
+            bias,
+            batch_first=True,
             device=device,
             dtype=dtype,
+            num_kv_heads=num_kv_heads,
+            backend=backend,
         )
         if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
             raise ValueError(f"max_distance must be a positive integer, got {max_distance!r}")
@@ -124,19 +127,19 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
             raise ValueError(
                 f"query must have {self.embed_dim} features, got shape {tuple(x.shape)}"
             )
-        q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, Dh)
-        k = self._heads(self.k_proj(x), self.num_kv_heads)  # (B, G, L, Dh)
-        v = self._heads(self.v_proj(x), self.num_kv_heads)  # (B, G, L, Dh)
+        q, k, v = self._project(x, x, x)  # (B, H, L, Dh), (B, G, L, Dh), (B, G, L, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, G, S, Dh)
         s = k.shape[2]
         table = self.distance_embeddings(s).to(q.dtype)  # (H, S, Dh)
         # (q / √Dh) Eᵣᵀ skewed = S_rel / √Dh; the causal mask hides the skew's spill-over
         bias = relative_skew(q / math.sqrt(self.head_dim), table, zero_future=False)  # (B, H, L, S)
-        extra = self._mask(key_padding_mask, attn_mask, b, length, s, x.device)
+        extra = mha_masks.merge(
+            key_padding_mask, attn_mask, None, batch=b, heads=self.num_heads, q_len=length,
+            kv_len=s, dtype=bias.dtype,
+        )
         if extra is not None:
-            extra_bias = masks.to_bias(extra) if extra.dtype == torch.bool else extra
-            bias = bias + extra_bias.to(bias.dtype)
+            bias = bias + (masks.to_bias(extra, bias.dtype) if extra.dtype == torch.bool else extra)
         return self._attend(q, k, v, bias, True, need_weights, average_attn_weights, unbatched)
 
     def extra_repr(self) -> str:

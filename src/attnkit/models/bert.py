@@ -192,9 +192,9 @@ def _rename(weights: dict[str, Tensor], layers: int, folder: Path) -> dict[str, 
         "embeddings.LayerNorm.bias": "embeddings.norm.bias",
     }
     per_layer = {
-        "attention.self.query": "self_attn.q_proj",
-        "attention.self.key": "self_attn.k_proj",
-        "attention.self.value": "self_attn.v_proj",
+        "attention.self.query": "self_attn.query",  # packed below
+        "attention.self.key": "self_attn.key",
+        "attention.self.value": "self_attn.value",
         "attention.output.dense": "self_attn.out_proj",
         "attention.output.LayerNorm": "norm1",
         "intermediate.dense": "ff.inner",
@@ -213,4 +213,10 @@ def _rename(weights: dict[str, Tensor], layers: int, folder: Path) -> dict[str, 
             f"{folder / 'model.safetensors'} does not match a BERT of this config: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    return {names[k]: v for k, v in weights.items() if k in names}
+    renamed = {names[k]: v for k, v in weights.items() if k in names}
+    for i in range(layers):  # separate query/key/value -> PyTorch's packed in_proj_*
+        prefix = f"encoder.layers.{i}.self_attn."
+        for kind in ("weight", "bias"):
+            parts = [renamed.pop(f"{prefix}{part}.{kind}") for part in ("query", "key", "value")]
+            renamed[f"{prefix}in_proj_{kind}"] = torch.cat(parts)  # (3E, E) or (3E,)
+    return renamed

@@ -108,6 +108,7 @@ class DecoderBlock(nn.Module):
                 config.width,
                 config.heads,
                 dropout=config.attention_dropout,
+                batch_first=True,
                 backend=config.backend,
             )
         self.ff = FeedForward(

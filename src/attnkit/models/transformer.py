@@ -60,8 +60,9 @@ class LayerSpec:
         return MultiHeadAttention(
             self.width,
             self.heads,
-            num_kv_heads=self.kv_heads,
             dropout=self.dropout,
+            batch_first=True,
+            num_kv_heads=self.kv_heads,
             positions=inside,
         )
 
