@@ -18,8 +18,9 @@ _PLAIN_TORCH_FUNCTION = (
 )
 
 
-def refuse_nested(**tensors: object) -> None:
-    """Raise ``TypeError`` naming the first nested tensor among ``tensors``.
+def refuse_nested(hint: str = "", **tensors: object) -> None:
+    """Raise ``TypeError`` naming the first nested tensor among ``tensors`` (``hint`` is
+    appended to the message).
 
     attnkit takes padded tensors; a jagged batch becomes ``t.to_padded_tensor(0.0)`` plus
     :class:`attnkit.KeyLengths` of its lengths.
@@ -29,6 +30,7 @@ def refuse_nested(**tensors: object) -> None:
             raise TypeError(
                 f"{name} is a nested (jagged) tensor, which attnkit does not take: pad it "
                 f"({name}.to_padded_tensor(0.0)) and pass the lengths as attnkit.KeyLengths"
+                + hint
             )
 
 

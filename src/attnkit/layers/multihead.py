@@ -27,6 +27,12 @@ from attnkit.layers.kv_cache import KVCache
 from attnkit.positions import NoPositions, scheme
 from attnkit.torch_inputs import refuse_nested
 
+_FROM_TORCH_ENCODER = (
+    ". torch.nn.TransformerEncoder makes nested tensors of padded batches in eval mode when it "
+    "was built around torch's own attention: build it after swapping in this module, or with "
+    "enable_nested_tensor=False"
+)
+
 
 class MultiHeadAttention(AttentionLayer):
     """Multi-head attention; ``torch.nn.MultiheadAttention`` with the same arguments.
@@ -181,8 +187,8 @@ class MultiHeadAttention(AttentionLayer):
             ValueError: inputs of the wrong rank or size, masks that do not fit.
         """
         refuse_nested(
-            query=query, key=key, value=value, key_padding_mask=key_padding_mask,
-            attn_mask=attn_mask,
+            _FROM_TORCH_ENCODER, query=query, key=key, value=value,
+            key_padding_mask=key_padding_mask, attn_mask=attn_mask,
         )
         key = query if key is None else key
         value = key if value is None else value
