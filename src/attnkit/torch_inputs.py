@@ -56,11 +56,17 @@ def causal_bias(
     pass through unchanged.
 
     Raises:
+        TypeError: a ``CausalBias`` that went through a tensor operation (it lost its fields).
         ValueError: its sizes are not ``(Lq, Lk)``, or ``causal=True`` is given as well
             (``scaled_dot_product_attention`` refuses that too).
     """
     if not isinstance(mask, CausalBias):
         return mask, causal
+    if not hasattr(mask, "variant"):  # a tensor op's result: a CausalBias without its fields
+        raise TypeError(
+            "mask: this CausalBias came out of a tensor operation and no longer says which "
+            "causal mask it is; pass causal_lower_right(Lq, Lk) / causal_upper_left(Lq, Lk) itself"
+        )
     if (mask.seq_len_q, mask.seq_len_kv) != (q_len, kv_len):
         raise ValueError(
             f"mask: CausalBias is for (Lq, Lk) = ({mask.seq_len_q}, {mask.seq_len_kv}) but "

@@ -3,8 +3,9 @@ one attnkit mask.
 
 PyTorch's conventions: a bool mask is **True = masked out**; a float mask is added to the
 scores; any other dtype is refused (PyTorch raises ``AssertionError: only bool and floating
-types ...``; attnkit raises ``TypeError`` naming the argument). Float masks are used in the
-input's dtype (a float64 module keeps float64 masks).
+types ...``; attnkit raises ``TypeError`` naming the argument). A float mask is never rounded:
+it is used in the wider of its own dtype and the input's (a float64 module keeps float64
+masks; a bfloat16 module keeps a float32 mask float32, as PyTorch's SDPA path does).
 
 Shape legend: B batch, H query heads, L query length, S key length.
 """
@@ -50,7 +51,8 @@ def merge(
     """PyTorch-convention ``key_padding_mask (B, S)``, ``attn_mask (L, S)`` or
     ``(B·H, L, S)`` and a float ``extra_bias (H, L, S)`` (ALiBi) as one attnkit mask: bool
     ``(B|1, H|1, L, S)`` **True = may attend** when every part is bool, otherwise a float
-    bias in ``dtype``; ``None`` when there is nothing.
+    bias in the widest of ``dtype`` (the input's) and the float parts' dtypes; ``None`` when
+    there is nothing.
 
     Raises:
         TypeError: a mask that is neither bool nor float, or a tensor subclass.
@@ -84,6 +86,9 @@ def merge(
         return None
     if all(p.dtype == torch.bool for p in parts):
         return masks.combine(*parts)
+    for p in parts:
+        if p.dtype != torch.bool:
+            dtype = torch.promote_types(dtype, p.dtype)
     total = torch.zeros((), dtype=dtype, device=parts[0].device)
     for p in parts:
         total = total + (masks.to_bias(p, dtype) if p.dtype == torch.bool else p.to(dtype))
