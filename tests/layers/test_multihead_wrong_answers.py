@@ -112,3 +112,11 @@ def test_float64_module_keeps_float64_masks() -> None:
     got, got_w = ours(x, x, x, attn_mask=bias, key_padding_mask=padding)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(got_w, want_w, atol=1e-12, rtol=1e-12)
+
+
+def test_causal_bias_errors_name_the_problem() -> None:
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match=r"CausalBias is for \(Lq, Lk\) = \(3, 4\)"):
+        attnkit.attention(q, q, q, mask=causal_upper_left(3, 4))
+    with pytest.raises(TypeError, match="came out of a tensor operation"):
+        attnkit.attention(q, q, q, mask=causal_upper_left(4, 4).unsqueeze(0))
