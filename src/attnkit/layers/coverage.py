@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnkit import masks
 from attnkit._validate import check_positive_ints
-from attnkit.functional import KeyLengths, attention
+from attnkit.functional import attention
 from attnkit.layers.base import AttentionLayer
+from attnkit.layers.masking import with_key_lengths
 from attnkit.scores import Score
 
 
@@ -93,14 +93,8 @@ class CoverageAttention(AttentionLayer):
         """
         self._check(query, keys, coverage, key_lengths, mask)
         b, s, _ = keys.shape
-        allowed: Tensor | KeyLengths | None = None
-        if mask is not None:
-            allowed = mask.reshape(b, 1, 1, s)  # (B, 1, 1, S)
-            if key_lengths is not None:
-                padding = masks.key_padding(KeyLengths(key_lengths).lengths, s)  # (B, 1, 1, S)
-                allowed = masks.combine(allowed, padding)
-        elif key_lengths is not None:
-            allowed = KeyLengths(key_lengths)  # kernels skip the padded blocks
+        given = None if mask is None else mask.reshape(b, 1, 1, s)  # (B, 1, 1, S)
+        allowed = with_key_lengths(given, key_lengths, s)  # KeyLengths alone: kernels skip padding
         features = torch.cat([keys, coverage.unsqueeze(-1).to(keys.dtype)], dim=-1)  # (B, S, Dk+1)
         context, weights = attention(
             query.reshape(b, 1, 1, -1),  # (B, 1, 1, Dq)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnkit import masks
-from attnkit.functional import KeyLengths, attention
+from attnkit.functional import attention
 from attnkit.layers.base import AttentionLayer
+from attnkit.layers.masking import with_key_lengths
 from attnkit.scores import Score
 
 
@@ -132,9 +132,7 @@ class LocationAwareAttention(AttentionLayer):
         allowed = None
         if mask is not None:
             allowed = mask.reshape(mask.shape[0], 1, -1, mask.shape[-1])  # (B, 1, T|1, S)
-        if key_lengths is not None:
-            padding = masks.key_padding(KeyLengths(key_lengths).lengths, keys.shape[1])
-            allowed = masks.combine(allowed, padding)  # (B, 1, T|1, S)
+        allowed = with_key_lengths(allowed, key_lengths, keys.shape[1])  # KeyLengths if alone
         score = Score(
             "location_aware", w_q=self.W, w_f=self.U, v=self.w, bias=self.b, features=features
         )

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit._validate import check_positive_ints
-from attnkit.functional import attention
-from attnkit.layers import mha_masks
+from attnkit.functional import KeyLengths, attention
+from attnkit.kernels.plan import check_window
+from attnkit.layers import masking
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.kv_cache import KVCache
 from attnkit.positions import NoPositions, scheme
@@ -49,6 +50,8 @@ class MultiHeadAttention(AttentionLayer):
         num_kv_heads: G, key/value heads (default H). ``G < H`` is grouped-query attention
             (Ainslie et al. 2023), ``G = 1`` multi-query; G must divide H.
         positions: ``"none"``, ``"rope"``, ``"alibi"`` or a scheme from :mod:`attnkit.positions`.
+        window: ``(left, right)``: each query sees only the keys ``left`` before to ``right``
+            after its position (local attention; with ``is_causal``, ``right`` is cut to 0).
         backend: the kernel for :func:`attnkit.attention` (``"auto"`` by default).
 
     Parameters (PyTorch's names): ``in_proj_weight (3E, E)`` when the query, key and value
@@ -57,8 +60,8 @@ class MultiHeadAttention(AttentionLayer):
     ``in_proj_bias (E + 2·G·Dh)``; ``out_proj`` (``Linear(E, E)``).
 
     Raises:
-        ValueError: E not divisible by H, H not divisible by G, a non-positive size,
-            ``add_bias_kv``/``add_zero_attn``.
+        ValueError: E not divisible by H, H not divisible by G, a non-positive size, a bad
+            ``window``, ``add_bias_kv``/``add_zero_attn``.
     """
 
     # torch.nn.TransformerEncoderLayer (and TransformerEncoder) replace self_attn's forward by
@@ -84,6 +87,7 @@ class MultiHeadAttention(AttentionLayer):
         *,
         num_kv_heads: int | None = None,
         positions: str | NoPositions | None = "none",
+        window: tuple[int, int] | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -112,6 +116,7 @@ class MultiHeadAttention(AttentionLayer):
         self.bias_k = self.bias_v = None  # PyTorch's attributes, for code that reads them
         self.add_zero_attn = False
         self.positions = scheme(positions)
+        self.window = check_window(window)
         kv_width = num_kv_heads * self.head_dim
         self._widths = (embed_dim, kv_width, kv_width)
         factory = {"device": device, "dtype": dtype}
@@ -147,7 +152,7 @@ class MultiHeadAttention(AttentionLayer):
         query: Tensor,
         key: Tensor | None = None,
         value: Tensor | None = None,
-        key_padding_mask: Tensor | None = None,
+        key_padding_mask: Tensor | KeyLengths | None = None,
         need_weights: bool = True,
         attn_mask: Tensor | None = None,
         average_attn_weights: bool = True,
@@ -163,7 +168,9 @@ class MultiHeadAttention(AttentionLayer):
             key, value: ``(S, B, kdim)``, ``(S, B, vdim)`` (batch first likewise); default
                 ``query`` (self-attention).
             key_padding_mask: ``(B, S)`` (``(S,)`` unbatched); bool **True = padding**
-                (PyTorch's polarity), or float added to the scores.
+                (PyTorch's polarity), or float added to the scores; or :class:`KeyLengths`
+                (keys ``j >= lengths[b]`` are padding), which reaches the kernels as structure
+                (padded key blocks are skipped, no dense mask is built).
             need_weights: also return the attention weights (before dropout: see
                 ``docs/reliability.md``).
             attn_mask: ``(L, S)`` or ``(B·H, L, S)``; bool **True = not allowed** (PyTorch's
@@ -171,7 +178,8 @@ class MultiHeadAttention(AttentionLayer):
             average_attn_weights: average the returned weights over heads ``(B, L, S)``;
                 otherwise per head ``(B, H, L, S)``.
             is_causal: with ``attn_mask``, PyTorch's hint that the mask is causal: the mask is
-                what counts. Without one (PyTorch raises there), hide future keys,
+                what counts (when it is exactly the square causal mask, it is passed on as
+                ``causal=True``). Without one (PyTorch raises there), hide future keys,
                 bottom-right aligned when ``L != S`` (with a cache, the new queries are the
                 last ``L`` positions).
             cache: a :class:`KVCache` for incremental decoding. A growing cache appends this
@@ -214,12 +222,16 @@ class MultiHeadAttention(AttentionLayer):
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, G, S, Dh)
         s = k.shape[2]
+        causal = is_causal and attn_mask is None  # PyTorch: with a mask, is_causal is a hint
+        if is_causal and attn_mask is not None:
+            masking.check_torch_mask("attn_mask", attn_mask)
+            if masking.is_square_causal(attn_mask, length, s):  # the hint holds: structure
+                attn_mask, causal = None, True
         alibi = self.positions.bias(self.num_heads, length, s, x.device)  # (H, L, S) or None
-        mask = mha_masks.merge(
+        mask = masking.merge(
             key_padding_mask, attn_mask, alibi, batch=b, heads=self.num_heads, q_len=length,
             kv_len=s, dtype=q.dtype,
         )
-        causal = is_causal and attn_mask is None  # PyTorch: with a mask, is_causal is a hint
         return self._attend(q, k, v, mask, causal, need_weights, average_attn_weights, unbatched)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -257,7 +269,7 @@ class MultiHeadAttention(AttentionLayer):
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        mask: Tensor | None,
+        mask: Tensor | KeyLengths | None,
         causal: bool,
         need_weights: bool,
         average_attn_weights: bool,
@@ -273,6 +285,7 @@ class MultiHeadAttention(AttentionLayer):
             v,
             mask=mask,
             causal=causal,
+            window=self.window,
             dropout_p=self.dropout if self.training else 0.0,
             return_weights=want_weights,
             backend=self.backend,
@@ -352,5 +365,5 @@ class MultiHeadAttention(AttentionLayer):
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}, "
             f"batch_first={self.batch_first}, positions={self.positions.name!r}, "
-            f"backend={self.backend!r}"
+            f"window={self.window}, backend={self.backend!r}"
         )

@@ -19,8 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from attnkit import masks
-from attnkit.layers import mha_masks
+from attnkit.layers import masking
 from attnkit.layers.kv_cache import KVCache
 from attnkit.layers.multihead import MultiHeadAttention
 from attnkit.positions import relative_skew
@@ -134,13 +133,11 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
         table = self.distance_embeddings(s).to(q.dtype)  # (H, S, Dh)
         # (q / √Dh) Eᵣᵀ skewed = S_rel / √Dh; the causal mask hides the skew's spill-over
         bias = relative_skew(q / math.sqrt(self.head_dim), table, zero_future=False)  # (B, H, L, S)
-        extra = mha_masks.merge(
-            key_padding_mask, attn_mask, None, batch=b, heads=self.num_heads, q_len=length,
+        mask = masking.merge(
+            key_padding_mask, attn_mask, bias, batch=b, heads=self.num_heads, q_len=length,
             kv_len=s, dtype=bias.dtype,
-        )
-        if extra is not None:
-            bias = bias + (masks.to_bias(extra, bias.dtype) if extra.dtype == torch.bool else extra)
-        return self._attend(q, k, v, bias, True, need_weights, average_attn_weights, unbatched)
+        )  # the relative bias with the masks added: (B, H, L, S)
+        return self._attend(q, k, v, mask, True, need_weights, average_attn_weights, unbatched)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", max_distance={self.max_distance}, relative=skewed"

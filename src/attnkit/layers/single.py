@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from attnkit import masks
 from attnkit.functional import KeyLengths, attention
 from attnkit.layers.base import AttentionLayer
+from attnkit.layers.masking import with_key_lengths
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
 
@@ -165,9 +166,9 @@ class SingleHeadAttention(AttentionLayer):
         mask: Tensor | None = None,
         key_lengths: Tensor | None = None,
         **kwargs: Any,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | KeyLengths | None, bool]:
         """Check and reshape for :func:`attnkit.attention`: ``(q (B, 1, T, Dq), k (B, 1, S, Dk),
-        v (B, 1, S, Dv), allowed (B|1, 1, T|1, S) or None, single_step)``."""
+        v (B, 1, S, Dv), allowed (B|1, 1, T|1, S), KeyLengths or None, single_step)``."""
         values = keys if values is None else values
         step = query.dim() == 2
         q3 = query.unsqueeze(1) if step else query  # (B, T, Dq)
@@ -175,10 +176,8 @@ class SingleHeadAttention(AttentionLayer):
         allowed = None
         if mask is not None:
             allowed = mask.reshape(mask.shape[0], 1, -1, mask.shape[-1])  # (B, 1, T|1, S)
-        if key_lengths is not None:
-            padding = masks.key_padding(KeyLengths(key_lengths).lengths, keys.shape[1])
-            allowed = masks.combine(allowed, padding)  # (B, 1, T|1, S)
         allowed = masks.combine(allowed, self.extra_mask(q3, keys, key_lengths, **kwargs))
+        allowed = with_key_lengths(allowed, key_lengths, keys.shape[1])  # KeyLengths if alone
         q = q3.unsqueeze(1)  # (B, 1, T, Dq)
         return q, keys.unsqueeze(1), values.unsqueeze(1), allowed, step
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnkit.functional import KeyLengths
 from attnkit.layers import KVCache, MultiHeadAttention
-from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source, padding_mask
+from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source
 from attnkit.positions import sinusoidal
 
 POSITIONS = ("sinusoidal", "learned", "rope", "alibi")
@@ -81,8 +82,9 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(spec.width, eps=spec.norm_eps)
         self.dropout = nn.Dropout(spec.dropout)
 
-    def forward(self, x: Tensor, padding: Tensor | None = None) -> Tensor:
-        """``x (B, L, E)``; ``padding (B, L)`` bool, **True = padding** (PyTorch's polarity)."""
+    def forward(self, x: Tensor, padding: Tensor | KeyLengths | None = None) -> Tensor:
+        """``x (B, L, E)``; ``padding``: :class:`KeyLengths` (the kernels skip padded blocks) or
+        ``(B, L)`` bool, **True = padding** (PyTorch's polarity)."""
 
         def attend(h: Tensor) -> Tensor:
             return self.self_attn(h, h, h, key_padding_mask=padding, need_weights=False)[0]
@@ -112,11 +114,11 @@ class DecoderLayer(nn.Module):
         self,
         x: Tensor,
         memory: Tensor,
-        memory_padding: Tensor | None,
+        memory_padding: Tensor | KeyLengths | None,
         caches: tuple[KVCache, KVCache] | None = None,
     ) -> Tensor:
-        """``x (B, T, E)``, ``memory (B, S, E)``, ``memory_padding (B, S)`` True = padding;
-        ``caches`` (self, cross) for incremental decoding."""
+        """``x (B, T, E)``, ``memory (B, S, E)``, ``memory_padding``: :class:`KeyLengths` or
+        ``(B, S)`` bool True = padding; ``caches`` (self, cross) for incremental decoding."""
         self_cache, cross_cache = caches if caches is not None else (None, None)
         blocks = (
             lambda h: self.self_attn(h, h, h, need_weights=False, is_causal=True, cache=self_cache)[
@@ -150,7 +152,8 @@ class TransformerEncoder(nn.Module):
             nn.LayerNorm(spec.width, eps=spec.norm_eps) if spec.norm_first else nn.Identity()
         )
 
-    def forward(self, x: Tensor, padding: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, padding: Tensor | KeyLengths | None = None) -> Tensor:
+        """``x (B, L, E)``; ``padding`` as for :meth:`EncoderLayer.forward`."""
         for layer in self.layers:
             x = layer(x, padding)
         return self.norm(x)
@@ -235,7 +238,7 @@ class TransformerConfig:
 
 class TransformerState(DecodingState):
     def __init__(
-        self, memory: Tensor, memory_padding: Tensor, caches: list[tuple[KVCache, KVCache]]
+        self, memory: Tensor, memory_padding: KeyLengths, caches: list[tuple[KVCache, KVCache]]
     ):
         self.memory, self.memory_padding, self.caches = memory, memory_padding, caches
         self.length = 0
@@ -243,7 +246,7 @@ class TransformerState(DecodingState):
 
     def reorder(self, index: Tensor) -> None:
         self.memory = self.memory.index_select(0, index)
-        self.memory_padding = self.memory_padding.index_select(0, index)
+        self.memory_padding = KeyLengths(self.memory_padding.lengths.index_select(0, index))
         for self_cache, cross_cache in self.caches:
             self_cache.reorder(index)
             cross_cache.reorder(index)
@@ -276,13 +279,14 @@ class Seq2SeqTransformer(Seq2Seq):
         if config.tie_output:
             self.output.weight = self.tgt_embed.tokens.weight
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """``(memory (B, S, E), padding (B, S))`` with padding True at pad positions."""
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, KeyLengths]:
+        """``(memory (B, S, E), padding)``: the source lengths as :class:`KeyLengths`, so every
+        attention over the source skips its padding instead of reading a dense mask."""
         check_source(src, src_lengths)
-        padding = ~padding_mask(src_lengths, src.shape[1])  # (B, S)
+        padding = KeyLengths(src_lengths)
         return self.encoder(self.src_embed(src), padding), padding
 
-    def _decode(self, x: Tensor, memory: Tensor, padding: Tensor, caches=None) -> Tensor:
+    def _decode(self, x: Tensor, memory: Tensor, padding: KeyLengths, caches=None) -> Tensor:
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, memory, padding, None if caches is None else caches[i])
         return self.output(self.decoder_norm(x))
