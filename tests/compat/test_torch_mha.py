@@ -443,6 +443,7 @@ def test_bias_is_none() -> None:
     layer(torch.randn(2, 3, 8))  # runs without error
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # torch's own
 def test_incompatible_mask() -> None:
     """A key padding mask of the wrong shape: torch RuntimeError, attnkit ValueError."""
     S, L, E, H = 1, 2, 4, 1
