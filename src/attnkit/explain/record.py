@@ -14,13 +14,20 @@ Every attnkit attention layer subclasses :class:`attnkit.layers.base.AttentionLa
 ``attention_recorder`` hook is ``None`` except inside :func:`record`; the layer then asks its
 kernel for the exact weights and reports them. Nothing in the model's code changes, and
 outside the block nothing is recorded and nothing is computed in addition.
+
+Attention that runs through attnkit outside its layers (the Hugging Face ``transformers``
+backend of :mod:`attnkit.integrations.transformers`) is recorded too: such a backend registers
+a test of whether a model's attention runs through it (:func:`register_foreign_attention`);
+then :func:`record` accepts the model, and while the block is open any module of it may ask
+:func:`wants_weights` and :func:`report_weights`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,15 +45,30 @@ class Recording:
     """
 
     def __init__(
-        self, model: nn.Module, *, include: Sequence[str] | None, device: torch.device | None
+        self,
+        model: nn.Module,
+        *,
+        include: Sequence[str] | None,
+        device: torch.device | None,
+        transform: Callable[[Tensor], Any] | None = None,
     ) -> None:
-        self._layers: dict[str, AttentionLayer] = {}
+        self._layers: dict[str, nn.Module] = {}
         for name, module in model.named_modules():
             if isinstance(module, AttentionLayer) and _included(name, include):
                 self._layers[name] = module
         self._names = {id(module): name for name, module in self._layers.items()}
-        self._calls: dict[str, list[Tensor]] = {}
+        # Foreign attention: any module of the model may report; known only once it does.
+        self._foreign = any(runs_through(model) for runs_through in _FOREIGN)
+        self._order: dict[int, tuple[int, str]] = {}
+        if self._foreign:
+            self._order = {
+                id(module): (i, name)
+                for i, (name, module) in enumerate(model.named_modules())
+                if _included(name, include) and not isinstance(module, AttentionLayer)
+            }
+        self._calls: dict[str, list[Any]] = {}
         self._device = device
+        self._transform = transform
         # by id(layer): the recorder found on entry and the one this block set
         self._saved: dict[int, Recorder | None] = {}
         self._mine: dict[int, Recorder] = {}
@@ -59,6 +81,8 @@ class Recording:
         if self._used:
             raise RuntimeError("a record() block can be entered only once; call record() again")
         self._used = self._active = True
+        if self._foreign:
+            _OPEN.append(self)
         for layer in self._layers.values():
             previous = layer.attention_recorder
             self._saved[id(layer)] = previous
@@ -73,14 +97,29 @@ class Recording:
         tb: TracebackType | None,
     ) -> None:
         self._active = False
+        if self in _OPEN:
+            _OPEN.remove(self)
         for layer in self._layers.values():
+            if not isinstance(layer, AttentionLayer):
+                continue  # a foreign module: nothing was set on it
             if layer.attention_recorder is self._mine[id(layer)]:
                 layer.attention_recorder = _live(self._saved[id(layer)], id(layer))
             # Otherwise a block entered after this one is still open (blocks exited out of
             # order): it restores the recorder below ours when it exits, skipping closed ones.
 
-    def _store(self, layer: AttentionLayer, weights: Tensor) -> None:
+    def _watches(self, module: nn.Module) -> bool:
+        """Whether ``module`` is a foreign attention module this open block records."""
+        return self._active and id(module) in self._order
+
+    def _store(self, layer: nn.Module, weights: Tensor) -> None:
         name = self._names.get(id(layer))
+        if name is None and id(layer) in self._order:  # a foreign module, first report
+            name = self._order[id(layer)][1]
+            self._layers[name] = layer
+            self._names[id(layer)] = name
+            self._layers = dict(
+                sorted(self._layers.items(), key=lambda item: self._position(item[1]))
+            )
         if name is None:  # a layer that was not in the model when the block began
             return
         if not isinstance(weights, Tensor) or weights.dim() != 4:
@@ -92,12 +131,19 @@ class Recording:
         weights = weights.detach()
         if self._device is not None:
             weights = weights.to(self._device)
-        self._calls.setdefault(name, []).append(weights)
+        kept = weights if self._transform is None else self._transform(weights)
+        self._calls.setdefault(name, []).append(kept)
+
+    def _position(self, module: nn.Module) -> int:
+        """Where ``module`` comes in the model (for foreign modules; attnkit layers first
+        in their own order, which is the model's)."""
+        return self._order.get(id(module), (-1, ""))[0]
 
     # -- reading -------------------------------------------------------------------------
 
-    def layers(self) -> dict[str, AttentionLayer]:
-        """The attention layers being recorded, by qualified name (model order)."""
+    def layers(self) -> dict[str, nn.Module]:
+        """The attention layers being recorded, by qualified name (model order); for a
+        foreign backend, the modules that have reported so far."""
         return dict(self._layers)
 
     def names(self) -> list[str]:
@@ -227,6 +273,7 @@ def record(
     *,
     include: str | Sequence[str] | None = None,
     device: str | torch.device | None = None,
+    transform: Callable[[Tensor], Any] | None = None,
 ) -> Recording:
     """Record the attention weights of every attnkit attention layer in ``model``.
 
@@ -240,13 +287,20 @@ def record(
         include: ``fnmatch`` pattern(s) on qualified module names: record only those layers
             (the others do no extra work).
         device: move recorded weights there (e.g. ``"cpu"`` to spare accelerator memory).
+        transform: applied to each call's weights ``(B, H, Lq, Lk)`` as they arrive; what it
+            returns is kept instead (e.g. a compressed form, so that the full weights of one
+            layer are dropped before the next layer runs). ``rec[name]`` then lists what it
+            returned; :meth:`Recording.stack`, :meth:`~Recording.concat` and
+            :meth:`~Recording.single` need it to return tensors.
 
     Returns:
         A :class:`Recording` (a context manager; see its methods for reading the weights).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or ``include`` is not str(s).
-        ValueError: ``model`` holds no attnkit attention layer (or none matches ``include``).
+        ValueError: ``model`` holds no attnkit attention layer (or none matches ``include``)
+            and its attention does not run through a foreign backend (see
+            :func:`register_foreign_attention`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -259,10 +313,15 @@ def record(
         patterns = list(include)
     else:
         raise TypeError(f"include must be a str, a sequence of str or None, got {include!r}")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
     rec = Recording(
-        model, include=patterns, device=torch.device(device) if device is not None else None
+        model,
+        include=patterns,
+        device=torch.device(device) if device is not None else None,
+        transform=transform,
     )
-    if not rec.layers():
+    if not rec.layers() and not rec._foreign:
         found = sum(isinstance(m, AttentionLayer) for m in model.modules())
         raise ValueError(
             f"{type(model).__name__} holds {found} attnkit attention layer(s)"
@@ -296,3 +355,40 @@ def _live(recorder: Recorder | None, key: int) -> Recorder | None:
 
 def _included(name: str, patterns: Sequence[str] | None) -> bool:
     return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+# -- attention that runs through attnkit outside AttentionLayer ------------------------------
+
+# Tests of whether a model's attention runs through a foreign backend (one per backend).
+_FOREIGN: list[Callable[[nn.Module], bool]] = []
+# The open record() blocks that watch foreign modules, outermost first.
+_OPEN: list[Recording] = []
+
+
+def register_foreign_attention(runs_through: Callable[[nn.Module], bool]) -> None:
+    """Let :func:`record` accept models whose attention runs through attnkit outside
+    :class:`~attnkit.layers.base.AttentionLayer` (a backend inside another library).
+
+    ``runs_through(model)`` says whether ``model``'s attention runs through that backend; it may
+    raise ``ValueError`` to say what to change (e.g. the model runs another backend). The
+    backend's attention function asks :func:`wants_weights` and calls :func:`report_weights`.
+    Registering the same function twice has no effect.
+    """
+    if not callable(runs_through):
+        raise TypeError(f"runs_through must be callable, got {type(runs_through).__name__}")
+    if runs_through not in _FOREIGN:
+        _FOREIGN.append(runs_through)
+
+
+def wants_weights(module: nn.Module) -> bool:
+    """Whether an open :func:`record` block records ``module`` (so its attention must
+    compute the weights and :func:`report_weights` them). Cheap when nothing is recorded."""
+    return bool(_OPEN) and any(rec._watches(module) for rec in _OPEN)
+
+
+def report_weights(module: nn.Module, weights: Tensor) -> None:
+    """Hand ``module``'s weights ``(B, H, Lq, Lk)`` of one call to every open block
+    recording it."""
+    for rec in list(_OPEN):
+        if rec._watches(module):
+            rec._store(module, weights)

@@ -1,0 +1,363 @@
+"""The attnkit transformers backend's own contracts: masks in attnkit's form (checked against
+the dense masks transformers' ``sdpa_mask`` materialises), weights only when asked, every
+keyword honoured or refused, ``set_window`` (against eager given the same band as a 4-D
+mask), recording, and the import boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import transformers as T
+from transformers import masking_utils as hf_masks
+
+import attnkit
+from attnkit.explain import record
+from attnkit.integrations import transformers as attnkit_hf
+from attnkit.integrations._hf_masks import AttnkitMask, build_mask
+from attnkit.kernels import Kernel, kernels, register
+from tests.integrations.tiny_models import (
+    LENGTHS,
+    bart,
+    bert,
+    llama,
+    padding_mask,
+    token_ids,
+)
+
+attnkit_hf.register()
+SRC = Path(__file__).resolve().parents[2] / "src" / "attnkit"
+
+
+# -- the import boundary ----------------------------------------------------------------------
+
+
+def test_import_attnkit_does_not_import_transformers() -> None:
+    code = "import sys, attnkit, attnkit.explain, attnkit.integrations; "
+    code += "assert 'transformers' not in sys.modules, 'transformers imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_integrations_imports_transformers() -> None:
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if "integrations" not in path.parts
+        and any(
+            line.lstrip().startswith(("import transformers", "from transformers"))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
+
+
+# -- masks ------------------------------------------------------------------------------------
+
+
+def attnkit_visible(mask: AttnkitMask, batch: int) -> torch.Tensor:
+    """What attnkit lets each query see under ``mask.arguments()``: (B, Lq, Lk) bool, built
+    from attnkit's own mask functions (bottom-right queries)."""
+    args = mask.arguments()
+    lq, lk = mask.q_len, mask.kv_len
+    visible = torch.ones(batch, lq, lk, dtype=torch.bool)
+    if args["causal"]:
+        visible &= attnkit.masks.causal(lq, lk)
+    if args["window"] is not None:
+        visible &= attnkit.masks.window(lq, lk, *args["window"])
+    if isinstance(args["mask"], attnkit.KeyLengths):
+        visible &= attnkit.masks.key_padding(args["mask"].lengths, lk)[:, 0]
+    elif args["mask"] is not None:
+        visible &= args["mask"][:, 0]
+    return visible
+
+
+MASK_FUNCTIONS = {
+    "causal": hf_masks.causal_mask_function,
+    "bidirectional": hf_masks.bidirectional_mask_function,
+    **{
+        f"sliding-{w}": hf_masks.sliding_window_causal_mask_function(w)
+        for w in (1, 2, 3, 6, 20)
+    },
+    "sliding-bidirectional-2": hf_masks.sliding_window_bidirectional_mask_function(2),
+    "chunked-3": hf_masks.chunked_causal_mask_function(3, torch.zeros(3, dtype=torch.long)),
+}
+# (q_length, kv_length, q_offset, kv_offset): no cache, a dynamic cache (prefill continued,
+# one decoding step), a sliding-window cache, a static cache (keys beyond the queries), and
+# cross-attention (queries and keys from different sequences).
+SIZES = [(9, 9, 0, 0), (3, 10, 7, 0), (1, 10, 9, 0), (1, 5, 9, 5), (4, 16, 0, 0), (5, 9, 0, 0)]
+
+
+@pytest.mark.parametrize("name", list(MASK_FUNCTIONS))
+@pytest.mark.parametrize("padding", ["none", "right", "left"])
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "q{}-k{}-qo{}-ko{}".format(*s))
+def test_mask_equals_transformers_dense_mask(name: str, padding: str, sizes) -> None:
+    q_len, kv_len, q_offset, kv_offset = sizes
+    total = kv_offset + kv_len
+    lengths = (total, total - 2, total - 4)
+    attention_mask = None if padding == "none" else padding_mask(lengths, padding).bool()
+    kwargs = {
+        "batch_size": 3, "q_length": q_len, "kv_length": kv_len, "q_offset": q_offset,
+        "kv_offset": kv_offset, "mask_function": MASK_FUNCTIONS[name],
+        "attention_mask": attention_mask,
+    }
+    ours = build_mask(**kwargs)
+    expected = hf_masks.sdpa_mask(
+        **kwargs, allow_is_causal_skip=False, allow_is_bidirectional_skip=False
+    )  # (B, 1, Lq, Lk)
+    assert torch.equal(attnkit_visible(ours, 3), expected[:, 0])
+    aligned = q_offset + q_len == kv_offset + kv_len
+    structured_band = name != "chunked-3" and (aligned or name == "bidirectional")
+    keys = None if attention_mask is None else attention_mask[:, kv_offset:total]  # (B, Lk)
+    prefix = keys is None or torch.equal(keys, torch.arange(kv_len) < keys.sum(-1, keepdim=True))
+    assert (ours.dense is None) == (structured_band and prefix)
+    if ours.dense is None:
+        assert (ours.key_lengths is None) == (keys is None or bool(keys.all()))
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 7])
+def test_sliding_window_of_size_w_sees_w_keys_ending_at_itself(size: int) -> None:
+    """transformers' convention (masking_utils.sliding_window_overlay: kv_idx > q_idx − W):
+    with the causal mask a query sees itself and the W − 1 keys before it: window=(W − 1, 0)."""
+    dense = hf_masks.sdpa_mask(
+        batch_size=1, q_length=10, kv_length=10,
+        mask_function=hf_masks.sliding_window_causal_mask_function(size),
+        allow_is_causal_skip=False,
+    )[0, 0]  # (Lq, Lk)
+    for i in range(10):
+        assert dense[i].nonzero().flatten().tolist() == list(range(max(0, i - size + 1), i + 1))
+    args = build_mask(
+        1, 10, 10, mask_function=hf_masks.sliding_window_causal_mask_function(size)
+    ).arguments()
+    assert args["causal"] is True
+    assert args["window"] == (None if size >= 10 else (size - 1, 0))
+
+
+# -- weights only when asked ------------------------------------------------------------------
+
+
+@pytest.fixture
+def asked(monkeypatch) -> list[bool]:
+    """The ``return_weights`` of every attnkit.attention call the backend makes."""
+    calls: list[bool] = []
+    real = attnkit.attention
+
+    def spy(*args, **kwargs):
+        calls.append(bool(kwargs.get("return_weights")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attnkit, "attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("build", [bert, llama], ids=["bert", "llama"])
+def test_weights_only_when_asked(build, asked: list[bool]) -> None:
+    model = build()
+    model.set_attn_implementation("attnkit")
+    ids = token_ids(2, 7)
+    with torch.no_grad():
+        plain = model(ids, output_hidden_states=True)
+        assert asked and not any(asked)
+        assert getattr(plain, "attentions", None) is None
+        asked.clear()
+        with_weights = model(ids, output_attentions=True)
+    assert asked and all(asked)
+    assert len(with_weights.attentions) == 2
+
+
+def test_gpt2_output_attentions_reaches_the_backend(asked: list[bool]) -> None:
+    """GPT-2's attention module keeps ``output_attentions`` to itself: the backend learns it
+    from transformers' output capturing, which also reads ``config.output_attentions``
+    (transformers lets that be set only on eager; it stays set after a switch)."""
+    from tests.integrations.tiny_models import gpt2
+
+    model = gpt2()
+    ids = token_ids(2, 7)
+    model.set_attn_implementation("attnkit")
+    with torch.no_grad():
+        assert len(model(ids, output_attentions=True).attentions) == 2
+        assert asked and all(asked)
+        model.set_attn_implementation("eager")
+        model.config.output_attentions = True
+        model.set_attn_implementation("attnkit")
+        asked.clear()
+        assert len(model(ids).attentions) == 2
+        assert asked and all(asked)
+
+
+# -- keywords: honoured or refused ------------------------------------------------------------
+
+
+def self_attention(model: T.PreTrainedModel) -> torch.nn.Module:
+    return model.bert.encoder.layer[0].attention.self
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "feature"),
+    [
+        ("softcap", 30.0, "soft-capping"),
+        ("s_aux", torch.zeros(4), "attention sinks"),
+        ("head_mask", torch.ones(4), "head_mask"),
+        ("cu_seq_lens_q", torch.tensor([0, 5]), "cu_seq_lens"),
+        ("mystery_option", 3, "mystery_option=3"),
+    ],
+)
+def test_unsupported_keywords_are_refused_by_name(keyword: str, value, feature: str) -> None:
+    module = self_attention(bert())
+    q = torch.randn(1, 4, 5, 8)
+    with pytest.raises(ValueError, match=f"BertSelfAttention \\(model type 'bert'\\).*{feature}"):
+        attnkit_hf.attention_forward(module, q, q, q, None, **{keyword: value})
+
+
+def test_gemma2_softcap_is_refused_naming_the_model() -> None:
+    config = T.Gemma2Config(
+        vocab_size=50, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attn_logit_softcapping=30.0,
+    )
+    model = T.Gemma2Model(config)
+    model.set_attn_implementation("attnkit")
+    with pytest.raises(ValueError, match=r"Gemma2Attention .*'gemma2'.*soft-capping"):
+        model(token_ids(1, 5) % 50)
+
+
+def test_dropout_in_training_is_applied() -> None:
+    model = bert()
+    model.config.attention_probs_dropout_prob = 0.5
+    for layer in model.bert.encoder.layer:
+        layer.attention.self.dropout.p = 0.5
+    model.set_attn_implementation("attnkit")
+    ids = token_ids(2, 9)
+    with torch.no_grad():
+        evaluated = model.bert(ids).last_hidden_state
+        model.train()
+        trained = model.bert(ids).last_hidden_state
+    assert torch.isfinite(trained).all()
+    assert (trained - evaluated).abs().max() > 1e-2
+
+
+def test_none_valued_keywords_ask_for_nothing() -> None:
+    module = self_attention(bert())
+    q = torch.randn(1, 4, 5, 8)
+    out, weights = attnkit_hf.attention_forward(module, q, q, q, None, softcap=None, s_aux=None)
+    assert out.shape == (1, 5, 4, 8) and weights is None
+
+
+# -- set_window -------------------------------------------------------------------------------
+
+
+def banded_float_mask(real: torch.Tensor, left: int, right: int, causal: bool) -> torch.Tensor:
+    """The reference: (B, 1, L, L) additive mask for eager, 0 where a query may look (within
+    the band, a real key, not in the future when causal), the float minimum elsewhere."""
+    length = real.shape[1]
+    i = torch.arange(length).unsqueeze(1)
+    j = torch.arange(length).unsqueeze(0)
+    allowed = (j >= i - left) & (j <= i + (0 if causal else right))
+    allowed = allowed.unsqueeze(0) & real.bool().unsqueeze(1)  # (B, L, L)
+    return torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)[
+        :, None
+    ]
+
+
+@pytest.mark.parametrize(("build", "causal"), [(bert, False), (llama, True)], ids=["bert", "llama"])
+def test_set_window_equals_eager_with_the_band_as_mask(build, causal: bool) -> None:
+    model = build()
+    mask = padding_mask(LENGTHS, "right")
+    ids = token_ids(3, mask.shape[1])
+    names = attnkit_hf.set_window(model, (2, 1))
+    assert len(names) >= 2
+    model.set_attn_implementation("attnkit")
+    with torch.no_grad():
+        got = model(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+        model.set_attn_implementation("eager")
+        band = banded_float_mask(mask, 2, 1, causal)
+        ref = model(ids, attention_mask=band, output_attentions=True, output_hidden_states=True)
+    real = mask.bool()
+    assert (got.hidden_states[-1] - ref.hidden_states[-1])[real].abs().max() <= 1e-5
+    for a, b in zip(got.attentions, ref.attentions, strict=True):
+        assert (a - b).transpose(1, 2)[real].abs().max() <= 1e-5
+        row = a[0, 0, 6]  # query 6 sees keys 4..7 (bidirectional) or 4..6 (causal)
+        assert set(row.nonzero().flatten().tolist()) <= set(range(4, 7 if causal else 8))
+    attnkit_hf.set_window(model, None)
+    model.set_attn_implementation("attnkit")
+    with torch.no_grad():
+        plain = model(ids, attention_mask=mask, output_attentions=True)
+    assert plain.attentions[0][0, 0, 6, 0] > 0  # the window is gone
+
+
+def test_set_window_runs_the_local_kernel(monkeypatch) -> None:
+    local = kernels()["local"]
+    calls = []
+
+    def counting(q, k, v, plan):
+        calls.append(plan.window)
+        return local.fn(q, k, v, plan)
+
+    register(Kernel("local", counting, local.capabilities, local.priority, local.description,
+                    local.declines))
+    try:
+        model = bert()
+        attnkit_hf.set_window(model, (4, 4))
+        model.set_attn_implementation("attnkit")
+        with torch.no_grad():
+            model(token_ids(1, 60))
+    finally:
+        register(local)
+    assert calls == [(4, 4), (4, 4)]
+
+
+def test_set_window_leaves_cross_attention_alone() -> None:
+    names = attnkit_hf.set_window(bart(), (3, 3))
+    assert any("self_attn" in n for n in names)
+    assert not any("encoder_attn" in n for n in names)
+
+
+def test_set_window_refuses_bad_windows_and_models() -> None:
+    with pytest.raises(ValueError, match="window must be"):
+        attnkit_hf.set_window(bert(), (-1, 2))
+    with pytest.raises(TypeError, match="PreTrainedModel"):
+        attnkit_hf.set_window(torch.nn.Linear(2, 2), (1, 1))
+
+
+# -- recording --------------------------------------------------------------------------------
+
+
+def test_record_captures_a_transformers_model_on_attnkit() -> None:
+    model = bert()
+    mask = padding_mask(LENGTHS, "right")
+    ids = token_ids(3, mask.shape[1])
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, output_attentions=True).attentions  # eager
+        model.set_attn_implementation("attnkit")
+        with record(model) as rec:
+            out = model(ids, attention_mask=mask)
+    assert getattr(out, "attentions", None) is None  # recording does not change the output
+    assert rec.names() == [f"bert.encoder.layer.{i}.attention.self" for i in range(2)]
+    stacked = rec.stack("bert.encoder.layer.*.attention.self")  # (N, B, H, L, L)
+    for got, expected in zip(stacked, ref, strict=True):
+        assert (got - expected).transpose(1, 2)[mask.bool()].abs().max() <= 1e-5
+    with torch.no_grad(), record(model, include="*layer.1*", transform=lambda w: w.half()) as rec:
+        model(ids, attention_mask=mask)
+    assert rec.names() == ["bert.encoder.layer.1.attention.self"]
+    assert rec.single("bert.encoder.layer.1.attention.self").dtype == torch.float16
+
+
+def test_record_says_how_to_switch_a_model_on_another_backend() -> None:
+    model = bert()
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="set_attn_implementation\\('attnkit'\\)"):
+        record(model)
+
+
+def test_from_pretrained_and_set_attn_implementation(tmp_path: Path) -> None:
+    model = bert()
+    model.save_pretrained(tmp_path)
+    loaded = T.AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation="attnkit")
+    assert loaded.config._attn_implementation == "attnkit"
+    loaded.set_attn_implementation("eager")
+    loaded.set_attn_implementation("attnkit")
+    assert loaded.config._attn_implementation == "attnkit"

@@ -1,0 +1,125 @@
+"""Tiny random transformers models (fixed seeds, no download) and their inputs, for the
+tests of the attnkit backend. Each builder returns a model in eval mode on ``eager``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import transformers as T
+
+VOCAB = 97
+LENGTHS = (11, 8, 5)  # batch of 3: one full row, two padded
+
+
+def _seeded(build: Callable[[], T.PreTrainedModel], seed: int) -> T.PreTrainedModel:
+    torch.manual_seed(seed)
+    model = build()
+    model.set_attn_implementation("eager")
+    return model.eval()
+
+
+def bert() -> T.PreTrainedModel:
+    config = T.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        max_position_embeddings=64, pad_token_id=0,
+    )
+    return _seeded(lambda: T.BertForMaskedLM(config), 1)
+
+
+def gpt2() -> T.PreTrainedModel:
+    config = T.GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        initializer_range=0.2,
+    )
+    return _seeded(lambda: T.GPT2LMHeadModel(config), 2)
+
+
+def llama() -> T.PreTrainedModel:
+    """Grouped-query attention (4 query heads, 2 key/value heads) and RoPE."""
+    config = T.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2,
+    )
+    return _seeded(lambda: T.LlamaForCausalLM(config), 3)
+
+
+def mistral(sliding_window: int = 4) -> T.PreTrainedModel:
+    """Sliding-window attention (shorter than the inputs) and grouped-query attention."""
+    config = T.MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        sliding_window=sliding_window, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        initializer_range=0.2,
+    )
+    return _seeded(lambda: T.MistralForCausalLM(config), 4)
+
+
+def t5() -> T.PreTrainedModel:
+    """Relative position bias added to the scores, no 1/√d scaling."""
+    config = T.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        initializer_factor=1.0,
+    )
+    return _seeded(lambda: T.T5ForConditionalGeneration(config), 5)
+
+
+def bart() -> T.PreTrainedModel:
+    """Encoder–decoder with cross-attention."""
+    config = T.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
+        decoder_ffn_dim=37, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0,
+        activation_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2,
+    )
+    return _seeded(lambda: T.BartForConditionalGeneration(config), 6)
+
+
+def vit() -> T.PreTrainedModel:
+    config = T.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        image_size=16, patch_size=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    return _seeded(lambda: T.ViTModel(config), 7)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[[], T.PreTrainedModel]
+    kind: str  # "encoder", "decoder", "encoder-decoder", "vision"
+
+
+ARCHS = [
+    Arch("bert", bert, "encoder"),
+    Arch("gpt2", gpt2, "decoder"),
+    Arch("llama", llama, "decoder"),
+    Arch("mistral", mistral, "decoder"),
+    Arch("t5", t5, "encoder-decoder"),
+    Arch("bart", bart, "encoder-decoder"),
+    Arch("vit", vit, "vision"),
+]
+
+
+def padding_mask(lengths: tuple[int, ...], side: str) -> torch.Tensor:
+    """``(B, L)`` long, 1 = real token; the padding on the right or the left."""
+    width = max(lengths)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        if side == "right":
+            mask[row, :n] = 1
+        else:
+            mask[row, width - n :] = 1
+    return mask
+
+
+def token_ids(batch: int, length: int, seed: int = 11) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (batch, length), generator=gen)
