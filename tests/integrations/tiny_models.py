@@ -29,11 +29,11 @@ def bert() -> T.PreTrainedModel:
     return _seeded(lambda: T.BertForMaskedLM(config), 1)
 
 
-def gpt2() -> T.PreTrainedModel:
+def gpt2(**overrides) -> T.PreTrainedModel:
+    fields = {"vocab_size": VOCAB, "n_positions": 64, **overrides}
     config = T.GPT2Config(
-        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0,
-        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-        initializer_range=0.2,
+        n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2, **fields,
     )
     return _seeded(lambda: T.GPT2LMHeadModel(config), 2)
 
@@ -70,10 +70,10 @@ def t5() -> T.PreTrainedModel:
     return _seeded(lambda: T.T5ForConditionalGeneration(config), 5)
 
 
-def bart() -> T.PreTrainedModel:
+def bart(**overrides) -> T.PreTrainedModel:
     """Encoder–decoder with cross-attention."""
     config = T.BartConfig(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
+        vocab_size=overrides.pop("vocab_size", VOCAB), d_model=32, encoder_layers=2, decoder_layers=2,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
         decoder_ffn_dim=37, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0,
         activation_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,

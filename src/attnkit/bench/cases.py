@@ -292,3 +292,7 @@ CASES: list[Case] = [
         quick=True,
     ),
 ]
+
+from attnkit.bench.cases_hf import HF_CASES  # noqa: E402  (it imports Case and Target above)
+
+CASES += HF_CASES

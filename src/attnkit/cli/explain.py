@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+LISTED = 200  # longer inputs list their first LISTED // 2 tokens
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     app.command("explain")(explain)
@@ -22,6 +24,15 @@ def explain(
     out: Annotated[Path, typer.Option(help="Folder for the HTML viewer and PNGs.")] = Path(
         "out/explain"
     ),
+    hf: Annotated[
+        Path | None,
+        typer.Option(
+            "--hf",
+            help="A local Hugging Face model folder (encoder, decoder or encoder-decoder; "
+            "needs the hf extra): explain TEXT with it; an encoder-decoder also takes the "
+            "target text.",
+        ),
+    ] = None,
 ) -> None:
     """Show what a model attends to.
 
@@ -32,10 +43,33 @@ def explain(
 
     attnkit explain runs/NAME "dreihundertvierundzwanzig" translates with a trained model and
     draws the source × target alignment (alignment.png, attention.html).
+
+    attnkit explain --hf DIR "text" [TARGET] runs any local Hugging Face model on attnkit's
+    attention backend: the head view (attention.html; cross_attention.html and
+    decoder_attention.html too for an encoder-decoder) and rollout.png. Texts longer than the
+    model's positions are cut into chunks; long inputs keep each token's top keys.
     """
     from attnkit.tasks import explain_text
 
-    if text is not None:
+    if hf is not None:
+        try:
+            from attnkit.tasks.explain_hf import explain_hf
+        except ImportError as error:
+            raise typer.BadParameter(
+                f"--hf needs the hf extra (pip install 'attnkit[hf]'): {error}"
+            ) from None
+        if not hf.is_dir():
+            raise typer.BadParameter(f"--hf {str(hf)!r} is not a folder")
+        try:
+            result = explain_hf(hf, first, out, target=text)
+        except (ValueError, FileNotFoundError) as error:
+            raise typer.BadParameter(str(error)) from None
+        header = (
+            "token -> the tokens it attends to most (last layer, heads averaged)"
+            if text is None
+            else "target token -> the source tokens it looks at most (last cross-attention)"
+        )
+    elif text is not None:
         run = Path(first)
         if not run.is_dir():
             raise typer.BadParameter(f"{first!r} is not a run folder (two arguments: RUN TEXT)")
@@ -45,8 +79,11 @@ def explain(
         result = explain_text.explain_sentence(first, out)
         header = "token -> the tokens it attends to most (last layer, heads averaged)"
     typer.echo(header)
-    for token, targets in result.top:
+    listed = result.top if len(result.top) <= LISTED else result.top[: LISTED // 2]
+    for token, targets in listed:
         shown = ", ".join(f"{t} {w:.2f}" for t, w in targets)
         typer.echo(f"  {token:>14} -> {shown}")
+    if len(listed) < len(result.top):
+        typer.echo(f"  ... and {len(result.top) - len(listed)} more tokens: see the viewer")
     for path in result.files:
         typer.echo(f"wrote {path}")

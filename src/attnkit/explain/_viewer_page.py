@@ -3,13 +3,20 @@
 ``__TITLE__`` is replaced by the HTML-escaped title and ``__DATA__`` by JSON that is safe
 inside a ``<script>`` element (``<``, ``>`` and ``&`` written as ``\\u003c`` and so on).
 The data: ``{"title", "queries": [str], "keys": [str], "selfAttention": bool,
-"minWeight": float, "layers": [{"name": str, "heads": [[[w (Lk)] (Lq)] (H)]}]}``.
+"minWeight": float, "compact": bool, "notes": [str], "layers": [layer]}``, a layer being
+``{"name": str, "heads": [[[w (Lk)] (Lq)] (H)]}``, or on a compact page
+``{"name", "count": H, "k", "indexBytes": 2|4, "index", "weight", "rest"}``: base64 of
+little-endian unsigned integers, ``(H, Lq, k)`` key indices and weights (``w · 65535``) of each
+query's top-k keys, and ``(H, Lq)`` remaining mass. Compact layers are decoded when first shown;
+a key's incoming lines come from an index built once per head. Without a focused token a
+compact page draws only the strongest lines (``MAX_OVERVIEW``).
 
 What is drawn is exposed for tests and tools: every line is an SVG ``line.attn-line`` with
 ``data-query``, ``data-key``, ``data-head`` and ``data-weight``; every token a ``g.token``
 with ``data-side`` (``query``/``key``), ``data-index`` and ``data-token``; and
 ``window.attnkitState`` holds ``{layer, layerName, head ("all" or a number), focus, pinned,
-lines: [{query, key, head, weight}]}`` after every redraw.
+lines: [{query, key, head, weight}], total, compact, drawMs}`` after every redraw (``total``:
+the lines there were before the overview's cap; ``drawMs``: how long the redraw took).
 """
 
 PAGE = r"""<!DOCTYPE html>
@@ -34,6 +41,8 @@ PAGE = r"""<!DOCTYPE html>
   .swatch.off { opacity: 0.3; }
   .swatch.current { border-color: #222; }
   .hint { color: #666; font-size: 12px; margin-bottom: 6px; }
+  #notes p { color: #7a4a00; background: #fff6e0; font-size: 12px; margin: 0 0 6px;
+             padding: 3px 6px; border-radius: 3px; }
   svg { display: block; }
   svg text { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
              font-size: 13px; dominant-baseline: central; fill: #222; }
@@ -52,6 +61,7 @@ PAGE = r"""<!DOCTYPE html>
 </head>
 <body>
 <h1 id="title">__TITLE__</h1>
+<div id="notes"></div>
 <div class="controls">
   <label>Layer <select id="layer" aria-label="layer"></select></label>
   <label>Head <select id="head" aria-label="head"></select></label>
@@ -69,15 +79,90 @@ what attends to it; click a token to pin it (click again to release).</div>
   var DATA = JSON.parse(document.getElementById("attnkit-data").textContent);
   var NS = "http://www.w3.org/2000/svg";
   var ROW = 22, TOP = 30, GAP = 220, MAXCHARS = 40;
+  var FIXED = 65535, MAX_OVERVIEW = 3000;
+  var NQ = DATA.queries.length, NK = DATA.keys.length;
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
                  "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
   var state = { layer: 0, head: "all", hidden: {}, hover: null, pinned: null };
+  var overviewCache = { key: null, lines: null, total: 0 };
+  var shaded = [];
   var svg = document.getElementById("view");
   var layerSelect = document.getElementById("layer");
   var headSelect = document.getElementById("head");
   var legend = document.getElementById("legend");
   var details = document.getElementById("details");
+  (DATA.notes || []).forEach(function (note) {
+    var p = document.createElement("p");
+    p.textContent = note;
+    document.getElementById("notes").appendChild(p);
+  });
+
+  // -- the weights: dense arrays, or each query's top-k keys (compact pages) --------------
+  function decode(text, bytes) {
+    var bin = atob(text), n = bin.length, buf = new Uint8Array(n);
+    for (var i = 0; i < n; i++) buf[i] = bin.charCodeAt(i);
+    return bytes === 4 ? new Uint32Array(buf.buffer) : new Uint16Array(buf.buffer);
+  }
+  function unpack(layer) {
+    if (!layer.decoded) {
+      layer.decoded = { index: decode(layer.index, layer.indexBytes),
+                        weight: decode(layer.weight, 2), rest: decode(layer.rest, 2),
+                        columns: {} };
+    }
+    return layer.decoded;
+  }
+  function headCount(layer) { return DATA.compact ? layer.count : layer.heads.length; }
+  function rowOf(layer, h, i) {  // [[key, weight]] of query i in head h, weight > 0
+    var out = [], j, w;
+    if (!DATA.compact) {
+      var W = layer.heads[h][i];
+      for (j = 0; j < NK; j++) if (W[j] > 0) out.push([j, W[j]]);
+      return out;
+    }
+    var d = unpack(layer), base = (h * NQ + i) * layer.k;
+    for (var t = 0; t < layer.k; t++) {
+      w = d.weight[base + t] / FIXED;
+      if (w > 0) out.push([d.index[base + t], w]);
+    }
+    return out;
+  }
+  function columnOf(layer, h, j) {  // [[query, weight]] into key j in head h, weight > 0
+    var i, w, out;
+    if (!DATA.compact) {
+      out = [];
+      for (i = 0; i < NQ; i++) { w = layer.heads[h][i][j]; if (w > 0) out.push([i, w]); }
+      return out;
+    }
+    var d = unpack(layer);
+    if (!d.columns[h]) {
+      var columns = new Array(NK);
+      for (var c = 0; c < NK; c++) columns[c] = [];
+      for (i = 0; i < NQ; i++) {
+        var base = (h * NQ + i) * layer.k;
+        for (var t = 0; t < layer.k; t++) {
+          w = d.weight[base + t] / FIXED;
+          if (w > 0) columns[d.index[base + t]].push([i, w]);
+        }
+      }
+      d.columns[h] = columns;
+    }
+    return d.columns[h][j];
+  }
+  function restOf(layer, h, i) {
+    return DATA.compact ? unpack(layer).rest[h * NQ + i] / FIXED : 0;
+  }
+  function focusPairs(layer, h, focus) {
+    return focus.side === "query" ? rowOf(layer, h, focus.index) : columnOf(layer, h, focus.index);
+  }
+  function mix(layer, heads, focus) {  // mean over heads of the focused token's weights
+    var acc = new Float64Array(focus.side === "query" ? NK : NQ);
+    heads.forEach(function (h) {
+      focusPairs(layer, h, focus).forEach(function (p) { acc[p[0]] += p[1]; });
+    });
+    if (heads.length) for (var i = 0; i < acc.length; i++) acc[i] /= heads.length;
+    return acc;
+  }
 
   function colour(h) {
     if (h < PALETTE.length) return PALETTE[h];
@@ -108,7 +193,7 @@ what attends to it; click a token to pin it (click again to release).</div>
   var leftW = textWidth(DATA.queries.concat([leftHead]));
   var rightW = textWidth(DATA.keys.concat([rightHead]));
   var xLeft = leftW, xRight = leftW + GAP;
-  var rows = Math.max(DATA.queries.length, DATA.keys.length);
+  var rows = Math.max(NQ, NK);
   var width = leftW + GAP + rightW, height = TOP + rows * ROW + 8;
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
@@ -170,7 +255,7 @@ what attends to it; click a token to pin it (click again to release).</div>
   });
 
   function buildHeads() {
-    var count = DATA.layers[state.layer].heads.length;
+    var count = headCount(DATA.layers[state.layer]);
     if (state.head !== "all" && state.head >= count) state.head = "all";
     headSelect.textContent = "";
     legend.textContent = "";
@@ -205,91 +290,147 @@ what attends to it; click a token to pin it (click again to release).</div>
   }
 
   function visibleHeads() {
-    var count = DATA.layers[state.layer].heads.length, out = [];
+    var count = headCount(DATA.layers[state.layer]), out = [];
     if (state.head !== "all") return [state.head];
     for (var h = 0; h < count; h++) if (!state.hidden[h]) out.push(h);
     return out;
   }
 
-  function draw() {
-    var layer = DATA.layers[state.layer];
-    var heads = visibleHeads();
-    var focus = state.hover || state.pinned;
+  // Lines without a focused token: all of them (dense pages), or the strongest MAX_OVERVIEW
+  // (compact pages), computed once per layer and set of heads.
+  function overview(layer, heads) {
+    var key = state.layer + ":" + heads.join(",");
+    if (overviewCache.key === key) return overviewCache;
     var lines = [];
+    if (!DATA.compact) {
+      heads.forEach(function (h) {
+        for (var i = 0; i < NQ; i++) {
+          rowOf(layer, h, i).forEach(function (p) {
+            if (p[1] < DATA.minWeight) return;
+            lines.push({ query: i, key: p[0], head: h, weight: p[1] });
+          });
+        }
+      });
+      overviewCache = { key: key, lines: lines, total: lines.length };
+      return overviewCache;
+    }
+    var d = unpack(layer), strong = [], total = 0, cut = 0;
     heads.forEach(function (h) {
-      var W = layer.heads[h];
-      for (var i = 0; i < DATA.queries.length; i++) {
-        if (focus && focus.side === "query" && focus.index !== i) continue;
-        for (var j = 0; j < DATA.keys.length; j++) {
-          if (focus && focus.side === "key" && focus.index !== j) continue;
-          var w = W[i][j];
-          if (w >= DATA.minWeight && w > 0) lines.push({ query: i, key: j, head: h, weight: w });
+      var end = (h + 1) * NQ * layer.k;
+      for (var e = h * NQ * layer.k; e < end; e++) {
+        if (d.weight[e] / FIXED >= DATA.minWeight) { strong.push(d.weight[e]); total++; }
+      }
+    });
+    if (total > MAX_OVERVIEW) {
+      strong = Uint16Array.from(strong).sort();
+      cut = strong[strong.length - MAX_OVERVIEW];
+    }
+    heads.forEach(function (h) {
+      for (var i = 0; i < NQ; i++) {
+        var base = (h * NQ + i) * layer.k;
+        for (var t = 0; t < layer.k; t++) {
+          var q = d.weight[base + t];
+          if (q / FIXED >= DATA.minWeight && q >= cut && lines.length < MAX_OVERVIEW) {
+            lines.push({ query: i, key: d.index[base + t], head: h, weight: q / FIXED });
+          }
         }
       }
     });
+    overviewCache = { key: key, lines: lines, total: total };
+    return overviewCache;
+  }
+
+  function draw() {
+    var started = performance.now();
+    var layer = DATA.layers[state.layer];
+    var heads = visibleHeads();
+    var focus = state.hover || state.pinned;
+    var lines = [], total;
+    if (focus) {
+      heads.forEach(function (h) {
+        focusPairs(layer, h, focus).forEach(function (p) {
+          if (p[1] < DATA.minWeight) return;
+          var fromQuery = focus.side === "query";
+          lines.push({ query: fromQuery ? focus.index : p[0], key: fromQuery ? p[0] : focus.index,
+                       head: h, weight: p[1] });
+        });
+      });
+      total = lines.length;
+    } else {
+      var all = overview(layer, heads);
+      lines = all.lines.slice();
+      total = all.total;
+    }
     lines.sort(function (a, b) { return a.weight - b.weight; });  // strongest drawn on top
     lineLayer.textContent = "";
+    var fragment = document.createDocumentFragment();
     lines.forEach(function (d) {
       var wt = Math.min(1, Math.max(0, d.weight));
       el("line", { "class": "attn-line", x1: xLeft, y1: y(d.query), x2: xRight, y2: y(d.key),
                    stroke: colour(d.head), "stroke-opacity": wt.toFixed(4),
                    "stroke-width": (focus ? 1 + 3 * wt : 1.5).toFixed(2),
                    "data-query": d.query, "data-key": d.key, "data-head": d.head,
-                   "data-weight": d.weight }, lineLayer);
+                   "data-weight": d.weight }, fragment);
     });
-    shade(layer, heads, focus);
+    lineLayer.appendChild(fragment);
+    var mixed = focus && heads.length ? mix(layer, heads, focus) : null;
+    shade(heads, focus, mixed);
     Array.prototype.forEach.call(legend.children, function (s) {
       var h = Number(s.getAttribute("data-head"));
       s.classList.toggle("off", state.head === "all" ? !!state.hidden[h] : state.head !== h);
       s.classList.toggle("current", state.head === h);
     });
     ["query", "key"].forEach(function (side) {
+      var p = state.pinned;
       tokenNodes[side].forEach(function (n, i) {
-        var p = state.pinned;
         n.g.classList.toggle("pinned", !!p && p.side === side && p.index === i);
       });
     });
-    describe(layer, heads, focus);
+    describe(layer, heads, focus, mixed, lines.length, total);
     window.attnkitState = {
       layer: state.layer, layerName: layer.name, head: state.head,
       focus: focus ? { side: focus.side, index: focus.index } : null,
       pinned: state.pinned ? { side: state.pinned.side, index: state.pinned.index } : null,
-      lines: lines.slice().reverse()
+      lines: lines.slice().reverse(), total: total, compact: !!DATA.compact,
+      drawMs: performance.now() - started
     };
   }
 
-  function mean(layer, heads, i, j) {
-    var s = 0;
-    heads.forEach(function (h) { s += layer.heads[h][i][j]; });
-    return heads.length ? s / heads.length : 0;
-  }
-  function shade(layer, heads, focus) {
-    ["query", "key"].forEach(function (side) {
-      tokenNodes[side].forEach(function (n) {
-        n.bg.style.fill = "#fff";
-        n.bg.style.fillOpacity = 1;
-      });
-    });
+  function shade(heads, focus, mixed) {
+    shaded.forEach(function (n) { n.bg.style.fill = "#fff"; n.bg.style.fillOpacity = 1; });
+    shaded = [];
     if (!focus) return;
     var other = focus.side === "query" ? "key" : "query";
     var tint = heads.length === 1 ? colour(heads[0]) : "#555";
-    tokenNodes[focus.side][focus.index].bg.style.fill = "#e8e8e8";
+    var own = tokenNodes[focus.side][focus.index];
+    own.bg.style.fill = "#e8e8e8";
+    shaded.push(own);
+    if (!mixed) return;
     tokenNodes[other].forEach(function (n, k) {
-      var fromQuery = focus.side === "query";
-      var i = fromQuery ? focus.index : k, j = fromQuery ? k : focus.index;
+      if (mixed[k] <= 0) return;
       n.bg.style.fill = tint;
-      n.bg.style.fillOpacity = Math.min(1, mean(layer, heads, i, j)) * 0.45;
+      n.bg.style.fillOpacity = Math.min(1, mixed[k]) * 0.45;
+      shaded.push(n);
     });
   }
-  function describe(layer, heads, focus) {
+  function describe(layer, heads, focus, mixed, drawn, total) {
     details.textContent = "";
-    if (!focus || !heads.length) return;
+    if (!focus) {
+      if (drawn < total) {
+        details.textContent = "Overview: the strongest " + drawn + " of " + total +
+          " lines; hover or click a token for all of its own.";
+      }
+      return;
+    }
+    if (!heads.length) return;
     var fromQuery = focus.side === "query";
     var tokens = fromQuery ? DATA.keys : DATA.queries;
-    var ranked = tokens.map(function (t, k) {
-      var i = fromQuery ? focus.index : k, j = fromQuery ? k : focus.index;
-      return { token: t, weight: mean(layer, heads, i, j) };
-    }).sort(function (a, b) { return b.weight - a.weight; }).slice(0, 5);
+    var order = [];
+    for (var k = 0; k < mixed.length; k++) if (mixed[k] > 0) order.push(k);
+    order.sort(function (a, b) { return mixed[b] - mixed[a]; });
+    var ranked = order.slice(0, 5).map(function (k) {
+      return { token: tokens[k], weight: mixed[k] };
+    });
     var who = document.createElement("span");
     who.className = "tok";
     who.textContent = shown((fromQuery ? DATA.queries : DATA.keys)[focus.index]);
@@ -308,6 +449,12 @@ what attends to it; click a token to pin it (click again to release).</div>
       w.textContent = " " + r.weight.toFixed(3);
       details.appendChild(w);
     });
+    if (DATA.compact && fromQuery) {
+      var rest = 0;
+      heads.forEach(function (h) { rest += restOf(layer, h, focus.index); });
+      details.appendChild(document.createTextNode(
+        "; all other keys together: " + (rest / heads.length).toFixed(3)));
+    }
   }
 
   buildHeads();

@@ -2,9 +2,12 @@
 
 Queries (target tokens, or the tokens of a self-attention) run down the y axis, keys (source
 tokens) along the x axis. Figure size and font size follow the number of tokens so that
-labels stay readable up to ~60 tokens. matplotlib is imported only when a picture is drawn
-(``import attnkit`` stays light) and used through its object API with the Agg canvas: no
-pyplot, no global state, no display needed. Files are written atomically.
+labels stay readable up to ~60 tokens; past that a matrix keeps at most
+:data:`MAX_MATRIX_INCHES` a side and labels every n-th token (``"i token"``), so
+thousands of tokens make a picture of a few thousand pixels, not a gigapixel one.
+matplotlib is imported only when a picture is drawn (``import attnkit`` stays light) and used
+through its object API with the Agg canvas: no pyplot, no global state, no display needed.
+Files are written atomically.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ArrayLike = torch.Tensor | np.ndarray
+
+MAX_MATRIX_INCHES = 14.0  # a side of one matrix, however many tokens
 
 
 def plot_heatmap(
@@ -101,6 +106,7 @@ def heatmap_figure(
     if annotate is None:
         annotate = len(rows) <= 12 and len(cols) <= 12
     cell = (3.4 if annotate else 1.7) * font / 72  # inches per token: room for "0.00" or a label
+    cell = min(cell, MAX_MATRIX_INCHES / n)
     # Long labels take room beside (rows) and below (rotated columns) the cells: add it, so the
     # cells keep their size instead of being squeezed by the layout.
     row_labels = _text_inches(max(rows, key=len), font) + (font + 1) * 1.6 / 72
@@ -198,7 +204,7 @@ def heads_figure(
     grid_rows = math.ceil(count / columns)
     n = max(len(rows), len(cols))
     font = _font_size(n) - 1
-    cell = 1.5 * font / 72
+    cell = min(1.5 * font / 72, MAX_MATRIX_INCHES / n)
     panel_w, panel_h = max(len(cols) * cell, 1.8), max(len(rows) * cell, 1.8)
     fig = _figure(columns * (panel_w + 0.4) + 1.5, grid_rows * (panel_h + 0.5) + 1.0, dpi)
     axes = fig.subplots(grid_rows, columns, squeeze=False, sharex=True, sharey=True)
@@ -260,8 +266,16 @@ def _draw(
     image = ax.imshow(
         matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
     )
-    ax.set_xticks(range(len(cols)))
-    ax.set_yticks(range(len(rows)))
+    # One label per token while they fit (a label needs ~1.3 font heights), else every n-th.
+    room = max(1, int(MAX_MATRIX_INCHES * 72 / (1.3 * font)))
+    row_step, col_step = math.ceil(len(rows) / room), math.ceil(len(cols) / room)
+    if row_step > 1:
+        rows = [f"{i} {t}" if i % row_step == 0 else "" for i, t in enumerate(rows)]
+    if col_step > 1:
+        cols = [f"{i} {t}" if i % col_step == 0 else "" for i, t in enumerate(cols)]
+    ax.set_xticks(range(0, len(cols), col_step))
+    ax.set_yticks(range(0, len(rows), row_step))
+    rows, cols = rows[::row_step], cols[::col_step]
     rotation = 60 if len(cols) <= 30 else 90
     ax.set_xticklabels(
         cols,

@@ -5,10 +5,16 @@ target and source for cross-attention). Pick a layer and a head, or all heads co
 head; hover a token to see lines to the tokens it attends to (or, on the right, from the
 tokens attending to it), with opacity and width by weight; click to pin. The page itself is
 in :mod:`attnkit.explain._viewer_page`; it says how the drawn state is exposed in the DOM.
+
+Long inputs: when the weights would not fit the page (more than :data:`DENSE_LIMIT` numbers)
+or arrive as :class:`~attnkit.explain.compact.TopK`, the page keeps each query's top-k keys
+and the mass of the rest (``k`` chosen so the entries fit :data:`COMPACT_BUDGET`), stored as
+16-bit key indices and 16-bit fixed-point weights (steps of 1/65535) in base64, and says so.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -21,9 +27,14 @@ import torch
 
 from attnkit.explain._files import as_path, write_atomic
 from attnkit.explain._viewer_page import PAGE
+from attnkit.explain.compact import TopK, choose_k, top_k
 from attnkit.explain.record import Recording
 
 Attention = Recording | Mapping[str, Any] | Sequence[Any] | torch.Tensor | np.ndarray
+
+DENSE_LIMIT = 1 << 20  # weights written out as JSON numbers up to this many (~7 MB)
+COMPACT_BUDGET = 10 << 20  # bytes of top-k entries (13 MB in base64): pages stay under 20 MB
+FIXED_POINT = 65535  # compact weights are stored as round(w · 65535) in 16 bits
 
 
 def write_viewer(
@@ -36,6 +47,7 @@ def write_viewer(
     title: str = "attnkit: attention",
     min_weight: float = 0.01,
     decimals: int = 4,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the head view of ``attention`` to the ``.html`` file ``path`` (atomically).
 
@@ -50,6 +62,7 @@ def write_viewer(
         title=title,
         min_weight=min_weight,
         decimals=decimals,
+        notes=notes,
     )
     return write_atomic(out, page.encode("utf-8"))
 
@@ -63,6 +76,7 @@ def render_viewer(
     title: str = "attnkit: attention",
     min_weight: float = 0.01,
     decimals: int = 4,
+    notes: Sequence[str] = (),
 ) -> str:
     """The head view of ``attention`` as one self-contained HTML page.
 
@@ -74,13 +88,19 @@ def render_viewer(
             - a sequence of weights (named ``"layer 0"``, ``"layer 1"``, ...);
             - a tensor/array ``(N, H, Lq, Lk)`` or ``(N, B, H, Lq, Lk)``;
             where each layer's weights are ``(H, Lq, Lk)`` or ``(B, H, Lq, Lk)`` (a tensor or
-            numpy array). Layers may differ in their number of heads.
+            numpy array), or a :class:`~attnkit.explain.compact.TopK`. Layers may differ in
+            their number of heads.
         tokens: the ``Lq`` query tokens (left column).
         key_tokens: the ``Lk`` key tokens (right column); default ``tokens`` (self-attention).
         example: which batch item to show when the weights have a batch dimension.
         title: the page title (escaped).
         min_weight: lines for weights below this are not drawn.
-        decimals: weights are rounded to this many decimals in the page.
+        decimals: weights are rounded to this many decimals in the page (dense pages).
+        notes: lines shown under the title (e.g. how a long input was cut into chunks).
+
+    Long inputs: with any :class:`~attnkit.explain.compact.TopK` layer, or more than
+    :data:`DENSE_LIMIT` weights in all, the page keeps each query's top-k keys and the
+    remaining mass (see the module docstring) and states it.
 
     Raises:
         TypeError: an unsupported type for ``attention``, tokens that are not strings.
@@ -100,25 +120,98 @@ def render_viewer(
         raise ValueError(f"min_weight must be a number in [0, 1], got {min_weight!r}")
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 1 <= decimals <= 8:
         raise ValueError(f"decimals must be an int in [1, 8], got {decimals!r}")
+    if isinstance(notes, str) or not all(isinstance(n, str) for n in notes):
+        raise TypeError("notes must be a sequence of str")
+    named = _named_layers(attention)
+    dense = sum(int(np.prod(_shape(w))) for _, w in named)
+    compact = dense > DENSE_LIMIT or any(isinstance(w, TopK) for _, w in named)
+    rows = sum(int(np.prod(_shape(w)[-3:-1])) for _, w in named)
+    k = choose_k(rows, COMPACT_BUDGET)
     layers = []
-    for name, weights in _named_layers(attention):
-        heads = _layer(weights, name, example)  # (H, Lq, Lk)
-        if heads.shape[1:] != (len(queries), len(keys)):
-            raise ValueError(
-                f"layer {name!r}: weights for one example have shape {heads.shape} (H, Lq, Lk) "
-                f"but there are {len(queries)} query tokens and {len(keys)} key tokens"
-                + (" (key_tokens defaults to tokens)" if key_tokens is None else "")
+    for name, weights in named:
+        if compact:
+            kept = (
+                weights.first(k)
+                if isinstance(weights, TopK)
+                else _as_top_k(weights, name, example, k)
             )
+            _check_layer_shape(name, kept.shape, queries, keys, key_tokens)
+            layers.append(_compact_layer(name, kept))
+            continue
+        heads = _layer(weights, name, example)  # (H, Lq, Lk)
+        _check_layer_shape(name, heads.shape, queries, keys, key_tokens)
         layers.append({"name": name, "heads": np.round(heads, decimals).tolist()})
+    notes = list(notes)
+    if compact:
+        k_used = max(layer["k"] for layer in layers)
+        notes.append(
+            f"Long input: each query keeps its {k_used} strongest keys per head and the "
+            "mass of the rest (shown when a token is focused); weights stored in steps of "
+            f"1/{FIXED_POINT}. The overview without a focused token draws the strongest lines."
+        )
     data = {
         "title": title,
         "queries": queries,
         "keys": keys,
         "selfAttention": key_tokens is None,
         "minWeight": float(min_weight),
+        "compact": compact,
+        "notes": notes,
         "layers": layers,
     }
     return PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", _script_json(data))
+
+
+def _shape(weights: Any) -> tuple[int, ...]:
+    """The shape of one layer's weights as given (``(H, Lq, Lk)`` for a TopK)."""
+    if isinstance(weights, TopK):
+        return weights.shape
+    return tuple(int(n) for n in getattr(weights, "shape", (0,)))
+
+
+def _check_layer_shape(
+    name: str,
+    shape: tuple[int, ...],
+    queries: list[str],
+    keys: list[str],
+    key_tokens: Sequence[str] | None,
+) -> None:
+    if tuple(shape[1:]) != (len(queries), len(keys)):
+        raise ValueError(
+            f"layer {name!r}: weights for one example have shape {tuple(shape)} (H, Lq, Lk) "
+            f"but there are {len(queries)} query tokens and {len(keys)} key tokens"
+            + (" (key_tokens defaults to tokens)" if key_tokens is None else "")
+        )
+
+
+def _as_top_k(weights: Any, name: str, example: int, k: int) -> TopK:
+    heads = _layer(weights, name, example)  # (H, Lq, Lk) float64, checked
+    return top_k(torch.from_numpy(heads).float(), k)
+
+
+def _compact_layer(name: str, kept: TopK) -> dict[str, Any]:
+    """One layer in the page's compact form: base64 of little-endian uint16 (or uint32 key
+    indices past 65,535 keys), ``(H, Lq, k)`` row-major, and ``rest (H, Lq)``."""
+    values, rest = kept.values.detach().cpu().numpy(), kept.rest.detach().cpu().numpy()
+    if not (np.isfinite(values).all() and np.isfinite(rest).all()):
+        raise ValueError(f"layer {name!r}: weights contain NaN or infinite values")
+    wide = kept.kv_len > 0xFFFF
+    index = kept.indices.detach().cpu().numpy().astype("<u4" if wide else "<u2")
+
+    def fixed(x: np.ndarray) -> str:
+        q = np.rint(np.clip(x, 0.0, 1.0) * FIXED_POINT).astype("<u2")
+        return base64.b64encode(q.tobytes()).decode("ascii")
+
+    heads, _, k = values.shape
+    return {
+        "name": name,
+        "count": int(heads),
+        "k": int(k),
+        "indexBytes": 4 if wide else 2,
+        "index": base64.b64encode(index.tobytes()).decode("ascii"),
+        "weight": fixed(values),
+        "rest": fixed(rest),
+    }
 
 
 def _script_json(data: Any) -> str:
@@ -128,6 +221,8 @@ def _script_json(data: Any) -> str:
 
 
 def _named_layers(attention: Any) -> list[tuple[str, Any]]:
+    if isinstance(attention, TopK):
+        raise TypeError("attention: wrap a single TopK layer in a list or a mapping")
     if isinstance(attention, Recording):
         named = [(name, attention.concat(name)) for name in attention.names()]
     elif isinstance(attention, Mapping):

@@ -320,11 +320,12 @@ def _with_bias(position_bias: Tensor, mask: Tensor | KeyLengths | None, lk: int)
     return torch.where(mask, bias, float("-inf"))
 
 
-def _self_attention_modules(model: PreTrainedModel) -> dict[str, nn.Module]:
-    """The modules that run self-attention, by qualified name: those transformers records as
-    ``attentions`` and everything inside them, less what it records as ``cross_attentions``."""
-    chosen: dict[str, nn.Module] = {}
-    crossed: set[int] = set()
+def attention_modules(model: PreTrainedModel) -> dict[str, tuple[nn.Module, str]]:
+    """The modules of ``model`` that run attention, by qualified name, each with ``"self"`` or
+    ``"cross"``: what transformers records as ``attentions`` or ``cross_attentions`` in the
+    ``can_record_outputs`` of the (sub)model they belong to, and every module inside them
+    (the one passed to the attention function may sit inside: T5's ``SelfAttention``)."""
+    found: dict[str, tuple[nn.Module, str]] = {}
 
     def matches(name: str, module: nn.Module, spec: object) -> bool:
         target = getattr(spec, "target_class", spec if isinstance(spec, type) else None)
@@ -336,19 +337,23 @@ def _self_attention_modules(model: PreTrainedModel) -> dict[str, nn.Module]:
         return hit and (layer is None or f".{layer.strip('.')}." in f"{name}.")
 
     def specs(owner: PreTrainedModel, key: str) -> list[object]:
-        found = owner.can_record_outputs.get(key, [])
-        return list(found) if isinstance(found, list) else [found]
+        given = owner.can_record_outputs.get(key, [])
+        return list(given) if isinstance(given, list) else [given]
 
     def walk(module: nn.Module, name: str, owner: PreTrainedModel) -> None:
         if isinstance(module, PreTrainedModel):
             owner = module
-        if any(matches(name, module, s) for s in specs(owner, "cross_attentions")):
-            crossed.update(id(m) for m in module.modules())
-        elif any(matches(name, module, s) for s in specs(owner, "attentions")):
-            for sub_name, sub in module.named_modules(prefix=name):
-                chosen.setdefault(sub_name, sub)
+        for key, kind in (("cross_attentions", "cross"), ("attentions", "self")):
+            if any(matches(name, module, spec) for spec in specs(owner, key)):
+                for sub_name, sub in module.named_modules(prefix=name):
+                    found[sub_name.lstrip(".")] = (sub, kind)
+                return
         for child_name, child in module.named_children():
             walk(child, f"{name}.{child_name}", owner)
 
     walk(model, "", model)
-    return {name.lstrip("."): m for name, m in chosen.items() if id(m) not in crossed}
+    return found
+
+
+def _self_attention_modules(model: PreTrainedModel) -> dict[str, nn.Module]:
+    return {name: m for name, (m, kind) in attention_modules(model).items() if kind == "self"}

@@ -53,19 +53,33 @@ def explain_sentence(text: str, out: Path, *, top: int = 3) -> Explanation:
         ),
     ]
     last = layers[-1, 0].mean(0)  # (L, L): heads averaged
+    return Explanation(files, most_attended(last, tokens, top=top))
+
+
+def most_attended(
+    weights: torch.Tensor,
+    tokens: list[str],
+    *,
+    top: int = 3,
+    skipped: tuple[str, ...] = SKIPPED,
+    key_tokens: list[str] | None = None,
+) -> list[tuple[str, list[tuple[str, float]]]]:
+    """For each query token (``skipped`` ones aside) the ``top`` keys it gives most weight,
+    itself and ``skipped`` keys aside: ``weights (Lq, Lk)`` (e.g. a layer's heads averaged)."""
+    keys = tokens if key_tokens is None else key_tokens
+    hidden = torch.tensor([k in skipped for k in keys])  # (Lk,)
     report = []
     for i, token in enumerate(tokens):
-        if token in SKIPPED:
+        if token in skipped:
             continue
-        row = last[i].clone()
-        for j, other in enumerate(tokens):
-            if other in SKIPPED or j == i:
-                row[j] = -1.0
-        values, index = row.topk(min(top, len(tokens)))
+        row = weights[i].clone().masked_fill(hidden, -1.0)
+        if key_tokens is None:
+            row[i] = -1.0
+        values, index = row.topk(min(top, len(keys)))
         report.append(
-            (token, [(tokens[j], float(v)) for v, j in zip(values, index, strict=True) if v >= 0])
+            (token, [(keys[j], float(v)) for v, j in zip(values, index, strict=True) if v >= 0])
         )
-    return Explanation(files, report)
+    return report
 
 
 def explain_translation(run: Path, text: str, out: Path) -> Explanation:
