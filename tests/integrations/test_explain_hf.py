@@ -179,7 +179,9 @@ def test_long_input_page_is_compact_small_and_says_so(long_page) -> None:
     assert len(data["queries"]) >= 2000
     assert page.stat().st_size < 20 * 2**20, f"{page.stat().st_size / 2**20:.1f} MiB"
     assert peak_kb < 2 * 2**20, f"peak memory {peak_kb / 2**20:.2f} GiB"
-    print(f"2,000 tokens: page {page.stat().st_size / 2**20:.1f} MiB, peak {peak_kb / 2**20:.2f} GiB")
+    k = data["layers"][0]["k"]
+    print(f"{len(data['queries'])} tokens: page {page.stat().st_size / 2**20:.1f} MiB, "
+          f"peak {peak_kb / 2**20:.2f} GiB, top {k} keys per query and head")
     assert data["compact"] is True
     notes = " ".join(data["notes"])
     assert "strongest keys per head and the mass of the rest" in notes

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import transformers as T
 
+from tests.compat.test_hf_eager import padding_2d
+
 VOCAB = 97
 LENGTHS = (11, 8, 5)  # batch of 3: one full row, two padded
 
@@ -109,15 +111,8 @@ ARCHS = [
 
 
 def padding_mask(lengths: tuple[int, ...], side: str) -> torch.Tensor:
-    """``(B, L)`` long, 1 = real token; the padding on the right or the left."""
-    width = max(lengths)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        if side == "right":
-            mask[row, :n] = 1
-        else:
-            mask[row, width - n :] = 1
-    return mask
+    """``(B, max(lengths))`` long, 1 = real token; the padding on the right or the left."""
+    return padding_2d(list(lengths), max(lengths), side)
 
 
 def token_ids(batch: int, length: int, seed: int = 11) -> torch.Tensor:

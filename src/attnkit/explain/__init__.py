@@ -5,7 +5,8 @@
 - :func:`plot_heatmap`, :func:`plot_heads`: PNG heatmaps (matplotlib, imported on first use);
   :func:`heatmap_figure`, :func:`heads_figure` give the matplotlib figures instead.
 - :func:`plot_image_attention`: an image with each word's attention over it (captioning).
-- :func:`write_viewer`, :func:`render_viewer`: a self-contained HTML head view.
+- :func:`write_viewer`, :func:`render_viewer`: a self-contained HTML head view; long inputs
+  keep each query's top-k keys (:mod:`attnkit.explain.compact`).
 """
 
 from attnkit.explain.heatmap import heads_figure, heatmap_figure, plot_heads, plot_heatmap

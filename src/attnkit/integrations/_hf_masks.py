@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from transformers import masking_utils as hf_masks
 
-from attnkit.functional import KeyLengths
+import attnkit
 
 # (left, right): a query at position p sees keys p − left .. p + right; None = unbounded.
 Band = tuple[int | None, int | None]
@@ -73,7 +73,7 @@ class AttnkitMask:
         if self.dense is not None:
             causal, window = _attnkit_band(band, self.q_len, self.kv_len)
             return {"mask": self.dense, "causal": causal, "window": window}
-        mask = None if self.key_lengths is None else KeyLengths(self.key_lengths)
+        mask = None if self.key_lengths is None else attnkit.KeyLengths(self.key_lengths)
         causal, window = _attnkit_band(band, self.q_len, self.kv_len)
         return {"mask": mask, "causal": causal, "window": window}
 

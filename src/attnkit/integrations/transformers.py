@@ -42,7 +42,6 @@ from transformers.utils import output_capturing
 
 import attnkit
 from attnkit.explain.record import register_foreign_attention, report_weights, wants_weights
-from attnkit.functional import KeyLengths
 from attnkit.integrations._hf_masks import AttnkitMask, build_mask
 from attnkit.masks import key_padding
 
@@ -306,12 +305,12 @@ def _mask_arguments(
     )
 
 
-def _with_bias(position_bias: Tensor, mask: Tensor | KeyLengths | None, lk: int) -> Tensor:
+def _with_bias(position_bias: Tensor, mask: Tensor | attnkit.KeyLengths | None, lk: int) -> Tensor:
     """The additive bias ``(1|B, Hq, Lq, Lk)`` with the mask folded in (-inf where hidden):
     attnkit takes one of a bool mask, a float bias or key lengths (causal and window stay
     separate)."""
     bias = position_bias[..., :lk]
-    if isinstance(mask, KeyLengths):
+    if isinstance(mask, attnkit.KeyLengths):
         mask = key_padding(mask.lengths, lk)  # (B, 1, 1, Lk) bool
     if mask is None:
         return bias
