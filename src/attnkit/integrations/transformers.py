@@ -255,7 +255,8 @@ def _weights_asked(kwargs: dict[str, Any]) -> bool:
     there is no public accessor."""
     if kwargs.get("output_attentions"):
         return True
-    collected = output_capturing._active_collector.get()
+    collector = getattr(output_capturing, "_active_collector", None)  # None: a later version
+    collected = collector.get() if collector is not None else None
     return bool(collected) and any(key.endswith("attentions") for key in collected)
 
 
