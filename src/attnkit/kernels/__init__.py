@@ -13,6 +13,11 @@ chunked     20        any dot-product softmax request, weights, ``O(L)`` memory
 additive    30        ``additive``/``concat``, blockwise, ``O(L)`` memory (not <= 4 queries)
 reference   1000      everything (materialised float32 oracle)
 ==========  ========  ===============================================================
+
+Under ``torch.export`` only kernels declared ``Capabilities(exports=True)`` serve (``sdpa``,
+``reference``: they trace to standard ATen ops for every size) and none declines on sizes,
+since the graph must hold for all of them: a ``window`` then runs as ``sdpa`` with the band as
+a dense mask, and a request for weights as ``reference``.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ register(
         "sdpa",
         sdpa,
         Capabilities(
-            dot_product_scores=True, normalizers=_SOFTMAX, weights=False, dtypes=_FLOATS
+            dot_product_scores=True, normalizers=_SOFTMAX, weights=False, dtypes=_FLOATS,
+            exports=True,
         ),
         declines=_sdpa_declines,
         priority=10,
@@ -150,7 +156,7 @@ register(
     Kernel(
         "reference",
         reference,
-        Capabilities(),
+        Capabilities(exports=True),
         priority=1000,
         description="materialised float32 oracle; serves everything",
     )

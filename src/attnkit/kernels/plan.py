@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 # (q (B, H, Lq, D), k (B, H, Lk, Dk)) -> scores (B, H, Lq, Lk), already multiplied by the scale.
 ScoreCall = Callable[[Tensor, Tensor], Tensor]
@@ -151,8 +152,11 @@ def band_covers(
 ) -> bool:
     """Whether keys ``k0 .. k1 − 1`` lie in the band ``p − left .. p + right`` of every query
     position ``p`` in ``first .. last`` (``None``: that side unbounded), so the band hides
-    nothing there."""
-    return (left is None or k0 - last >= -left) and (right is None or k1 - 1 - first <= right)
+    nothing there. With symbolic sizes (under ``torch.export``) only what holds for every
+    size counts: the traced graph keeps the mask rather than guard on the length."""
+    return (left is None or statically_known_true(k0 - last >= -left)) and (
+        right is None or statically_known_true(k1 - 1 - first <= right)
+    )
 
 
 def check_window(window: object) -> tuple[int, int] | None:

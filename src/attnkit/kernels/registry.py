@@ -45,6 +45,9 @@ class Capabilities:
     device_types: frozenset[str] | None = None
     # Anything the flags above cannot say; returns the reason the plan is refused, or None.
     extra: Callable[[AttentionPlan], str | None] | None = None
+    # Traces under torch.export to standard ATen ops for any size (no Python control flow on
+    # sizes or values), so an exported graph holds for every batch and length.
+    exports: bool = False
 
     def refuses(self, plan: AttentionPlan) -> str | None:
         """The reason this kernel cannot serve ``plan``, or ``None`` if it can."""
@@ -72,6 +75,11 @@ class Capabilities:
             return f"dtype {plan.dtype} not supported"
         if self.device_types is not None and plan.device.type not in self.device_types:
             return f"device {plan.device.type!r} not supported"
+        if not self.exports and torch.compiler.is_exporting():
+            return (
+                "does not export: under torch.export only kernels that trace to standard ATen "
+                "ops for every size serve (sdpa, reference)"
+            )
         if self.extra is not None:
             return self.extra(plan)
         return None
@@ -126,9 +134,11 @@ def select(plan: AttentionPlan, backend: str) -> Dispatch:
     ordered = kernels()
     candidates = ordered if backend == "auto" else {backend: ordered[backend]}
     dispatch = Dispatch(kernel=None)
+    # Declining weighs this call's sizes; an exported graph serves every size, so none declines.
+    weigh = backend == "auto" and not torch.compiler.is_exporting()
     for name, kernel in candidates.items():
         reason = kernel.capabilities.refuses(plan)
-        if reason is None and backend == "auto" and kernel.declines is not None:
+        if reason is None and weigh and kernel.declines is not None:
             why = kernel.declines(plan)
             reason = None if why is None else f"able, but declined under auto: {why}"
         if reason is None and dispatch.kernel is None:

@@ -10,17 +10,20 @@ Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, L
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from attnkit.kernels.plan import AttentionPlan
 
 
 def uses_is_causal(plan: AttentionPlan) -> bool:
-    """Whether :func:`sdpa` hands the causal mask to PyTorch as ``is_causal`` (no dense mask)."""
+    """Whether :func:`sdpa` hands the causal mask to PyTorch as ``is_causal`` (no dense mask).
+    With symbolic sizes (traced) only where ``Lq == Lk`` for every size."""
     return (
         plan.causal
-        and plan.shapes.q_len == plan.shapes.kv_len
+        and statically_known_true(plan.shapes.q_len == plan.shapes.kv_len)
         and plan.window is None
         and plan.key_lengths is None
         and plan.mask is None
@@ -70,6 +73,7 @@ def sdpa(
     )  # (B, Hq, Lq, Dv)
     if allowed is not None:
         has_key = allowed.any(dim=-1, keepdim=True)  # (B|1, Hq|1, Lq, 1)
-        if not bool(has_key.all()):
+        # Traced (export/compile), the check would be a data-dependent branch: always fill.
+        if torch.compiler.is_compiling() or not bool(has_key.all()):
             out = out.masked_fill(~has_key, 0.0)  # a query with nothing to see gives 0
     return out, None, None
