@@ -31,6 +31,11 @@ class KVCache:
         return self._length
 
     @property
+    def seen(self) -> int:
+        """Positions appended so far (the position of the next one)."""
+        return self._length
+
+    @property
     def filled(self) -> bool:
         """Whether anything is stored (for a static cache: whether the memory is projected)."""
         return self._length > 0

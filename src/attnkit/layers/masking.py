@@ -42,7 +42,10 @@ def with_key_lengths(
 
 def right_padded_lengths(real: Tensor) -> KeyLengths | None:
     """:class:`KeyLengths` of a bool ``real (B, S)`` (True = real key) whose padding is all on
-    the right, else ``None``."""
+    the right, else ``None``; always ``None`` under ``torch.export``, where the values are
+    unknown (the exported graph keeps the dense mask, right for any padding)."""
+    if torch.compiler.is_exporting():
+        return None
     lengths = real.sum(dim=-1)
     dense = masks.key_padding(lengths, real.shape[-1]).reshape(real.shape)  # (B, S)
     return KeyLengths(lengths) if torch.equal(dense, real.bool()) else None

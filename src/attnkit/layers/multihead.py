@@ -209,7 +209,7 @@ class MultiHeadAttention(AttentionLayer):
             raise ValueError(
                 f"query must have {self.embed_dim} features, got shape {tuple(query.shape)}"
             )
-        past = len(cache) if cache is not None and not cache.static else 0
+        past = cache.seen if cache is not None and not cache.static else 0
         if cache is not None and cache.static and self.positions.name == "rope":
             raise ValueError("positions='rope' rotates self-attention; use a growing KVCache")
         if cache is not None and cache.static and cache.filled:

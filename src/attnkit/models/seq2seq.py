@@ -71,6 +71,10 @@ def check_source(src: Tensor, src_lengths: Tensor) -> None:
         raise ValueError(
             f"src_lengths must be (batch,) = ({src.shape[0]},), got {tuple(src_lengths.shape)}"
         )
+    # The lengths' values are unknown while torch.export traces: the exported graph's caller
+    # checks them (attnkit.export's runtimes do).
+    if torch.compiler.is_exporting():
+        return
     if src.shape[1] and (src_lengths.min() < 1 or src_lengths.max() > src.shape[1]):
         raise ValueError(f"src_lengths must lie in 1..{src.shape[1]}, got {src_lengths.tolist()}")
 
