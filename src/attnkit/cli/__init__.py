@@ -23,6 +23,7 @@ from attnkit.cli import demo, translate
 from attnkit.cli import documents as documents_cli
 from attnkit.cli import experiment as experiment_cli
 from attnkit.cli import explain as explain_cli
+from attnkit.cli import export as export_cli
 from attnkit.cli import music as music_cli
 from attnkit.cli import speech as speech_cli
 from attnkit.distributed import launch
@@ -64,6 +65,7 @@ caption_cli.register(app, train_app)
 bench_cli.register(app, train_app)
 documents_cli.register(app, train_app)
 experiment_cli.register(app, train_app)
+export_cli.register(app)
 explain_cli.register(app, train_app)
 music_cli.register(app, train_app)
 speech_cli.register(app, train_app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -108,15 +109,35 @@ def train_translate(
     )
 
 
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
 def translate(
     run: Run,
     texts: Annotated[list[str], typer.Argument(help="Sentences to translate.")],
     beam: Beam = 1,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            "--runtime",
+            help="torch, or onnx: onnxruntime runs the files 'attnkit export RUN --out DIR' "
+            "wrote; give DIR as RUN.",
+        ),
+    ] = Runtime.torch,
 ) -> None:
     """Translate TEXTS with a trained model."""
     from attnkit.tasks.translate import Translator
 
-    translator = Translator.load(run)
+    if runtime is Runtime.onnx:
+        from attnkit.cli.export import export_extra
+        from attnkit.export.onnx_translator import load_onnx_translator
+
+        with export_extra():
+            translator = load_onnx_translator(run)
+    else:
+        translator = Translator.load(run)
     for text, translation in zip(texts, translator.translate(texts, beam=beam), strict=True):
         typer.echo(f"{text}\t{translation}")
 
