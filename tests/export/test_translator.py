@@ -5,6 +5,7 @@ beam search); bad input is refused in one line and never leaves a half-written f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from attnkit.export.onnx_translator import (
     export_translator,
     load_onnx_translator,
 )
-from attnkit.models import greedy
+from attnkit.models import Seq2SeqTransformer, TransformerConfig, greedy
 from attnkit.tasks.translate import TranslateSettings, Translator, train_translator
 from attnkit.training import TrainConfig
 
@@ -194,3 +195,34 @@ def test_a_failed_export_leaves_nothing(run, tmp_path, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         export_translator(run, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"positions": "rope", "kv_heads": 1}, {"positions": "learned", "norm_first": False}],
+    ids=["rope-multi-query", "learned-post-norm"],
+)
+def test_other_transformers_export_and_decode_as_themselves(options) -> None:
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        30, 31, width=16, heads=2, ff_dim=32, encoder_layers=1, decoder_layers=1, dropout=0.0,
+        max_len=40, **options,
+    )
+    model = Seq2SeqTransformer(config).eval()
+    graphs = translator_graphs(model)
+    encoder, step = ProgramRunner(graphs["encoder"]), ProgramRunner(graphs["decoder_step"])
+    exported = ExportedTransformer(encoder, step, step.input_names, model.special)
+    src, lengths = torch.randint(4, 30, (3, 9)), torch.tensor([9, 2, 5])
+    want, got = greedy(model, src, lengths, max_len=10), greedy(exported, src, lengths, max_len=10)
+    assert got.tokens == want.tokens
+
+
+def test_the_docs_snippets_run(run, exported, capsys) -> None:
+    """docs/export.md: plain onnxruntime translates as attnkit does; the Graph example runs."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "export.md"
+    plain, graph = re.findall(r"```python\n(.*?)```", docs.read_text(), flags=re.S)
+    capsys.readouterr()
+    exec(plain.replace('"runs/de-en-onnx"', repr(str(exported))), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed == Translator.load(run).translate(["dreihundertvierundzwanzig"])[0]
+    exec(graph, {})

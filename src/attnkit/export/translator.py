@@ -27,8 +27,6 @@ from attnkit.functional import KeyLengths
 from attnkit.models.transformer import Seq2SeqTransformer, TransformerState
 
 BATCH = Dim("batch", min=1)
-SOURCE = Dim("source_length", min=1)
-PAST = Dim("past_length", min=1)
 
 
 def cache_names(layers: int, self_prefix: str, *, cross: bool) -> list[str]:
@@ -114,12 +112,16 @@ def translator_graphs(
         shape = (batch, attn.num_kv_heads, length, attn.head_dim)  # (B, G, ·, Dh)
         return torch.randn(shape, generator=generator).to(weight)
 
-    kv_axes = {0: BATCH, 2: PAST}
-    memory_axes = {0: BATCH, 2: SOURCE}
+    # Learned positions end at max_len (the model refuses more); other positions do not.
+    limit = model.config.max_len if model.config.positions == "learned" else None
+    source_dim = Dim("source_length", min=1, max=limit)
+    past_dim = Dim("past_length", min=1, max=None if limit is None else limit - 1)
+    kv_axes = {0: BATCH, 2: past_dim}
+    memory_axes = {0: BATCH, 2: source_dim}
     start = Graph(
         TranslatorStart(model),
         (src, src_lengths),
-        ({0: BATCH, 1: SOURCE}, {0: BATCH}),
+        ({0: BATCH, 1: source_dim}, {0: BATCH}),
         ["src", "src_lengths"],
         ["logits", *cache_names(layers, "present_", cross=True)],
     )
