@@ -157,6 +157,10 @@ def test_bad_input_is_one_line_with_status_2(run, exported, tmp_path, capsys) ->
     assert status == 2 and "attnkit export" in err
     status, err = attnkit(["export", run, "--out", tmp_path / "o", "--format", "tf"], capsys)
     assert status == 2 and not (tmp_path / "o").exists()
+    for text, problem in (("{", "not valid JSON"), ('{"format": "x"}', "not an attnkit ONNX")):
+        (taken / "manifest.json").write_text(text)
+        status, err = attnkit(["translate", taken, "zwei", "--runtime", "onnx"], capsys)
+        assert status == 2 and problem in err, err
 
 
 def test_an_rnn_translator_is_refused(tmp_path, capsys) -> None:

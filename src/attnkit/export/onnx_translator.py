@@ -48,6 +48,7 @@ from attnkit.models import Seq2SeqTransformer
 from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source
 from attnkit.tasks._settings import settings_from
 from attnkit.tasks.translate import TranslateSettings, Translator
+from attnkit.training.store import read_format_json
 
 FORMAT = "attnkit.onnx-translator"
 VERSION = 1
@@ -171,16 +172,7 @@ def load_onnx_translator(folder: str | Path) -> Translator:
             f"{path} not found: with --runtime onnx, give the folder that "
             "'attnkit export RUN --format onnx --out DIR' wrote"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an attnkit ONNX translator manifest")
-    if manifest.get("version") != VERSION:
-        raise ValueError(
-            f"{path}: manifest version {manifest.get('version')!r}; this attnkit reads {VERSION}"
-        )
+    manifest = read_format_json(path, FORMAT, VERSION, "an attnkit ONNX translator manifest")
     source, target = (
         Tokenizer.from_json((folder / manifest["tokenizers"][side]["file"]).read_text())
         for side in ("source", "target")

@@ -108,6 +108,29 @@ def write_checkpoint_dir(parent: Path, name: str, files: Mapping[str, bytes]) ->
     return final
 
 
+def read_format_json(
+    path: Path, fmt: str, version: int, what: str, error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """The JSON object in the file ``path`` whose ``format`` is ``fmt`` and ``version`` is
+    ``version`` (``what`` names such a file in messages: ``"an attnkit checkpoint manifest"``).
+
+    Raises:
+        error: not UTF-8 JSON, not such an object, or another version.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path} is corrupted (not valid JSON): {problem}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path} is not {what}")
+    if data.get("version") != version:
+        raise error(
+            f"{path} has format version {data.get('version')!r}; this attnkit reads "
+            f"version {version}"
+        )
+    return data
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of checkpoint ``path``.
 
@@ -119,17 +142,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{manifest_path} is missing: {path} is not a complete attnkit checkpoint"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{manifest_path} is corrupted (not valid JSON): {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{manifest_path} is not an attnkit checkpoint manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{manifest_path} has format version {manifest.get('version')!r}; this attnkit "
-            f"reads version {FORMAT_VERSION}"
-        )
+    manifest = read_format_json(
+        manifest_path, FORMAT, FORMAT_VERSION, "an attnkit checkpoint manifest", CheckpointError
+    )
     files = manifest.get("files")
     well_formed = isinstance(files, dict) and all(
         isinstance(entry, dict)
