@@ -36,8 +36,9 @@ def set_checks(enabled: bool) -> None:
 
 
 def checks_enabled() -> bool:
-    """Whether :func:`set_checks` (or ``ATTNKIT_CHECKS=1``) turned the checks on."""
-    return _state["enabled"]
+    """Whether :func:`set_checks` (or ``ATTNKIT_CHECKS=1``) turned the checks on; never
+    while ``torch.export`` traces (a graph cannot raise on the values it will be given)."""
+    return _state["enabled"] and not torch.compiler.is_exporting()
 
 
 def describe_non_finite(value: Any) -> str | None:

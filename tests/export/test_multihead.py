@@ -147,3 +147,30 @@ def test_a_named_kernel_that_does_not_export_is_refused() -> None:
     q = torch.randn(1, 2, 64, 8)
     with pytest.raises(ValueError, match=r"backend 'local' cannot serve.*does not export"):
         torch.export.export(Local(), (q,), dynamic_shapes=({2: LENGTH},))
+
+
+def test_value_reading_paths_step_aside_while_tracing() -> None:
+    """PyTorch's causal hint (``is_causal`` with the square mask) and attnkit's NaN checks read
+    values; under export the mask is used as given and the checks are off."""
+
+    class Hinted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = attnkit.MultiHeadAttention(E, H, batch_first=True)
+
+        def forward(self, x: Tensor) -> Tensor:
+            future = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+            return self.mha(x, x, x, attn_mask=future, is_causal=True, need_weights=False)[0]
+
+    module = Hinted().eval()
+    attnkit.set_checks(True)
+    try:
+        program = torch.export.export(
+            module, (torch.randn(2, 6, E),), dynamic_shapes=({0: BATCH, 1: LENGTH},)
+        )
+    finally:
+        attnkit.set_checks(False)
+    x = torch.randn(3, 11, E)
+    with torch.no_grad():
+        want = module.mha(x, is_causal=True, need_weights=False)[0]
+    torch.testing.assert_close(program.module()(x), want, atol=1e-5, rtol=1e-5)

@@ -99,9 +99,9 @@ def export_translator(run_dir: str | Path, out: str | Path) -> Path:
                 "nothing was written"
             )
         for side, tokenizer in (("source", translator.source), ("target", translator.target)):
-            (tmp / f"{side}_tokenizer.json").write_text(tokenizer.to_json())
+            (tmp / f"{side}_tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
         manifest = _manifest(model, translator.settings, tmp, error, run_dir)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -174,7 +174,9 @@ def load_onnx_translator(folder: str | Path) -> Translator:
         )
     manifest = read_format_json(path, FORMAT, VERSION, "an attnkit ONNX translator manifest")
     source, target = (
-        Tokenizer.from_json((folder / manifest["tokenizers"][side]["file"]).read_text())
+        Tokenizer.from_json(
+            (folder / manifest["tokenizers"][side]["file"]).read_text(encoding="utf-8")
+        )
         for side in ("source", "target")
     )
     settings = settings_from(TranslateSettings, manifest["settings"])

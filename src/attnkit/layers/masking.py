@@ -54,8 +54,9 @@ def right_padded_lengths(real: Tensor) -> KeyLengths | None:
 def is_square_causal(attn_mask: Tensor, q_len: int, kv_len: int) -> bool:
     """Whether a PyTorch-convention ``attn_mask (L, S)`` is exactly the square causal mask
     (bool True above the diagonal, or float ``-inf`` above and 0 elsewhere), which
-    ``causal=True`` describes without materialising it."""
-    if q_len != kv_len or attn_mask.shape != (q_len, kv_len):
+    ``causal=True`` describes without materialising it. Always ``False`` under
+    ``torch.export``, where the values are unknown (the mask is then used as given)."""
+    if torch.compiler.is_exporting() or q_len != kv_len or attn_mask.shape != (q_len, kv_len):
         return False
     future = torch.ones(q_len, kv_len, dtype=torch.bool, device=attn_mask.device).triu(1)
     if attn_mask.dtype == torch.bool:
