@@ -3,7 +3,7 @@
 The one entry point is :func:`attention`; the layers, models and tools are built on it.
 """
 
-from attnkit import checks, explain, kernels, masks, normalizers, positions, scores
+from attnkit import checks, explain, kernels, masks, normalizers, positions, scores, statistics
 from attnkit._version import __version__
 from attnkit.checks import NonFiniteError, set_checks
 from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
@@ -17,6 +17,7 @@ from attnkit.layers import (
 )
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
+from attnkit.statistics import TopK
 
 __all__ = [
     "AdditiveAttention",
@@ -29,6 +30,7 @@ __all__ = [
     "NonFiniteError",
     "Normalizer",
     "Score",
+    "TopK",
     "__version__",
     "attention",
     "attention_weights",
@@ -41,4 +43,5 @@ __all__ = [
     "positions",
     "scores",
     "set_checks",
+    "statistics",
 ]

@@ -15,6 +15,7 @@ from torch import Tensor
 from attnkit import masks as masks_
 from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
+from attnkit import statistics
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, Dispatch, Shapes, kernels, select
 from attnkit.kernels.plan import check_qkv, check_window
@@ -56,6 +57,10 @@ def attention(
 def attention(
     q: Tensor, k: Tensor, v: Tensor, *, return_weights: Literal[True], **kw: Any
 ) -> tuple[Tensor, Tensor]: ...
+@overload
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, *, return_weights: statistics.Summary, **kw: Any
+) -> tuple[Tensor, Any]: ...
 
 
 def attention(
@@ -69,10 +74,10 @@ def attention(
     window: tuple[int, int] | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-    return_weights: bool = False,
+    return_weights: statistics.ReturnWeights = False,
     backend: str = "auto",
     normalize: str | Normalizer = "softmax",
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | tuple[Tensor, Any]:
     """Attend from queries to keys and return the weighted sum of the values.
 
     Args:
@@ -91,21 +96,27 @@ def attention(
         window: ``(left, right)``: the query at position ``p`` sees keys ``p-left .. p+right``.
         scale: multiplies the score; default ``1/√D`` for ``scaled_dot`` and 1 otherwise.
         dropout_p: dropout on the weights (applied whenever > 0; pass 0 at evaluation).
-        return_weights: also return the exact normalised weights ``(B, Hq, Lq, Lk)``.
+        return_weights: ``True``: also return the exact normalised weights
+            ``(B, Hq, Lq, Lk)``. Or a summary of them without the full tensor (forward only,
+            no gradient; see :mod:`attnkit.statistics`): ``"heads_mean"`` ``(B, Lq, Lk)``,
+            ``"key_totals"`` ``(B, Hq, Lk)`` (each key's weight summed over the queries), or
+            :class:`attnkit.TopK` ``(k)``: ``(values, indices)``, each ``(B, Hq, Lq, k)``.
         backend: ``"auto"`` or a registered kernel name (see :func:`explain_dispatch`).
         normalize: ``"softmax"`` (default), ``"sparsemax"``, ``"hardmax"``, or a
             :class:`Normalizer` (``gumbel_softmax``, ``multinoulli``, ``local_p``).
 
     Returns:
-        ``out (B, Hq, Lq, Dv)`` in the input dtype, or ``(out, weights)``. A query with no key
-        to attend to gets output 0 and weights 0.
+        ``out (B, Hq, Lq, Dv)`` in the input dtype, or ``(out, weights)`` (``(out, summary)``).
+        A query with no key to attend to gets output 0 and weights 0.
 
     Raises:
         TypeError: a non-tensor, non-floating or mixed dtypes, a mask of the wrong dtype, a
-            nested tensor, a tensor subclass attnkit cannot read (named).
+            nested tensor, a tensor subclass attnkit cannot read (named), a ``return_weights``
+            that is none of the above.
         ValueError: wrong ranks, mismatched sizes or devices, a mask that does not broadcast,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
+    summary = statistics.resolve(return_weights)
     plan = build_plan(
         q,
         k,
@@ -116,9 +127,22 @@ def attention(
         window=window,
         scale=scale,
         dropout_p=dropout_p,
-        return_weights=return_weights,
+        return_weights=summary is not False,
         normalize=normalize,
     )
+    if not isinstance(summary, bool):  # computed from blocks of the exact weights, for now
+        mask, causal = causal_bias(mask, causal, plan.shapes.q_len, plan.shapes.kv_len, q.device)
+
+        def attend(q_: Tensor, k_: Tensor, v_: Tensor, mask_: Any) -> tuple[Tensor, Tensor]:
+            return attention(
+                q_, k_, v_, score=score, mask=mask_, causal=causal, window=window, scale=scale,
+                dropout_p=dropout_p, return_weights=True, backend=backend, normalize=normalize,
+            )
+
+        return statistics.summarise(
+            q, k, v, summary, mask=mask, causal=causal, window=window, normalize=normalize,
+            attend=attend,
+        )
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
     dispatch = _dispatch(plan, backend)

@@ -1,0 +1,124 @@
+"""``attention(return_weights=...)`` summaries against the same reduction, written here, of the
+``reference`` kernel's full weights; and the refusal of anything else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnkit
+from attnkit import KeyLengths, TopK, statistics
+
+# name: (B, Hq, Hkv, Lq, Lk)
+SHAPES = {
+    "gqa-7x23": (2, 4, 2, 7, 23),
+    "square-31": (2, 2, 2, 31, 31),
+    "more-queries-9x4": (1, 2, 1, 9, 4),  # causal: the first 5 queries see no key
+}
+OPTIONS = ("plain", "causal", "window", "causal-window", "key-lengths", "bool-mask", "bias")
+
+
+def _inputs(shape: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    b, hq, hkv, lq, lk = SHAPES[shape]
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, hq, lq, 8, generator=gen, dtype=torch.float64)
+    k = torch.randn(b, hkv, lk, 8, generator=gen, dtype=torch.float64)
+    v = torch.randn(b, hkv, lk, 5, generator=gen, dtype=torch.float64)
+    return q, k, v
+
+
+def _options(option: str, q: torch.Tensor, k: torch.Tensor) -> dict:
+    b, _, lq, _ = q.shape
+    lk = k.shape[2]
+    gen = torch.Generator().manual_seed(1)
+    if option == "causal":
+        return {"causal": True}
+    if option == "window":
+        return {"window": (2, 1)}
+    if option == "causal-window":
+        return {"causal": True, "window": (3, 0)}
+    if option == "key-lengths":  # the last item keeps no key: empty rows
+        return {"mask": KeyLengths(torch.tensor([lk - 2] + [0] * (b - 1)))}
+    if option == "bool-mask":  # (B, 1, Lq, Lk) with the first query's row empty
+        mask = torch.rand(b, 1, lq, lk, generator=gen) > 0.4
+        mask[:, :, 0] = False
+        return {"mask": mask}
+    if option == "bias":
+        return {"mask": torch.randn(lq, lk, generator=gen, dtype=torch.float64)}
+    return {}
+
+
+def _reference_weights(q, k, v, **options) -> torch.Tensor:
+    return attnkit.attention(q, k, v, return_weights=True, backend="reference", **options)[1]
+
+
+@pytest.fixture(params=["whole", "blocked"])
+def blocks(request, monkeypatch) -> str:
+    """Run every case twice: all queries at once, and one query row per block."""
+    if request.param == "blocked":
+        monkeypatch.setattr(statistics, "_BLOCK_ELEMENTS", 1)
+    return request.param
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_summaries_reduce_the_reference_weights(shape: str, option: str, blocks: str) -> None:
+    q, k, v = _inputs(shape)
+    options = _options(option, q, k)
+    weights = _reference_weights(q, k, v, **options)  # (B, Hq, Lq, Lk)
+    out_ref = attnkit.attention(q, k, v, backend="reference", **options)
+
+    out, heads_mean = attnkit.attention(q, k, v, return_weights="heads_mean", **options)
+    torch.testing.assert_close(heads_mean, weights.sum(dim=1) / weights.shape[1])
+    torch.testing.assert_close(out, out_ref)
+
+    _, totals = attnkit.attention(q, k, v, return_weights="key_totals", **options)
+    expected = torch.zeros(weights.shape[0], weights.shape[1], weights.shape[3], dtype=q.dtype)
+    for i in range(weights.shape[2]):
+        expected += weights[:, :, i]
+    torch.testing.assert_close(totals, expected)
+
+    top = min(3, k.shape[2])
+    _, (values, indices) = attnkit.attention(q, k, v, return_weights=TopK(top), **options)
+    assert values.shape == indices.shape == (*weights.shape[:3], top)
+    ranked = weights.sort(dim=-1, descending=True).values[..., :top]
+    torch.testing.assert_close(values, ranked)
+    # ties (zeros of hidden keys) may come in any order: the indices must point at the values
+    torch.testing.assert_close(weights.gather(-1, indices), values)
+
+
+def test_statistics_carry_no_gradient_and_the_output_does() -> None:
+    q, k, v = (t.requires_grad_() for t in _inputs("gqa-7x23"))
+    out, totals = attnkit.attention(q, k, v, causal=True, return_weights="key_totals")
+    assert not totals.requires_grad
+    out.sum().backward()
+    assert q.grad is not None and k.grad is not None
+
+
+def test_empty_inputs_give_zero_summaries() -> None:
+    q, k, v = torch.zeros(1, 2, 0, 4), torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4)
+    _, totals = attnkit.attention(q, k, v, return_weights="key_totals")
+    assert torch.equal(totals, torch.zeros(1, 2, 3))
+    _, mean = attnkit.attention(q, k, v, return_weights="heads_mean")
+    assert mean.shape == (1, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [("yes", ValueError), ("weights", ValueError), (1, TypeError), (None, TypeError),
+     (torch.tensor(True), TypeError)],
+)
+def test_anything_else_is_refused_by_name(bad, error) -> None:
+    q, k, v = _inputs("gqa-7x23")
+    with pytest.raises(error, match="return_weights must be True, False, 'heads_mean'"):
+        attnkit.attention(q, k, v, return_weights=bad)
+
+
+def test_topk_checks_k() -> None:
+    q, k, v = _inputs("more-queries-9x4")
+    with pytest.raises(ValueError, match=r"TopK\(5\) needs k ≤ Lk, got Lk = 4"):
+        attnkit.attention(q, k, v, return_weights=TopK(5))
+    with pytest.raises(ValueError, match="positive integer"):
+        TopK(0)
+    with pytest.raises(TypeError, match="positive integer"):
+        TopK(True)
