@@ -10,6 +10,7 @@ from attnkit.functional import KeyLengths, attention, attention_weights, explain
 from attnkit.layers import (
     AdditiveAttention,
     AttentionLayer,
+    CachePolicy,
     HardAttention,
     KVCache,
     LuongAttention,
@@ -22,6 +23,7 @@ from attnkit.statistics import TopK
 __all__ = [
     "AdditiveAttention",
     "AttentionLayer",
+    "CachePolicy",
     "HardAttention",
     "KVCache",
     "KeyLengths",

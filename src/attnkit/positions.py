@@ -6,7 +6,9 @@ Pure tensor functions, plus three small *schemes* that a layer takes as an injec
 - ``rotate(q, k, q_start, k_start) -> (q, k)`` on ``(B, H, L, D)`` tensors, where ``*_start``
   is the absolute position of the first row (non-zero while decoding with a KV cache);
 - ``bias(num_heads, q_len, kv_len, device) -> Tensor | None``, an additive ``(H, Lq, Lk)``
-  score bias (queries bottom-right aligned, as everywhere in attnkit).
+  score bias (queries bottom-right aligned, as everywhere in attnkit);
+- ``bias_at(distances) -> Tensor | None``, the same bias for explicit query−key distances
+  ``(B, H, Lq, Lk)`` (keys of an evicting KV cache, no longer at consecutive positions).
 """
 
 from __future__ import annotations
@@ -83,9 +85,46 @@ def alibi_bias(num_heads: int, q_len: int, kv_len: int, *, device=None) -> Tenso
     """
     i = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(-1)  # (Lq, 1)
     j = torch.arange(kv_len, device=device).unsqueeze(0)  # (1, Lk)
-    distance = (i - j).abs().to(torch.float32)  # (Lq, Lk)
-    slopes = alibi_slopes(num_heads).to(device)
-    return -slopes.reshape(num_heads, 1, 1) * distance  # (H, Lq, Lk)
+    return alibi_at((i - j).expand(num_heads, -1, -1))  # (H, Lq, Lk)
+
+
+def alibi_at(distances: Tensor) -> Tensor:
+    """``−m_h · |d|`` for query−key distances ``d (..., H, Lq, Lk)`` (integers); float32, same
+    shape."""
+    slopes = alibi_slopes(distances.shape[-3]).to(distances.device)
+    return -slopes.reshape(-1, 1, 1) * distances.abs().to(torch.float32)  # (..., H, Lq, Lk)
+
+
+def relative_at(q: Tensor, embeddings: Tensor, distances: Tensor) -> Tensor:
+    """Relative position scores for explicit query−key distances (keys of an evicting KV
+    cache): ``S_rel[b, h, i, j] = q[b, h, i] · Eᵣ[h, R − 1 − min(d_ij, R − 1)]``, where row
+    ``r`` of ``embeddings (H, R, D)`` embeds the distance ``R − 1 − r`` (the layout of
+    :func:`relative_skew`'s table; farther keys share row 0, as Shaw et al. clip). Keys after
+    their query (``d < 0``) get row ``R − 1`` (finite, to be masked by the caller).
+
+    Computes ``Q Eᵣᵀ (B, H, Lq, R)`` and gathers from it: no ``(Lq, Lk, D)`` tensor.
+
+    Args:
+        q: ``(B, H, Lq, D)``; embeddings: ``(H, R, D)``, same dtype; distances:
+            ``(B, H, Lq, Lk)`` integer.
+
+    Returns:
+        ``(B, H, Lq, Lk)`` in ``q``'s dtype.
+
+    Raises:
+        ValueError: shapes that do not fit together.
+    """
+    if q.dim() != 4 or embeddings.dim() != 3 or distances.dim() != 4 or (
+        embeddings.shape[0] != q.shape[1] or embeddings.shape[2] != q.shape[3]
+    ) or distances.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"relative_at: need q (B, H, Lq, D), embeddings (H, R, D), distances "
+            f"(B, H, Lq, Lk); got {tuple(q.shape)}, {tuple(embeddings.shape)}, "
+            f"{tuple(distances.shape)}"
+        )
+    far = embeddings.shape[1] - 1
+    rel = torch.matmul(q, embeddings.transpose(-1, -2))  # (B, H, Lq, R)
+    return rel.gather(-1, far - distances.clamp(0, far))  # (B, H, Lq, Lk)
 
 
 def relative_skew(q: Tensor, embeddings: Tensor, *, zero_future: bool = True) -> Tensor:
@@ -163,6 +202,9 @@ class NoPositions:
     def bias(self, num_heads: int, q_len: int, kv_len: int, device) -> Tensor | None:
         return None
 
+    def bias_at(self, distances: Tensor) -> Tensor | None:
+        return None
+
 
 class Rotary(NoPositions):
     """Rotary positions applied to queries and keys before scoring."""
@@ -185,6 +227,9 @@ class ALiBi(NoPositions):
 
     def bias(self, num_heads: int, q_len: int, kv_len: int, device) -> Tensor | None:
         return alibi_bias(num_heads, q_len, kv_len, device=device)
+
+    def bias_at(self, distances: Tensor) -> Tensor | None:
+        return alibi_at(distances)
 
 
 SCHEMES = {"none": NoPositions, "rope": Rotary, "alibi": ALiBi}

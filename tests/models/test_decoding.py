@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from attnkit.layers import CachePolicy
 from attnkit.models import (
     ATTENTIONS,
     RNNConfig,
@@ -122,3 +123,32 @@ def test_decoder_arguments_are_checked() -> None:
         greedy(model, src, torch.tensor([7, 5, 9]))
     with pytest.raises(ValueError, match=r"attention must be None or one of"):
         RNNConfig(5, 5, attention="bahdanu")
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope", "alibi"])
+@pytest.mark.parametrize("policy", ["window", "sinks", "h2o"])
+def test_transformer_decoders_take_a_cache_policy(positions: str, policy: str) -> None:
+    """A bounded cache that holds the whole output decodes as the unbounded one (beam search
+    reorders it too; h2o's attention totals may come from another kernel than sdpa, hence the
+    tolerance on the scores); a small one evicts and keeps its size."""
+    torch.manual_seed(0)
+    model = transformer(positions, dropout=0.0)
+    src, lengths, _ = batch()
+    roomy = CachePolicy(max_len=12, policy=policy, sinks=2)
+    for decode, options in ((greedy, {}), (beam_search, {"beam_size": 2})):
+        got = decode(model, src, lengths, max_len=12, cache=roomy, **options)
+        expected = decode(model, src, lengths, max_len=12, **options)
+        assert got.tokens == expected.tokens
+        assert got.scores == pytest.approx(expected.scores, rel=1e-5)
+    state = model.start(src, lengths, cache=CachePolicy(max_len=3, policy=policy, sinks=1))
+    with torch.no_grad():
+        for _ in range(6):
+            model.step(state, torch.full((3,), 4))
+    assert all(len(self_cache) == 3 for self_cache, _ in state.caches)
+
+
+def test_a_cache_policy_for_a_model_without_cache_is_refused() -> None:
+    model = RNNSeq2Seq(RNNConfig(20, 15, embed_dim=16, hidden_dim=32)).eval()
+    src, lengths, _ = batch()
+    with pytest.raises(ValueError, match="keeps no KV cache"):
+        greedy(model, src, lengths, cache=CachePolicy(max_len=4, policy="window"))

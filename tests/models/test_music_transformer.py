@@ -34,7 +34,7 @@ def stepwise(model, ids: torch.Tensor, first: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-@pytest.mark.parametrize("positions", ["relative", "sinusoidal", "learned"])
+@pytest.mark.parametrize("positions", ["relative", "sinusoidal", "learned", "rope"])
 @pytest.mark.parametrize("first", [1, 5])
 def test_kv_cached_generation_equals_the_full_pass(positions: str, first: int) -> None:
     model = transformer(positions)
@@ -52,7 +52,7 @@ def test_lstm_steps_equal_the_full_pass() -> None:
     torch.testing.assert_close(stepwise(model, ids, 2), full)
 
 
-@pytest.mark.parametrize("positions", ["relative", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["relative", "sinusoidal", "rope"])
 def test_the_future_does_not_leak(positions: str) -> None:
     model = transformer(positions)
     ids = torch.randint(1, V, (1, 10))
@@ -85,7 +85,7 @@ def test_first_loss_is_near_log_vocabulary() -> None:
 
 def test_bad_configuration_and_input_raise() -> None:
     with pytest.raises(ValueError, match="positions"):
-        MusicTransformerConfig(V, positions="rope")
+        MusicTransformerConfig(V, positions="alibi")
     with pytest.raises(ValueError, match="divide"):
         MusicTransformerConfig(V, width=10, heads=4)
     with pytest.raises(ValueError, match="layers"):

@@ -122,7 +122,7 @@ def test_bad_requests_raise(tmp_path, data) -> None:
     with pytest.raises(ValueError, match="no attention"):
         lstm.bar_attention([1, 3, 4])
     with pytest.raises(ValueError, match="positions"):
-        MusicSettings(positions="rope")
+        MusicSettings(positions="alibi")
     with pytest.raises(ValueError, match="satb"):
         MusicSettings(voices="x")
 

@@ -38,7 +38,7 @@ def train_music(
         "transformer"
     ),
     positions: Annotated[
-        str, typer.Option(help="Transformer positions: relative, sinusoidal or learned.")
+        str, typer.Option(help="Transformer positions: relative, sinusoidal, learned or rope.")
     ] = "relative",
     voices: Annotated[
         str, typer.Option(help="Voices to encode: satb (all four) or e.g. s (soprano alone).")
@@ -131,17 +131,37 @@ def generate_music(
         int | None, typer.Option(min=1, help="Sample only among the k likeliest events.")
     ] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed for a repeatable piece.")] = None,
+    cache: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep at most this many events in each layer's KV cache (constant memory "
+            "however long the piece); default: keep every event.",
+        ),
+    ] = None,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="What a bounded cache evicts: window (keeps the most recent), sinks (the first "
+            "4 and the most recent) or h2o (the most recent half and the most attended half)."
+        ),
+    ] = "h2o",
 ) -> None:
     """Sample a piece (KV-cached decoding) and write MIDI, MusicXML and the attention PNG."""
+    from attnkit.layers import CachePolicy
     from attnkit.tasks.music import Composer, midi_path
 
     midi_path(out)  # refuse a bad --out before loading anything
+    bounded = None if cache is None else CachePolicy(max_len=cache, policy=policy)
     composer = Composer.load(run)
-    generated = composer.generate(bars=bars, temperature=temperature, top_k=top_k, seed=seed)
+    generated = composer.generate(
+        bars=bars, temperature=temperature, top_k=top_k, seed=seed, cache=bounded
+    )
     paths = composer.write(generated, out)
     bars_done = len(generated.piece.bars)
+    kept = "" if bounded is None else f"; KV cache: {cache} slots per layer ({policy})"
     typer.echo(
         f"{len(generated.ids) - 1} events, {len(generated.piece.notes)} notes, {bars_done} "
-        f"barlines (stopped: {generated.stopped}, seed {generated.seed}); wrote "
+        f"barlines (stopped: {generated.stopped}, seed {generated.seed}{kept}); wrote "
         + ", ".join(str(p) for p in paths.values())
     )

@@ -48,6 +48,11 @@ class TensorCache:
         """Positions held: the position of the next one (a symbolic size when traced)."""
         return 0 if self._k is None else self._k.shape[2]
 
+    #: :class:`~attnkit.layers.KVCache`'s flags: a tensor cache holds every position in order
+    #: (no eviction policy) and asks the attention for no statistic
+    evicted = False
+    tracks_attention = False
+
     @property
     def keys(self) -> Tensor:
         """The held keys ``(B, G, P, D)``. Raises ``ValueError`` when empty."""

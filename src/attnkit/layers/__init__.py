@@ -4,7 +4,7 @@ from attnkit.layers.additive import AdditiveAttention
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.coverage import CoverageAttention
 from attnkit.layers.hard import HardAttention
-from attnkit.layers.kv_cache import KVCache
+from attnkit.layers.kv_cache import CachePolicy, KVCache
 from attnkit.layers.location_aware import LocationAwareAttention
 from attnkit.layers.luong import LuongAttention
 from attnkit.layers.multihead import MultiHeadAttention
@@ -14,6 +14,7 @@ from attnkit.layers.single import ScoreParameters, SingleHeadAttention
 __all__ = [
     "AdditiveAttention",
     "AttentionLayer",
+    "CachePolicy",
     "CoverageAttention",
     "HardAttention",
     "KVCache",

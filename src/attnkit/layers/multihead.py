@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit import statistics
 from attnkit._validate import check_positive_ints
 from attnkit.functional import KeyLengths, attention
 from attnkit.kernels.plan import check_window
@@ -184,7 +185,9 @@ class MultiHeadAttention(AttentionLayer):
                 last ``L`` positions).
             cache: a :class:`KVCache` for incremental decoding. A growing cache appends this
                 call's keys/values; a static one projects ``key``/``value`` once and reuses them.
-                Masks then cover all cached keys.
+                Masks then cover all cached keys. Once a bounded cache has evicted, its slots
+                are no longer in position order: causality and ALiBi then follow each slot's
+                original position, and ``key_padding_mask``/``attn_mask`` are refused.
 
         Returns:
             ``(output, weights)``: output like ``query``; weights or ``None``.
@@ -192,7 +195,8 @@ class MultiHeadAttention(AttentionLayer):
         Raises:
             TypeError: a nested tensor; a mask neither bool nor float (PyTorch refuses those
                 too), or a tensor subclass such as ``CausalBias``.
-            ValueError: inputs of the wrong rank or size, masks that do not fit.
+            ValueError: inputs of the wrong rank or size, masks that do not fit, masks or a
+                ``window`` with a cache that has evicted.
         """
         refuse_nested(
             _FROM_TORCH_ENCODER, query=query, key=key, value=value,
@@ -222,6 +226,13 @@ class MultiHeadAttention(AttentionLayer):
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, G, S, Dh)
         s = k.shape[2]
+        if cache is not None and cache.evicted:  # slots no longer follow positions
+            distances = self._cache_distances(cache, length, key_padding_mask, attn_mask)
+            bias = self.positions.bias_at(distances)  # (B, H, L, S) or None
+            mask = evicted_mask(distances, bias, is_causal, q.dtype)
+            return self._attend(
+                q, k, v, mask, False, need_weights, average_attn_weights, unbatched, cache=cache
+            )
         causal = is_causal and attn_mask is None  # PyTorch: with a mask, is_causal is a hint
         if is_causal and attn_mask is not None:
             masking.check_torch_mask("attn_mask", attn_mask)
@@ -232,7 +243,9 @@ class MultiHeadAttention(AttentionLayer):
             key_padding_mask, attn_mask, alibi, batch=b, heads=self.num_heads, q_len=length,
             kv_len=s, dtype=q.dtype,
         )
-        return self._attend(q, k, v, mask, causal, need_weights, average_attn_weights, unbatched)
+        return self._attend(
+            q, k, v, mask, causal, need_weights, average_attn_weights, unbatched, cache=cache
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -274,11 +287,16 @@ class MultiHeadAttention(AttentionLayer):
         need_weights: bool,
         average_attn_weights: bool,
         unbatched: bool,
+        *,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """:func:`attnkit.attention` of ``q (B, H, L, Dh)`` over ``k, v (B, G, S, Dh)``, the
-        output projection, the layout of the input, and the weights as asked."""
+        output projection, the layout of the input, and the weights as asked; a ``cache``
+        that tracks attention (H2O) observes what each held key received."""
         b, _, length, _ = q.shape
         want_weights = need_weights or self.recording
+        track = cache is not None and cache.tracks_attention
+        ask: statistics.ReturnWeights = True if want_weights else ("key_totals" if track else False)
         result = attention(
             q,
             k,
@@ -287,10 +305,14 @@ class MultiHeadAttention(AttentionLayer):
             causal=causal,
             window=self.window,
             dropout_p=self.dropout if self.training else 0.0,
-            return_weights=want_weights,
+            return_weights=ask,
             backend=self.backend,
         )
-        out, weights = result if want_weights else (result, None)  # (B, H, L, Dh)
+        out, stat = result if ask is not False else (result, None)  # (B, H, L, Dh)
+        weights = stat if want_weights else None
+        if track:
+            assert cache is not None and stat is not None
+            cache.observe(statistics.reduce(stat, "key_totals") if want_weights else stat)
         self.report(weights)
         out = self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim))  # (B, L, E)
         if not self.batch_first:
@@ -302,6 +324,24 @@ class MultiHeadAttention(AttentionLayer):
         if average_attn_weights:
             weights = weights.mean(dim=1)  # (B, L, S)
         return out, weights.squeeze(0) if unbatched else weights
+
+    def _cache_distances(
+        self,
+        cache: KVCache,
+        length: int,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+    ) -> Tensor:
+        """``(B, H, L, S)`` distances from the ``L`` new queries to the slots of a cache that
+        has evicted. Raises ``ValueError`` for masks and a ``window``, which would index slots,
+        not positions."""
+        if key_padding_mask is not None or attn_mask is not None or self.window is not None:
+            raise ValueError(
+                f"key_padding_mask/attn_mask/window cannot be used once {cache!r} has evicted: "
+                "its slots no longer follow positions (policy='window' keeps a window)"
+            )
+        distances = cache.distances(length)  # (B, G, L, S)
+        return distances.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
 
     def _batch_first(self, x: Tensor, name: str) -> Tensor:
         if not isinstance(x, Tensor):
@@ -367,3 +407,16 @@ class MultiHeadAttention(AttentionLayer):
             f"batch_first={self.batch_first}, positions={self.positions.name!r}, "
             f"window={self.window}, backend={self.backend!r}"
         )
+
+
+def evicted_mask(
+    distances: Tensor, bias: Tensor | None, causal: bool, dtype: torch.dtype
+) -> Tensor | None:
+    """The mask over the slots of a cache that has evicted: ``bias (B, H, L, S)`` (or none)
+    with, when ``causal``, the keys after each query (``distances < 0``) hidden. One new query
+    sees every held key (all are at or before it), so it needs no causal mask."""
+    hidden = distances < 0 if causal and distances.shape[2] > 1 else None  # (B, H, L, S)
+    if bias is None:
+        return None if hidden is None else ~hidden
+    bias = bias.to(dtype)
+    return bias if hidden is None else bias.masked_fill(hidden, float("-inf"))

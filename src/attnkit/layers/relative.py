@@ -8,6 +8,11 @@ additive mask with ``causal=True``; the layer itself only projects and reshapes.
 beyond ``max_distance − 1`` share the farthest embedding (clipping, as in Shaw et al.), so the
 layer runs on sequences longer than it was trained on (generation with a KV cache).
 
+With a bounded KV cache that has evicted, the held keys are no longer at consecutive
+positions: the bias is then gathered by each key's original distance
+(:func:`attnkit.positions.relative_at`, the same clipped table), so a kept key scores exactly
+as in the full pass.
+
 Shape legend: B batch, L new positions, S all positions (cache included), E embed dim,
 H query heads, G key/value heads, Dh = E / H head dim.
 """
@@ -21,8 +26,8 @@ from torch import Tensor, nn
 
 from attnkit.layers import masking
 from attnkit.layers.kv_cache import KVCache
-from attnkit.layers.multihead import MultiHeadAttention
-from attnkit.positions import relative_skew
+from attnkit.layers.multihead import MultiHeadAttention, evicted_mask
+from attnkit.positions import relative_at, relative_skew
 
 
 class RelativeMultiHeadAttention(MultiHeadAttention):
@@ -129,6 +134,14 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
         q, k, v = self._project(x, x, x)  # (B, H, L, Dh), (B, G, L, Dh), (B, G, L, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, G, S, Dh)
+        if cache is not None and cache.evicted:
+            distances = self._cache_distances(cache, length, key_padding_mask, attn_mask)
+            table = self.relative.to(q.dtype)  # (H, max_distance, Dh)
+            rel = relative_at(q / math.sqrt(self.head_dim), table, distances)  # (B, H, L, S)
+            mask = evicted_mask(distances, rel, True, q.dtype)
+            return self._attend(
+                q, k, v, mask, False, need_weights, average_attn_weights, unbatched, cache=cache
+            )
         s = k.shape[2]
         table = self.distance_embeddings(s).to(q.dtype)  # (H, S, Dh)
         # (q / √Dh) Eᵣᵀ skewed = S_rel / √Dh; the causal mask hides the skew's spill-over
@@ -137,7 +150,9 @@ class RelativeMultiHeadAttention(MultiHeadAttention):
             key_padding_mask, attn_mask, bias, batch=b, heads=self.num_heads, q_len=length,
             kv_len=s, dtype=bias.dtype,
         )  # the relative bias with the masks added: (B, H, L, S)
-        return self._attend(q, k, v, mask, True, need_weights, average_attn_weights, unbatched)
+        return self._attend(
+            q, k, v, mask, True, need_weights, average_attn_weights, unbatched, cache=cache
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", max_distance={self.max_distance}, relative=skewed"

@@ -1,7 +1,8 @@
 """Decoding for any :class:`~attnkit.models.seq2seq.Seq2Seq`: greedy, beam search, sampling.
 
 All three are incremental: the source is encoded once and each step feeds one token (the
-Transformer then attends through its KV cache). Outputs exclude ``<bos>`` and ``<eos>``.
+Transformer then attends through its KV cache, bounded as ``cache=CachePolicy(...)`` says).
+Outputs exclude ``<bos>`` and ``<eos>``.
 
 Shape legend: B batch, K beam size, S source length, V vocabulary.
 """
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.models.seq2seq import Seq2Seq
+from attnkit.layers import CachePolicy
+from attnkit.models.seq2seq import DecodingState, Seq2Seq
+from attnkit.models.transformer import Seq2SeqTransformer
 
 
 @dataclass
@@ -31,12 +34,34 @@ def _check(max_len: int) -> None:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
 
 
+def _start(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, cache: CachePolicy | None
+) -> DecodingState:
+    """``model.start``, with the KV-cache policy for the models that have a cache.
+
+    Raises:
+        ValueError: a ``cache`` policy for a model without a KV cache.
+    """
+    if cache is None:
+        return model.start(src, src_lengths)
+    if not isinstance(model, Seq2SeqTransformer):
+        raise ValueError(f"cache: {type(model).__name__} keeps no KV cache (the Transformer does)")
+    return model.start(src, src_lengths, cache=cache)
+
+
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: Tensor, src_lengths: Tensor, *, max_len: int = 100) -> Decoded:
+def greedy(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    max_len: int = 100,
+    cache: CachePolicy | None = None,
+) -> Decoded:
     """Pick the most probable token at every step until ``<eos>`` or ``max_len``."""
     _check(max_len)
     special = model.special
-    state = model.start(src, src_lengths)
+    state = _start(model, src, src_lengths, cache)
     b = src.shape[0]
     tokens = torch.full((b,), special.bos, dtype=torch.long, device=src.device)
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
@@ -76,6 +101,7 @@ def beam_search(
     beam_size: int = 4,
     length_penalty_alpha: float = 0.6,
     max_len: int = 100,
+    cache: CachePolicy | None = None,
 ) -> Decoded:
     """Keep the ``beam_size`` best partial translations; return each item's best finished one by
     ``log p(Y) / length_penalty(|Y|)``.
@@ -93,7 +119,7 @@ def beam_search(
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
     special, b, k = model.special, src.shape[0], beam_size
     device = src.device
-    state = model.start(src, src_lengths)
+    state = _start(model, src, src_lengths, cache)
     state.reorder(torch.arange(b, device=device).repeat_interleave(k))  # (B·K) rows
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
@@ -171,6 +197,7 @@ def sample(
     top_p: float | None = None,
     max_len: int = 100,
     generator: torch.Generator | None = None,
+    cache: CachePolicy | None = None,
 ) -> Decoded:
     """Draw each token from ``softmax(logits / temperature)``, restricted to the ``top_k`` most
     probable tokens and/or the smallest set whose probability reaches ``top_p`` (nucleus).
@@ -186,7 +213,7 @@ def sample(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     special = model.special
-    state = model.start(src, src_lengths)
+    state = _start(model, src, src_lengths, cache)
     b = src.shape[0]
     tokens = torch.full((b,), special.bos, dtype=torch.long, device=src.device)
     done = torch.zeros(b, dtype=torch.bool, device=src.device)

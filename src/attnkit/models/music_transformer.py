@@ -4,12 +4,15 @@
   ``positions="relative"`` its self-attention is :class:`~attnkit.layers.relative.
   RelativeMultiHeadAttention` (relative positions by skewing, no ``L×L×D`` tensor); with
   ``"sinusoidal"`` or ``"learned"`` it is the same decoder with absolute positions added to the
-  embeddings and plain :class:`~attnkit.MultiHeadAttention`.
+  embeddings and plain :class:`~attnkit.MultiHeadAttention`; with ``"rope"`` the queries and
+  keys are rotated inside attention (nothing added to the embeddings). Nothing in it is
+  specific to music: it is attnkit's decoder-only language model.
 - :class:`MusicLSTM`: the same embedding and output with an LSTM in place of attention.
 
 Both offer the same interface: ``forward(ids (B, L)) -> logits (B, L, V)`` for training, and
 ``start(batch) -> state``, ``step(state, ids (B, n)) -> logits (B, n, V)`` for generation (the
-Transformer keeps a KV cache per layer, so each step costs one row of attention).
+Transformer keeps a KV cache per layer, so each step costs one row of attention; a
+:class:`~attnkit.layers.kv_cache.CachePolicy` bounds it and says what to evict).
 
 Shape legend: B batch, L events, n new events, E width, V vocabulary.
 """
@@ -23,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from attnkit._validate import check_positive_fields
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.layers import CachePolicy, KVCache, MultiHeadAttention
 from attnkit.layers.relative import RelativeMultiHeadAttention
 from attnkit.models.transformer import ACTIVATIONS, Embedding, FeedForward
 
-POSITIONS = ("relative", "sinusoidal", "learned")
+POSITIONS = ("relative", "sinusoidal", "learned", "rope")
 
 
 def _check_sizes(config: Any, names: tuple[str, ...]) -> None:
@@ -41,7 +44,8 @@ class MusicTransformerConfig:
     """A decoder-only Transformer over ``vocab_size`` events.
 
     Attributes:
-        positions: ``"relative"`` (Music Transformer), ``"sinusoidal"`` or ``"learned"``.
+        positions: ``"relative"`` (Music Transformer), ``"sinusoidal"``, ``"learned"`` or
+            ``"rope"``.
         dropout: on embeddings, residual branches and inside the feed-forward block.
         attention_dropout: on the attention weights (0 by default: on CPU it costs a random
             number per query–key pair).
@@ -109,6 +113,7 @@ class DecoderBlock(nn.Module):
                 config.heads,
                 dropout=config.attention_dropout,
                 batch_first=True,
+                positions="rope" if config.positions == "rope" else "none",
                 backend=config.backend,
             )
         self.ff = FeedForward(
@@ -155,7 +160,7 @@ class MusicTransformer(nn.Module):
         self.embed = Embedding(
             config.vocab_size,
             config.width,
-            positions="none" if config.positions == "relative" else config.positions,
+            positions="none" if config.positions in ("relative", "rope") else config.positions,
             max_len=config.max_len,
             pad=config.pad,
             dropout=config.dropout,
@@ -183,9 +188,11 @@ class MusicTransformer(nn.Module):
         """
         return self._run(ids, 0, None)
 
-    def start(self, batch_size: int = 1) -> LanguageModelState:
-        """A fresh generation state with an empty KV cache per layer."""
-        return LanguageModelState(caches=[KVCache() for _ in self.blocks])
+    def start(self, batch_size: int = 1, *, cache: CachePolicy | None = None) -> LanguageModelState:
+        """A fresh generation state with an empty KV cache per layer, unbounded or as
+        ``cache`` says (``max_len`` slots per layer and what to evict)."""
+        policy = CachePolicy() if cache is None else cache
+        return LanguageModelState(caches=[policy.new() for _ in self.blocks])
 
     def step(self, state: LanguageModelState, ids: Tensor) -> Tensor:
         """Feed ``ids (B, n)`` after everything in ``state``; returns logits ``(B, n, V)``.
@@ -238,7 +245,10 @@ class MusicLSTM(nn.Module):
         """``ids (B, L)`` -> next-event logits ``(B, L, V)``."""
         return self._run(ids, None)[0]
 
-    def start(self, batch_size: int = 1) -> LanguageModelState:
+    def start(self, batch_size: int = 1, *, cache: CachePolicy | None = None) -> LanguageModelState:
+        """A fresh state. Raises ``ValueError`` for a ``cache`` policy: an LSTM has no cache."""
+        if cache is not None:
+            raise ValueError("cache: an LSTM keeps no KV cache; only a transformer has one")
         return LanguageModelState()
 
     def step(self, state: LanguageModelState, ids: Tensor) -> Tensor:

@@ -3,8 +3,10 @@
 Encoder and decoder layers are pre-norm by default (``norm_first=True``; post-norm, as in the
 paper and BERT, with ``norm_first=False``). Positions: ``"sinusoidal"`` or ``"learned"`` added to
 the embeddings, or ``"rope"``/``"alibi"`` inside self-attention. The decoder keeps a KV cache per
-layer for incremental decoding: a growing one for self-attention, a static one for the
-cross-attention over the encoder's memory.
+layer for incremental decoding: a growing one for self-attention (bounded, with an eviction
+policy, when :meth:`Seq2SeqTransformer.start` is given a
+:class:`~attnkit.layers.kv_cache.CachePolicy`), a static one for the cross-attention over the
+encoder's memory.
 
 Shape legend: B batch, S source length, T target length, E model width, V vocabulary.
 """
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import KeyLengths
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.layers import CachePolicy, KVCache, MultiHeadAttention
 from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source
 from attnkit.positions import sinusoidal
 
@@ -295,9 +297,14 @@ class Seq2SeqTransformer(Seq2Seq):
         memory, padding = self.encode(src, src_lengths)
         return self._decode(self.tgt_embed(tgt_in), memory, padding)  # (B, T, V)
 
-    def start(self, src: Tensor, src_lengths: Tensor) -> TransformerState:
+    def start(
+        self, src: Tensor, src_lengths: Tensor, *, cache: CachePolicy | None = None
+    ) -> TransformerState:
+        """Encode the source; the decoder's self-attention caches follow ``cache`` (default
+        unbounded), the cross-attention ones hold the memory."""
         memory, padding = self.encode(src, src_lengths)
-        caches = [(KVCache(), KVCache(static=True)) for _ in self.decoder_layers]
+        policy = CachePolicy() if cache is None else cache
+        caches = [(policy.new(), KVCache(static=True)) for _ in self.decoder_layers]
         return TransformerState(memory, padding, caches)
 
     def step(self, state: TransformerState, tokens: Tensor) -> tuple[Tensor, TransformerState]:

@@ -34,6 +34,7 @@ from attnkit.data.music import (
     to_score,
     train_windows,
 )
+from attnkit.layers import CachePolicy
 from attnkit.models.decoding import filter_logits
 from attnkit.models.music_transformer import (
     POSITIONS,
@@ -266,14 +267,17 @@ class Composer:
         top_k: int | None = None,
         seed: int | None = None,
         max_events: int | None = None,
+        cache: CachePolicy | None = None,
     ) -> Generated:
         """Sample events one at a time through the model's KV cache until ``bars`` full
         measures are done (the next barline), or ``max_events``. ``<eos>`` is not drawn before
         the last measure has started (the chorales are longer than most requests); after, it
-        ends the piece.
+        ends the piece. ``cache`` bounds the KV cache of every layer (constant memory however
+        long the piece) and says what it evicts.
 
         Raises:
-            ValueError: ``bars`` < 1, ``temperature`` ≤ 0, ``top_k`` < 1.
+            ValueError: ``bars`` < 1, ``temperature`` ≤ 0, ``top_k`` < 1, a ``cache`` for an
+                LSTM.
         """
         if isinstance(bars, bool) or not isinstance(bars, int) or bars < 1:
             raise ValueError(f"bars must be a positive integer, got {bars!r}")
@@ -287,7 +291,7 @@ class Composer:
         generator.manual_seed(seed)
         limit = max_events if max_events is not None else self._max_events(bars)
         self.model.eval()
-        state = self.model.start(1)  # type: ignore[operator]
+        state = self.model.start(1, cache=cache)  # type: ignore[operator]
         ids = [self.vocab.bos]
         seen_bars, stopped = 0, "max_events"
         forbidden = torch.zeros(self.vocab.size, dtype=torch.bool, device=device)
