@@ -10,7 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from attnkit.cli import app
+from attnkit.cli import run as cli_run
 from attnkit.data.music import MusicData
+from attnkit.layers import CachePolicy
 from attnkit.models.music_transformer import MusicTransformer
 from attnkit.tasks.music import (
     Composer,
@@ -127,7 +129,7 @@ def test_bad_requests_raise(tmp_path, data) -> None:
         MusicSettings(voices="x")
 
 
-def test_cli_train_and_generate(tmp_path, monkeypatch) -> None:
+def test_cli_train_and_generate(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ATTNKIT_CACHE_DIR", str(tmp_path / "cache"))
     runner = CliRunner()
     run = tmp_path / "run"
@@ -147,8 +149,32 @@ def test_cli_train_and_generate(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     if "0 notes" not in result.output:
         assert out.exists() and out.with_suffix(".musicxml").exists()
+    result = runner.invoke(
+        app, ["generate", "music", str(run), "--bars", "2", "--seed", "1", "--out", str(out),
+              "--cache", "8", "--policy", "sinks"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "KV cache: 8 slots per layer (sinks)" in result.output
+    status = cli_run(["generate", "music", str(run), "--cache", "4", "--policy", "lru"])
+    assert status == 2 and "policy must be one of" in capsys.readouterr().err
     loaded = Composer.load(run)
     assert isinstance(loaded.model, MusicTransformer) and loaded.settings.voices == "s"
+
+
+@pytest.mark.parametrize("policy", ["window", "sinks", "h2o"])
+def test_long_generation_through_a_bounded_cache_keeps_its_size(data, policy: str) -> None:
+    settings = tiny(window=16)
+    torch.manual_seed(0)
+    model = settings.build_model(data.vocab.size).eval()
+    states = []
+    start = model.start
+    model.start = lambda batch, cache=None: states.append(start(batch, cache=cache)) or states[-1]
+    generated = Composer(model, settings).generate(
+        bars=40, seed=0, max_events=8 * 16, cache=CachePolicy(max_len=16, policy=policy, sinks=2)
+    )
+    assert len(generated.ids) == 8 * 16 and generated.stopped == "max_events"
+    for cache in states[0].caches:
+        assert (len(cache), cache.capacity, cache.seen) == (16, 16, 8 * 16 - 1)
 
 
 def test_another_tasks_run_is_not_a_music_run(tmp_path) -> None:

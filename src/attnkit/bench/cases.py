@@ -55,7 +55,7 @@ class Target:
             checks.append(None if ratio is None else ratio >= self.min_memory_ratio)
         if any(c is False for c in checks):
             return False
-        return None if any(c is None for c in checks) else True
+        return None if not checks or any(c is None for c in checks) else True
 
 
 @dataclass(frozen=True)
@@ -293,6 +293,9 @@ CASES: list[Case] = [
     ),
 ]
 
-from attnkit.bench.cases_hf import HF_CASES  # noqa: E402  (it imports Case and Target above)
+# Cases kept in their own modules (they import Case and Target from here).
+from attnkit.bench.cases_cache import CACHE_CASES  # noqa: E402
+from attnkit.bench.cases_hf import HF_CASES  # noqa: E402
+from attnkit.bench.cases_statistics import STATISTICS_CASES  # noqa: E402
 
-CASES += HF_CASES
+CASES += HF_CASES + CACHE_CASES + STATISTICS_CASES

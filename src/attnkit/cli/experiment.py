@@ -61,3 +61,50 @@ def length(
         )
         typer.echo(f"{bucket['low']:>6}..{bucket['high']:<6}  {bucket['pairs']:>5}  {cells}")
     typer.echo(f"wrote {out / 'length.json'} and {out / 'length.png'}")
+
+
+@experiment_app.command("eviction")
+def eviction(
+    out: Annotated[
+        Path, typer.Option(help="Folder for eviction.json, eviction.png and any run trained here.")
+    ] = Path("runs/eviction"),
+    music: Annotated[
+        Path | None,
+        typer.Option(help="A run of 'attnkit train music'; default: train one in OUT/music."),
+    ] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="A text language model run; default: train one in OUT/text."),
+    ] = None,
+    minutes: Annotated[
+        float, typer.Option(min=0.05, help="Training minutes for each model trained here.")
+    ] = 15.0,
+    sequences: Annotated[
+        int, typer.Option(min=1, help="Held-out sequences scored per model (at most).")
+    ] = 64,
+    sinks: Annotated[int, typer.Option(min=0, help="First positions the sinks policy keeps.")] = 4,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """H2O (Zhang et al. 2023) and attention sinks (Xiao et al. 2024) against a sliding window:
+    held-out sequences scored token by token through KV caches of 10, 20 and 50 % of their
+    length, against the full cache, for the Music Transformer and a Bible language model.
+    """
+    from attnkit.tasks import eviction_experiment
+
+    results = eviction_experiment.run(
+        out, music=music, text=text, minutes=minutes, sequences=sequences, sinks=sinks, seed=seed
+    )
+    for name, result in results.items():
+        rows = result["rows"]
+        full = rows[0]["perplexity"]
+        typer.echo(
+            f"{name}: {result['sequences']} sequences of {result['length']} tokens; full cache "
+            f"perplexity {full:.3f} (NLL {rows[0]['nll']:.4f})"
+        )
+        for row in rows[1:]:
+            worse = 100 * (row["perplexity"] / full - 1)
+            typer.echo(
+                f"  {100 * row['budget']:>4.0f} % ({row['slots']:>3} slots) {row['policy']:<7} "
+                f"perplexity {row['perplexity']:8.3f}  ({worse:+.1f} %)"
+            )
+    typer.echo(f"wrote {out / 'eviction.json'} and {out / 'eviction.png'}")

@@ -1,0 +1,66 @@
+"""Benchmark cases of the attention statistics (``return_weights="key_totals"``,
+``"heads_mean"``, ``TopK(k)``): what they cost beside SDPA and beside the full weights.
+
+They measure whatever implementation :func:`attnkit.statistics.summarise` has: today the exact
+weights of the weights path reduced one block of queries at a time; the targets are those of
+statistics computed inside the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import attnkit
+from attnkit.bench.cases import NAIVE, SDPA, Case, Fn, Target, _qkv, naive_attention
+
+
+def key_totals(n: int, heads: int = 8) -> tuple[Fn, Fn | None]:
+    q, k, v = _qkv(n, heads=heads)
+
+    def ours() -> object:
+        return attnkit.attention(q, k, v, return_weights="key_totals")
+
+    if heads == 1:  # the long one-head case: no baseline, only its memory
+        return ours, None
+    return ours, lambda: F.scaled_dot_product_attention(q, k, v)
+
+
+def heads_mean(n: int) -> tuple[Fn, Fn]:
+    q, k, v = _qkv(n)
+
+    def base() -> object:
+        out = F.scaled_dot_product_attention(q, k, v)
+        return out, torch.zeros(q.shape[0], n, n)  # a fresh (B, Lq, Lk) tensor, written
+
+    return lambda: attnkit.attention(q, k, v, return_weights="heads_mean"), base
+
+
+def top_k(n: int, k_top: int) -> tuple[Fn, Fn]:
+    q, k, v = _qkv(n)
+
+    def base() -> object:
+        out, weights = naive_attention(q, k, v)
+        return out, weights.topk(k_top, dim=-1)
+
+    return lambda: attnkit.attention(q, k, v, return_weights=attnkit.TopK(k_top)), base
+
+
+STATISTICS_CASES = [
+    Case(
+        "stats-key-totals-N4096", f"{SDPA} without weights", lambda: key_totals(4096),
+        Target(1 / 1.3, min_memory_ratio=1 / 1.1),
+    ),
+    Case(
+        "stats-heads-mean-N4096", f"{SDPA} + writing a fresh (B, Lq, Lk) tensor",
+        lambda: heads_mean(4096), Target(1 / 1.2),
+    ),
+    Case(
+        "stats-topk8-N4096", f"{NAIVE}, then torch.topk", lambda: top_k(4096, 8),
+        Target(2, min_memory_ratio=10),
+    ),
+    Case(
+        "stats-key-totals-one-head-N65536", "-", lambda: key_totals(65536, heads=1),
+        Target(max_peak_mb=64), single_run=True,
+    ),
+]
