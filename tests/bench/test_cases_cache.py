@@ -14,7 +14,7 @@ from attnkit.layers import CachePolicy
 
 def test_the_cases_are_registered() -> None:
     names = {case.name for case in CASES}
-    assert {"kv-h2o-M256-T8192", "stats-key-totals-N4096", "stats-topk8-N4096",
+    assert {"kv-h2o-M256-T4096", "stats-key-totals-N4096", "stats-topk8-N4096",
             "stats-heads-mean-N4096", "stats-key-totals-one-head-N65536"} <= names
 
 

@@ -42,7 +42,7 @@ CACHE_CASES = [
     Case(f"kv-h2o-M{SLOTS}-T512", FULL, lambda: bounded_generation(512), Target(), repeats=3),
     Case(f"kv-h2o-M{SLOTS}-T2048", FULL, lambda: bounded_generation(2048), Target(), repeats=3),
     Case(
-        f"kv-h2o-M{SLOTS}-T8192", FULL, lambda: bounded_generation(8192), Target(1.0),
+        f"kv-h2o-M{SLOTS}-T4096", FULL, lambda: bounded_generation(4096), Target(1.0),
         single_run=True,
     ),
 ]

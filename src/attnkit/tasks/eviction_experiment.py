@@ -13,7 +13,6 @@ Shape legend: N sequences, B batch, L sequence length, V vocabulary.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Callable
@@ -161,11 +160,9 @@ def trained_runs(
 
 def plot(results: dict[str, dict], path: Path) -> Path:
     """Perplexity against the cache budget, one panel per model, the full cache dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from attnkit.explain.heatmap import _figure, _save
 
-    fig = Figure(figsize=(4.2 * len(results), 4), dpi=130, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(4.2 * len(results), 4, 130)
     for i, (name, result) in enumerate(results.items()):
         ax = fig.add_subplot(1, len(results), i + 1)
         rows = result["rows"]
@@ -182,9 +179,7 @@ def plot(results: dict[str, dict], path: Path) -> Path:
         ax.set_title(f"{name}: {result['sequences']} held-out sequences of {result['length']}")
         ax.grid(alpha=0.3)
         ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", facecolor="white")
-    return write_atomic(path, buffer.getvalue())
+    return _save(fig, path)
 
 
 def run(

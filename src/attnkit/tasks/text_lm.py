@@ -5,8 +5,9 @@ cut into BPE tokens and read as one running text per split.
 The model is attnkit's decoder-only Transformer (:class:`attnkit.models.MusicTransformer`,
 which is specific to music only by its name) with rotary positions by default. Training
 windows are ``<bos>`` followed by ``window − 1`` consecutive tokens from a random place in the
-training text; validation and test windows are consecutive. The metric is the validation
-negative log-likelihood per token (nats).
+training text; validation and test windows are consecutive. Loss and metric are the music
+task's (:class:`~attnkit.tasks.music.MusicTask`): next-token cross-entropy, validation negative
+log-likelihood per token (nats).
 
 Shape legend: B batch, L window.
 """
@@ -14,29 +15,26 @@ Shape legend: B batch, L window.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnkit._validate import check_positive_fields
+from attnkit.data.music import MusicWindows
 from attnkit.data.tokenizer import Tokenizer
 from attnkit.data.translation import load_pairs
-from attnkit.models.music_transformer import POSITIONS, MusicTransformer, MusicTransformerConfig
+from attnkit.models.music_transformer import POSITIONS, MusicTransformer
 from attnkit.tasks._settings import settings_from
+from attnkit.tasks.music import MusicSettings, MusicTask
 from attnkit.training import (
     CheckpointExtras,
-    StepLoss,
     TrainConfig,
     Trainer,
     TrainResult,
     load_best_checkpoint,
-    model_device,
-    sequence_cross_entropy,
 )
-from attnkit.training.parallel import shard_rows
 
 SIDES = ("source", "target")
 
@@ -80,19 +78,13 @@ class TextSettings:
         )
 
     def build_model(self, vocab_size: int) -> MusicTransformer:
-        """A fresh decoder of this shape."""
-        return MusicTransformer(
-            MusicTransformerConfig(
-                vocab_size,
-                width=self.width,
-                heads=self.heads,
-                layers=self.layers,
-                ff_dim=self.ff_dim,
-                dropout=self.dropout,
-                positions=self.positions,
-                max_len=self.window,
-            )
+        """A fresh decoder of this shape (the music task's decoder, built the same way)."""
+        shape = ("positions", "width", "heads", "layers", "ff_dim", "dropout", "window")
+        model = MusicSettings(**{name: getattr(self, name) for name in shape}).build_model(
+            vocab_size
         )
+        assert isinstance(model, MusicTransformer)
+        return model
 
 
 @dataclass
@@ -120,24 +112,13 @@ class TextData:
         return cls(tokenizer, streams["train"], streams["valid"], streams["test"])
 
 
-@dataclass
-class TextWindows:
-    """A batch of windows: ``inputs (B, L)`` (``<bos>`` first) and ``targets (B, L)``."""
-
-    inputs: Tensor
-    targets: Tensor
-
-    def to(self, device: torch.device | str) -> TextWindows:
-        return TextWindows(self.inputs.to(device), self.targets.to(device))
-
-
-def windows(stream: Tensor, starts: list[int], length: int, batch_size: int) -> list[TextWindows]:
+def windows(stream: Tensor, starts: list[int], length: int, batch_size: int) -> list[MusicWindows]:
     """``<bos>`` + ``stream[s : s + length − 1]`` as inputs and ``stream[s : s + length]`` as
-    targets for each start ``s``, in batches."""
+    targets for each start ``s``, in batches of ``(B, L)``."""
     bos = torch.tensor([Tokenizer.bos_id])
     pairs = [(torch.cat((bos, stream[s : s + length - 1])), stream[s : s + length]) for s in starts]
     return [
-        TextWindows(
+        MusicWindows(
             torch.stack([p[0] for p in pairs[i : i + batch_size]]),  # (B, L)
             torch.stack([p[1] for p in pairs[i : i + batch_size]]),  # (B, L)
         )
@@ -145,62 +126,32 @@ def windows(stream: Tensor, starts: list[int], length: int, batch_size: int) -> 
     ]
 
 
-def eval_windows(stream: Tensor, length: int, batch_size: int) -> list[TextWindows]:
+def eval_windows(stream: Tensor, length: int, batch_size: int) -> list[MusicWindows]:
     """Consecutive full windows of ``stream`` (each token a target once; the tail is left)."""
     return windows(stream, list(range(0, len(stream) - length + 1, length)), length, batch_size)
 
 
-class TextTask:
-    """The :class:`~attnkit.training.TrainTask` of the language model: next-token
-    cross-entropy on random windows of the training text; validation NLL per token."""
-
-    metric = "nll"
-    higher_is_better = False
+class TextTask(MusicTask):
+    """The :class:`~attnkit.training.TrainTask` of the language model: the music task's
+    next-token cross-entropy and validation NLL (per token here; both pad with id 0), on random
+    windows of the training text."""
 
     def __init__(self, data: TextData, settings: TextSettings) -> None:
-        self.data, self.settings = data, settings
+        self.text, self.text_settings = data, settings
         self.valid = eval_windows(data.valid, settings.window, settings.batch_size)
 
-    def train_batches(self, epoch: int, generator: torch.Generator) -> list[TextWindows]:
-        length = self.settings.window
-        count = len(self.data.train) // length
-        starts = torch.randint(0, len(self.data.train) - length, (count,), generator=generator)
-        return windows(self.data.train, starts.tolist(), length, self.settings.batch_size)
-
-    def loss(self, model: nn.Module, batch: TextWindows) -> StepLoss:
-        batch = batch.to(model_device(model))
-        logits = model(batch.inputs)  # (B, L, V)
-        loss, tokens = sequence_cross_entropy(logits, batch.targets, pad_id=Tokenizer.pad_id)
-        return StepLoss(loss, tokens)
-
-    def shard(self, batch: TextWindows, rank: int, world: int) -> TextWindows:
-        return shard_rows(batch, rank, world)
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        nll = token_nll(model, self.valid)
-        return {"nll": nll, "perplexity": math.exp(nll)}
+    def train_batches(self, epoch: int, generator: torch.Generator) -> list[MusicWindows]:
+        length, stream = self.text_settings.window, self.text.train
+        count = len(stream) // length
+        starts = torch.randint(0, len(stream) - length, (count,), generator=generator)
+        return windows(stream, starts.tolist(), length, self.text_settings.batch_size)
 
     def checkpoint_extras(self) -> CheckpointExtras:
-        config = dataclasses.asdict(self.settings) | {
+        config = dataclasses.asdict(self.text_settings) | {
             "task": "text-lm",
-            "vocab_size": self.data.tokenizer.vocab_size,
+            "vocab_size": self.text.tokenizer.vocab_size,
         }
-        return CheckpointExtras(config=config, tokenizer_json=self.data.tokenizer.to_json())
-
-
-@torch.no_grad()
-def token_nll(model: nn.Module, batches: list[TextWindows]) -> float:
-    """Mean negative log-likelihood per token (nats) of ``model`` over ``batches``."""
-    total, tokens = 0.0, 0
-    for batch in batches:
-        batch = batch.to(model_device(model))
-        logits = model(batch.inputs)  # (B, L, V)
-        loss, n = sequence_cross_entropy(logits, batch.targets, pad_id=Tokenizer.pad_id)
-        total += float(loss) * n
-        tokens += n
-    if tokens == 0:
-        raise ValueError("token_nll: the batches hold no tokens")
-    return total / tokens
+        return CheckpointExtras(config=config, tokenizer_json=self.text.tokenizer.to_json())
 
 
 def load_text_model(run: str | Path) -> tuple[MusicTransformer, TextSettings, TextData]:
