@@ -119,35 +119,41 @@ def summarise(
     if window is not None or normalize not in _ROW_LOCAL_NORMALIZERS or rows >= lq:
         out, weights = attend(q, k, v, mask)
         return out, _detached(reduce(weights, summary))
-    outs: list[Tensor] = []
-    parts: list[Tensor | tuple[Tensor, Tensor]] = []
-    totals: Tensor | None = None
+    out = q.new_zeros(b, hq, lq, v.shape[-1])  # (B, Hq, Lq, Dv)
+    stat = _empty_summary(summary, q, lq, lk)
     for q0 in range(0, lq, rows):
         q1 = min(q0 + rows, lq)
         stop = lk - (lq - q1) if causal else lk  # keys after the block's last query are hidden
-        if stop > 0:
-            out, weights = attend(
-                q[:, :, q0:q1], k[:, :, :stop], v[:, :, :stop], _rows(mask, lq, lk, q0, q1, stop)
-            )  # out (B, Hq, n, Dv), weights (B, Hq, n, stop)
-        else:  # these queries see no key at all: output 0, weights 0
-            out = q.new_zeros(b, hq, q1 - q0, v.shape[-1])  # (B, Hq, n, Dv)
-            weights = q.new_zeros(b, hq, q1 - q0, 0)  # (B, Hq, n, 0)
-        outs.append(out)
-        if summary == "key_totals":
-            block = reduce(weights, summary)  # (B, Hq, stop)
-            totals = block.new_zeros(b, hq, lk) if totals is None else totals  # (B, Hq, Lk)
-            totals[..., : block.shape[-1]] += block  # type: ignore[union-attr]
+        if stop <= 0:  # these queries see no key at all: output 0, weights 0
+            continue
+        block_out, weights = attend(
+            q[:, :, q0:q1], k[:, :, :stop], v[:, :, :stop], _rows(mask, lq, lk, q0, q1, stop)
+        )  # (B, Hq, n, Dv), (B, Hq, n, stop)
+        out[:, :, q0:q1] = block_out
+        if isinstance(stat, tuple):  # TopK: hidden keys weigh 0
+            padded = torch.nn.functional.pad(weights, (0, max(0, stat[0].shape[-1] - stop)))
+            values, indices = reduce(padded, summary)  # (B, Hq, n, k) each
+            stat[0][:, :, q0:q1], stat[1][:, :, q0:q1] = values, indices
+        elif summary == "key_totals":
+            stat[..., :stop] += reduce(weights, summary)  # (B, Hq, stop)
         else:
-            padded = torch.nn.functional.pad(weights, (0, lk - weights.shape[-1]))  # hidden: 0
-            parts.append(reduce(padded, summary))  # (B, n, Lk) or ((B, Hq, n, k) x 2)
-    out = torch.cat(outs, dim=2)  # (B, Hq, Lq, Dv)
-    if totals is not None:
-        return out, totals.detach()
-    if isinstance(summary, TopK):
-        values = torch.cat([p[0] for p in parts], dim=2)  # (B, Hq, Lq, k)
-        indices = torch.cat([p[1] for p in parts], dim=2)  # (B, Hq, Lq, k)
-        return out, (values.detach(), indices)
-    return out, torch.cat(parts, dim=1).detach()  # type: ignore[arg-type]  # (B, Lq, Lk)
+            stat[:, q0:q1, :stop] = reduce(weights, summary)  # (B, n, stop)
+    return out, _detached(stat)
+
+
+def _empty_summary(
+    summary: Summary, q: Tensor, lq: int, lk: int
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Zeros of the summary's shape: what a query without keys contributes."""
+    b, hq = q.shape[:2]
+    if summary == "key_totals":
+        return q.new_zeros(b, hq, lk, dtype=torch.promote_types(q.dtype, torch.float32))
+    if summary == "heads_mean":
+        return q.new_zeros(b, lq, lk)  # (B, Lq, Lk)
+    assert isinstance(summary, TopK)
+    k = summary.k
+    indices = torch.arange(k, device=q.device).expand(b, hq, lq, k).clone()  # (B, Hq, Lq, k)
+    return q.new_zeros(b, hq, lq, k), indices
 
 
 def _rows(mask: object, lq: int, lk: int, q0: int, q1: int, stop: int) -> object:

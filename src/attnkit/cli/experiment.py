@@ -82,6 +82,9 @@ def eviction(
     sequences: Annotated[
         int, typer.Option(min=1, help="Held-out sequences scored per model (at most).")
     ] = 64,
+    budgets: Annotated[
+        str, typer.Option(help="Cache budgets as shares of the sequence length, comma-separated.")
+    ] = "0.1,0.2,0.5",
     sinks: Annotated[int, typer.Option(min=0, help="First positions the sinks policy keeps.")] = 4,
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
@@ -91,8 +94,15 @@ def eviction(
     """
     from attnkit.tasks import eviction_experiment
 
+    try:
+        shares = tuple(float(b) for b in budgets.split(","))
+    except ValueError:
+        shares = ()
+    if not shares or not all(0 < b <= 1 for b in shares):
+        raise typer.BadParameter(f"--budgets must be numbers in (0, 1], got {budgets!r}")
     results = eviction_experiment.run(
-        out, music=music, text=text, minutes=minutes, sequences=sequences, sinks=sinks, seed=seed
+        out, music=music, text=text, minutes=minutes, sequences=sequences, budgets=shares,
+        sinks=sinks, seed=seed,
     )
     for name, result in results.items():
         rows = result["rows"]

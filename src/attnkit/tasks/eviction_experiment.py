@@ -175,7 +175,6 @@ def plot(results: dict[str, dict], path: Path) -> Path:
         ax.axhline(1.05 * full, color="grey", linestyle=":", label="full + 5 %")
         ax.set_xlabel("cache budget (% of the sequence length)")
         ax.set_ylabel("perplexity per token")
-        ax.set_yscale("log")
         ax.set_title(f"{name}: {result['sequences']} held-out sequences of {result['length']}")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -189,6 +188,7 @@ def run(
     text: Path | None = None,
     minutes: float = 15.0,
     sequences: int = 64,
+    budgets: tuple[float, ...] = BUDGETS,
     sinks: int = 4,
     seed: int = 0,
 ) -> dict[str, dict]:
@@ -198,7 +198,10 @@ def run(
     results = {}
     for name, load, folder in (("music", music_sequences, music), ("text", text_sequences, text)):
         model, held_out = load(folder, sequences)
-        results[name] = {"run": str(folder), **score(model, held_out, sinks=sinks)}
+        results[name] = {
+            "run": str(folder),
+            **score(model, held_out, budgets=budgets, sinks=sinks),
+        }
     write_atomic(out / "eviction.json", json.dumps(results, indent=2).encode())
     plot(results, out / "eviction.png")
     return results
