@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from attnkit.bench.cases import CASES, _qkv, naive_attention
-from attnkit.bench.cases_cache import generate
+from attnkit.bench.cases_cache import generate, rate_at
 from attnkit.bench.cases_statistics import heads_mean, key_totals, top_k
 from attnkit.bench.decoder import decoder
 from attnkit.layers import CachePolicy
@@ -14,7 +14,7 @@ from attnkit.layers import CachePolicy
 
 def test_the_cases_are_registered() -> None:
     names = {case.name for case in CASES}
-    assert {"kv-h2o-M256-T4096", "stats-key-totals-N4096", "stats-topk8-N4096",
+    assert {"kv-h2o-M256-at-T4096", "stats-key-totals-N4096", "stats-topk8-N4096",
             "stats-heads-mean-N4096", "stats-key-totals-one-head-N65536"} <= names
 
 
@@ -35,6 +35,20 @@ def test_statistics_cases_agree_with_their_baselines() -> None:
 def test_a_roomy_bounded_cache_generates_what_the_full_cache_generates() -> None:
     torch.manual_seed(0)
     model = decoder(vocab=50, width=32, heads=2, hidden=64, layers=2, max_len=64)
+    first = torch.tensor([[1]])
     for policy in ("window", "sinks", "h2o"):
-        roomy = CachePolicy(max_len=48, policy=policy)
-        assert torch.equal(generate(model, 40, roomy), generate(model, 40, None))
+        roomy = model.start(1, cache=CachePolicy(max_len=48, policy=policy))
+        assert torch.equal(generate(model, roomy, first, 40),
+                           generate(model, model.start(1), first, 40))
+
+
+def test_the_timed_calls_start_from_the_same_state_each_time(monkeypatch) -> None:
+    import attnkit.bench.cases_cache as cases_cache
+
+    monkeypatch.setattr(cases_cache, "TIMED", 8)
+    monkeypatch.setattr(
+        cases_cache, "decoder", lambda max_len: decoder(vocab=50, width=32, heads=2, hidden=64,
+                                                        layers=2, max_len=max_len)
+    )
+    ours, base = rate_at(24)
+    assert torch.equal(ours(), ours()) and torch.equal(base(), base())

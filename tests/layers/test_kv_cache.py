@@ -101,7 +101,7 @@ def _evict(kept: list[int], count: int, policy: str, n: int, scores: dict[int, f
         return sorted(p for p in kept if p >= sinks)[:count]
     protected = set(sorted(kept)[len(kept) - max(0, round(recent * m) - n):])
     candidates = [p for p in kept if p not in protected]
-    return sorted(candidates, key=lambda p: (scores[p], p))[:count]  # lowest score, then oldest
+    return sorted(candidates, key=lambda p: scores[p])[:count]  # the lowest scores
 
 
 def _reference(layer, x: torch.Tensor, chunks: list[int], policy: str, m: int, sinks: int,

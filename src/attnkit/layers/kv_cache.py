@@ -15,8 +15,8 @@ keeps (FORMULAS.md, "keeping only what matters"):
   Xiao et al. 2024).
 - ``"h2o"``: the ``r = round(recent · M)`` most recent positions and the ``M − r`` with the
   largest accumulated attention ``A_j = Σ_i P_ij`` over every query that has seen them
-  (heavy hitters, Zhang et al. 2023), greedily, per batch row and key/value head; ties go to
-  the newer position. The layer feeds ``A`` after each call with :meth:`KVCache.observe`
+  (heavy hitters, Zhang et al. 2023), greedily, per batch row and key/value head (equal
+  scores in any order). The layer feeds ``A`` after each call with :meth:`KVCache.observe`
   (the ``"key_totals"`` statistic of :func:`attnkit.attention`).
 
 Eviction happens *before* the new positions are written, so every query attends to at most
@@ -343,14 +343,11 @@ class KVCache:
             rank = torch.where(pos < p.sinks, pos + _LAST, pos)  # (B, G, S)
             return rank.topk(count, dim=-1, largest=False).indices
         assert self._scores is not None and p.max_len is not None  # h2o
-        oldest_first = pos.argsort(dim=-1)  # (B, G, S)
-        score = self._scores[:, :, : self._length].gather(-1, oldest_first)  # (B, G, S)
-        protected = max(0, round(p.recent * p.max_len) - n)  # the most recent held positions
-        if protected:
-            score[..., -protected:] = float("inf")
-        # stable: among equal scores the oldest position goes first
-        lowest = score.argsort(dim=-1, stable=True)[..., :count]  # (B, G, count)
-        return oldest_first.gather(-1, lowest)
+        # The r − n most recent held positions are the last r − n appended (they were
+        # protected at every earlier step), so they are those at or after this threshold.
+        recent = self._seen - max(0, round(p.recent * p.max_len) - n)
+        score = self._scores[:, :, : self._length].masked_fill(pos >= recent, float("inf"))
+        return score.topk(count, dim=-1, largest=False).indices  # (B, G, count)
 
 
 def _grown(buffer: Tensor, used: int, capacity: int) -> Tensor:
