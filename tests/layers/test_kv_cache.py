@@ -219,3 +219,6 @@ def test_overflow_and_masks_are_refused() -> None:
         layer(x[:, 2:], cache=cache)
         with pytest.raises(ValueError, match="cannot be used once KVCache"):
             layer(x[:, 2:], cache=cache, key_padding_mask=torch.zeros(1, 2, dtype=torch.bool))
+        layer.window = (1, 0)
+        with pytest.raises(ValueError, match="policy='window' keeps a window"):
+            layer(x[:, 2:], cache=cache)
