@@ -8,7 +8,8 @@ Pure tensor functions, plus three small *schemes* that a layer takes as an injec
 - ``bias(num_heads, q_len, kv_len, device) -> Tensor | None``, an additive ``(H, Lq, Lk)``
   score bias (queries bottom-right aligned, as everywhere in attnkit);
 - ``bias_at(distances) -> Tensor | None``, the same bias for explicit query−key distances
-  ``(B, H, Lq, Lk)`` (keys of an evicting KV cache, no longer at consecutive positions).
+  ``(B, H, Lq, Lk)`` (keys of an evicting KV cache, no longer at consecutive positions);
+  ``has_bias`` says whether a scheme has one at all.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ class NoPositions:
     """No positional information inside attention (positions added to embeddings, or none)."""
 
     name = "none"
+    has_bias = False
 
     def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
         return q, k
@@ -224,6 +226,7 @@ class ALiBi(NoPositions):
     """Linear distance penalties added to the scores."""
 
     name = "alibi"
+    has_bias = True
 
     def bias(self, num_heads: int, q_len: int, kv_len: int, device) -> Tensor | None:
         return alibi_bias(num_heads, q_len, kv_len, device=device)

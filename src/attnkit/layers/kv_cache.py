@@ -321,9 +321,10 @@ class KVCache:
         if n <= free:
             self._write_free(k, v)
             return
-        tail = torch.arange(self._length, limit, device=k.device)  # (free,)
-        victims = self._victims(n - free, n)  # (B, G, n - free)
-        slots = torch.cat((tail.expand(*victims.shape[:2], -1), victims), dim=2)  # (B, G, n)
+        slots = self._victims(n - free, n)  # (B, G, n - free)
+        if free:
+            tail = torch.arange(self._length, limit, device=k.device)  # (free,)
+            slots = torch.cat((tail.expand(*slots.shape[:2], -1), slots), dim=2)  # (B, G, n)
         self._length = limit
         self._k.scatter_(2, slots.unsqueeze(-1).expand(-1, -1, -1, k.shape[3]), k)
         self._v.scatter_(2, slots.unsqueeze(-1).expand(-1, -1, -1, v.shape[3]), v)

@@ -227,9 +227,13 @@ class MultiHeadAttention(AttentionLayer):
                 k, v = cache.append(k, v)  # (B, G, S, Dh)
         s = k.shape[2]
         if cache is not None and cache.evicted:  # slots no longer follow positions
-            distances = self._cache_distances(cache, length, key_padding_mask, attn_mask)
-            bias = self.positions.bias_at(distances)  # (B, H, L, S) or None
-            mask = evicted_mask(distances, bias, is_causal, q.dtype)
+            mask = None  # one new query sees every held key: no mask without a bias
+            if self.positions.has_bias or (is_causal and length > 1):
+                distances = self._cache_distances(cache, length, key_padding_mask, attn_mask)
+                bias = self.positions.bias_at(distances)  # (B, H, L, S) or None
+                mask = evicted_mask(distances, bias, is_causal, q.dtype)
+            else:
+                self._refuse_with_evicted(cache, key_padding_mask, attn_mask)
             return self._attend(
                 q, k, v, mask, False, need_weights, average_attn_weights, unbatched, cache=cache
             )
@@ -329,19 +333,25 @@ class MultiHeadAttention(AttentionLayer):
         self,
         cache: KVCache,
         length: int,
-        key_padding_mask: Tensor | None,
+        key_padding_mask: Tensor | KeyLengths | None,
         attn_mask: Tensor | None,
     ) -> Tensor:
         """``(B, H, L, S)`` distances from the ``L`` new queries to the slots of a cache that
-        has evicted. Raises ``ValueError`` for masks and a ``window``, which would index slots,
-        not positions."""
+        has evicted (see :meth:`_refuse_with_evicted` for what is refused)."""
+        self._refuse_with_evicted(cache, key_padding_mask, attn_mask)
+        distances = cache.distances(length)  # (B, G, L, S)
+        return distances.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+
+    def _refuse_with_evicted(
+        self, cache: KVCache, key_padding_mask: object, attn_mask: object
+    ) -> None:
+        """Raise ``ValueError`` for masks and a ``window`` with a cache that has evicted: they
+        would index its slots, which no longer follow positions."""
         if key_padding_mask is not None or attn_mask is not None or self.window is not None:
             raise ValueError(
                 f"key_padding_mask/attn_mask/window cannot be used once {cache!r} has evicted: "
                 "its slots no longer follow positions (policy='window' keeps a window)"
             )
-        distances = cache.distances(length)  # (B, G, L, S)
-        return distances.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
 
     def _batch_first(self, x: Tensor, name: str) -> Tensor:
         if not isinstance(x, Tensor):
