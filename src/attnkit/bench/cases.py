@@ -40,7 +40,10 @@ class Target:
         if self.max_peak_mb is not None:
             parts.append(f"peak ≤ {self.max_peak_mb:g} MiB")
         if self.min_memory_ratio is not None:
-            parts.append(f"memory ≥ {self.min_memory_ratio:g}× lower")
+            ratio = self.min_memory_ratio
+            parts.append(
+                f"peak ≤ {1 / ratio:.3g}× baseline's" if ratio < 1 else f"memory ≥ {ratio:g}× lower"
+            )
         return ", ".join(parts)
 
     def met(self, speedup: float | None, ours_mb: float, base_mb: float | None) -> bool | None:
