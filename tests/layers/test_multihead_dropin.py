@@ -65,6 +65,28 @@ def test_state_dicts_load_both_ways_and_round_trip(kdim, vdim, bias) -> None:
     assert dict(ours.named_parameters()).keys() == dict(theirs.named_parameters()).keys()
 
 
+@pytest.mark.parametrize(("kdim", "vdim"), [(None, None), (6, 10)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_state_dicts_of_earlier_attnkit_versions_still_load(kdim, vdim, bias) -> None:
+    """Earlier attnkit versions saved three Linears (q_proj/k_proj/v_proj.weight and .bias):
+    runs trained then must still load and give torch's answers with the same weights."""
+    theirs = nn.MultiheadAttention(E, H, bias=bias, kdim=kdim, vdim=vdim, batch_first=True)
+    if theirs.in_proj_weight is not None:
+        wq, wk, wv = theirs.in_proj_weight.detach().chunk(3)
+    else:
+        wq, wk, wv = (getattr(theirs, f"{p}_proj_weight").detach() for p in "qkv")
+    old = {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv}
+    if bias:
+        for p, b in zip("qkv", theirs.in_proj_bias.detach().chunk(3), strict=True):
+            old[f"{p}_proj.bias"] = b
+    old.update({f"out_proj.{n}": t for n, t in theirs.out_proj.state_dict().items()})
+    ours = MultiHeadAttention(E, H, bias=bias, kdim=kdim, vdim=vdim, batch_first=True)
+    ours.load_state_dict(old)  # strict
+    q = torch.randn(B, L, E)
+    k, v = torch.randn(B, S, kdim or E), torch.randn(B, S, vdim or E)
+    torch.testing.assert_close(ours(q, k, v)[0], theirs(q, k, v)[0], atol=1e-5, rtol=1e-4)
+
+
 def test_grouped_query_state_dict_round_trips_with_torchs_separate_names() -> None:
     ours = MultiHeadAttention(E, H, batch_first=True, num_kv_heads=2)
     shapes = {name: tuple(t.shape) for name, t in ours.state_dict().items()}

@@ -136,6 +136,7 @@ class MultiHeadAttention(AttentionLayer):
             self.register_parameter("in_proj_bias", None)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self._reset_parameters()
+        self.register_load_state_dict_pre_hook(_from_separate_projections)
 
     def _reset_parameters(self) -> None:
         """PyTorch's initialisation: Xavier-uniform projections (the packed one as a whole),
@@ -430,3 +431,24 @@ def evicted_mask(
         return None if hidden is None else ~hidden
     bias = bias.to(dtype)
     return bias if hidden is None else bias.masked_fill(hidden, float("-inf"))
+
+
+def _from_separate_projections(
+    module: MultiHeadAttention, state_dict: dict, prefix: str, *_: object
+) -> None:
+    """Load state dicts saved before the module took PyTorch's parameter layout: attnkit then
+    held three ``Linear``s, ``q_proj``/``k_proj``/``v_proj`` (``weight (out, in)``, ``bias``).
+    Their weights become ``in_proj_weight`` (stacked) or ``q/k/v_proj_weight``, their biases
+    ``in_proj_bias``, so runs trained with earlier attnkit versions keep loading."""
+    names = [f"{prefix}{p}_proj.weight" for p in "qkv"]
+    if not all(name in state_dict for name in names):
+        return
+    weights = [state_dict.pop(name) for name in names]
+    if module.in_proj_weight is not None:
+        state_dict[f"{prefix}in_proj_weight"] = torch.cat(weights)  # (3E, E)
+    else:
+        for p, weight in zip("qkv", weights, strict=True):
+            state_dict[f"{prefix}{p}_proj_weight"] = weight
+    biases = [state_dict.pop(f"{prefix}{p}_proj.bias", None) for p in "qkv"]
+    if all(b is not None for b in biases):
+        state_dict[f"{prefix}in_proj_bias"] = torch.cat(biases)  # (E + 2·G·Dh,)
