@@ -296,7 +296,8 @@ def test_error_mask_shape() -> None:
 
 
 def test_error_mask_type() -> None:
-    raises(TypeError, r"mask must be a bool/float tensor or KeyLengths, got list", mask=[[True]])
+    raises(TypeError, r"mask must be a bool/float tensor, KeyLengths or a block mask, got list",
+           mask=[[True]])
 
 
 def test_error_key_lengths_batch() -> None:
@@ -366,4 +367,5 @@ def test_error_scale() -> None:
 
 
 def test_error_causal_not_bool() -> None:
-    raises(TypeError, r"causal must be a bool, got str", causal="yes")
+    raises(TypeError, r"causal must be a bool, 'bottom_right' or 'top_left', got 'yes'",
+           causal="yes")

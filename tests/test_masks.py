@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit import masks
+from attnkit import KeyLengths, masks
+from attnkit.functional import build_plan
 from tests.oracle import allowed_matrix
 
 
@@ -34,32 +35,42 @@ def test_key_padding_and_combine() -> None:
     assert masks.combine(None, None) is None
 
 
+def _visibility(lq: int, lk: int, **kwargs):
+    q, k = torch.zeros(2, 1, lq, 1), torch.zeros(2, 1, lk, 1)
+    return build_plan(q, k, k, **kwargs).visibility
+
+
 @pytest.mark.parametrize("causal,window", [(True, None), (False, (3, 2)), (True, (2, 5))])
-def test_structure_blocks_equal_the_dense_mask(causal, window) -> None:
+def test_visibility_tiles_equal_the_dense_mask(causal, window) -> None:
     lengths = torch.tensor([9, 5])
-    structure = masks.MaskStructure(causal=causal, window=window, key_lengths=lengths)
-    dense = structure.dense(6, 9, torch.device("cpu"))
+    vis = _visibility(6, 9, causal=causal, window=window, mask=KeyLengths(lengths))
+    dense = vis.mask_of(0, 6, 0, 9)
     for b in range(2):
         want = allowed_matrix(6, 9, causal=causal, window=window, key_length=int(lengths[b]))
         np.testing.assert_array_equal(dense[b, 0].numpy(), want)
-    block = structure.block(6, 9, 2, 5, 3, 8, torch.device("cpu"))
+    block = vis.mask_of(2, 5, 3, 8)
     torch.testing.assert_close(block, dense[:, :, 2:5, 3:8])
 
 
 @pytest.mark.parametrize("window", [None, (4, 0), (2, 3)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_every_block_equals_the_oracle_and_a_covered_block_needs_no_mask(causal, window) -> None:
-    structure = masks.MaskStructure(causal=causal, window=window)
+def test_every_tile_equals_the_oracle_and_a_covered_tile_needs_no_mask(causal, window) -> None:
     lq, lk = 5, 8
+    vis = _visibility(lq, lk, causal=causal, window=window)
     want = allowed_matrix(lq, lk, causal=causal, window=window)
     for q0, q1, k0, k1 in [(4, 5, 0, 8), (0, 5, 0, 8), (2, 4, 3, 7), (0, 1, 0, 3), (3, 5, 6, 8)]:
-        block = structure.block(lq, lk, q0, q1, k0, k1, torch.device("cpu"))
+        block = vis.mask_of(q0, q1, k0, k1)
         expected = want[q0:q1, k0:k1]
         if block is None:  # only allowed when the oracle hides nothing there
             assert expected.all(), (q0, q1, k0, k1)
         else:
             np.testing.assert_array_equal(block[0, 0].numpy(), expected)
-    decoding_step = structure.block(lq, lk, lq - 1, lq, 0, lk, torch.device("cpu"))
+        tile = vis.tile(q0, q1, k0, k1)
+        if not expected.any():
+            assert tile is None, (q0, q1, k0, k1)  # nothing visible: skipped
+        elif expected.all():
+            assert tile is not None and tile.full, (q0, q1, k0, k1)  # no mask needed
+    decoding_step = vis.mask_of(lq - 1, lq, 0, lk)
     assert (decoding_step is None) == (window is None)  # the last query sees every key
 
 

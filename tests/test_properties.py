@@ -87,15 +87,15 @@ def plain_low_precision(q, k, v, kwargs) -> Tensor:
     plan = build_plan(q, k, v, **kwargs)
     group = plan.shapes.group
     kr, vr = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, Hq, Lk, *)
-    form = plan.dot_form
+    form = plan.score.dot
     if form is not None:  # e.g. general: q W rounded to q's dtype, as any bf16 matmul does
         qp, kp = form.prepare_q(q), form.prepare_k(kr)
         scores = form.scale * torch.matmul(qp, kp.transpose(-1, -2))  # (B, Hq, Lq, Lk)
     else:  # additive/concat: computed in float32, the logits rounded
-        scores = plan.score(q.float(), kr.float()).to(q.dtype)  # (B, Hq, Lq, Lk)
-    if plan.bias is not None:
-        scores = scores + plan.bias.to(q.dtype)
-    allowed = plan.mask_block(0, q.shape[2], 0, k.shape[2])
+        scores = plan.score.fn(q.float(), kr.float()).to(q.dtype)  # (B, Hq, Lq, Lk)
+    if plan.visibility.bias is not None:
+        scores = scores + plan.visibility.bias.to(q.dtype)
+    allowed = plan.visibility.mask_of(0, q.shape[2], 0, k.shape[2])
     weights = plan.normalize(scores.to(q.dtype), allowed)  # (B, Hq, Lq, Lk) in q's dtype
     return torch.matmul(weights.to(q.dtype), vr)
 
@@ -107,9 +107,9 @@ def largest_logit(q, k, v, kwargs) -> float:
     q64, k64, v64 = q.double(), k.double(), v.double()
     plan = build_plan(q64, k64, v64, **kwargs)
     kr = k64.repeat_interleave(plan.shapes.group, dim=1)  # (B, Hq, Lk, D)
-    scores = plan.score(q64, kr)  # (B, Hq, Lq, Lk)
-    if plan.bias is not None:
-        scores = scores + plan.bias.double()
+    scores = plan.score.fn(q64, kr)  # (B, Hq, Lq, Lk)
+    if plan.visibility.bias is not None:
+        scores = scores + plan.visibility.bias.double()
     return float(scores.abs().max())
 
 
@@ -160,10 +160,10 @@ def test_rows_with_nothing_to_attend_are_zero(request) -> None:
     kwargs["return_weights"] = True
     out, weights = attnkit.attention(q, k, v, **kwargs)
     plan = build_plan(q, k, v, **kwargs)
-    allowed = plan.mask_block(0, q.shape[2], 0, k.shape[2])
+    allowed = plan.visibility.mask_of(0, q.shape[2], 0, k.shape[2])
     if allowed is None or not q.shape[2] or not k.shape[2]:
         return
-    if plan.bias is not None:
+    if plan.visibility.bias is not None:
         return  # -inf-free random biases never empty a row
     empty = ~allowed.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2]).any(-1)  # (B, H, Lq)
     assert torch.all(out[empty] == 0) and torch.all(weights[empty] == 0)

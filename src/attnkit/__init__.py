@@ -3,10 +3,22 @@
 The one entry point is :func:`attention`; the layers, models and tools are built on it.
 """
 
-from attnkit import checks, explain, kernels, masks, normalizers, positions, scores, statistics
+from attnkit import (
+    checks,
+    explain,
+    flex,
+    kernels,
+    masks,
+    normalizers,
+    positions,
+    scores,
+    statistics,
+)
 from attnkit._version import __version__
 from attnkit.checks import NonFiniteError, set_checks
+from attnkit.flex import and_masks, create_block_mask, or_masks
 from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
+from attnkit.kernels import BlockMask
 from attnkit.layers import (
     AdditiveAttention,
     AttentionLayer,
@@ -23,6 +35,7 @@ from attnkit.statistics import TopK
 __all__ = [
     "AdditiveAttention",
     "AttentionLayer",
+    "BlockMask",
     "CachePolicy",
     "HardAttention",
     "KVCache",
@@ -34,14 +47,18 @@ __all__ = [
     "Score",
     "TopK",
     "__version__",
+    "and_masks",
     "attention",
     "attention_weights",
     "checks",
+    "create_block_mask",
     "explain",
     "explain_dispatch",
+    "flex",
     "kernels",
     "masks",
     "normalizers",
+    "or_masks",
     "positions",
     "scores",
     "set_checks",

@@ -7,22 +7,26 @@ D query/key head dim, Dv value head dim.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
-from attnkit import masks as masks_
+from attnkit import flex
 from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
 from attnkit import statistics
 from attnkit.checks import check_finite, checks_enabled
-from attnkit.kernels import AttentionPlan, Dispatch, Shapes, kernels, select
+from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select
 from attnkit.kernels.plan import check_qkv, check_window
-from attnkit.masks import MaskStructure
+from attnkit.kernels.visibility import clip_band
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
 from attnkit.torch_inputs import causal_bias, check_readable, refuse_nested
+
+CAUSAL = (False, True, "bottom_right", "top_left")
 
 
 class KeyLengths:
@@ -30,23 +34,59 @@ class KeyLengths:
 
     Pass it as ``mask=KeyLengths(lengths)``; kernels can then skip padded blocks instead of
     reading a dense mask. ``lengths (B,)`` integer.
+
+    Alignment (where ``causal`` and ``window`` place each query): by default ``"padded"``,
+    query ``i`` sits at key position ``Lk − Lq + i`` of the padded batch, as without lengths.
+    With ``align="end"`` each sequence aligns on its own, as flash-attention's variable-length
+    API does: query ``i`` of sequence ``b`` sits at key position ``lengths[b] − Lq_b + i``,
+    where ``Lq_b = query_lengths[b]`` (``(B,)`` integer, each ``≤ Lq``; query rows from
+    ``Lq_b`` on are padding and see nothing) or ``Lq`` without them. Giving ``query_lengths``
+    implies ``align="end"``.
+
+    Raises:
+        TypeError, ValueError: lengths that are not 1-D integer tensors of one size, an unknown
+            ``align``, or ``query_lengths`` with ``align="padded"``.
     """
 
-    def __init__(self, lengths: Tensor) -> None:
+    def __init__(
+        self, lengths: Tensor, *, query_lengths: Tensor | None = None, align: str | None = None
+    ) -> None:
+        self.lengths = self._check("lengths", lengths)
+        self.query_lengths = None
+        if query_lengths is not None:
+            self.query_lengths = self._check("query_lengths", query_lengths)
+            if self.query_lengths.shape != self.lengths.shape:
+                raise ValueError(
+                    f"KeyLengths: query_lengths {tuple(query_lengths.shape)} and lengths "
+                    f"{tuple(lengths.shape)} must have one entry per batch item each"
+                )
+        if align not in (None, "padded", "end"):
+            raise ValueError(f"KeyLengths: align must be 'padded' or 'end', got {align!r}")
+        if align == "padded" and query_lengths is not None:
+            raise ValueError("KeyLengths: query_lengths align each sequence on its own: "
+                             "use align='end' (or leave align out)")
+        self.align = align or ("end" if query_lengths is not None else "padded")
+
+    @staticmethod
+    def _check(name: str, lengths: object) -> Tensor:
         if not isinstance(lengths, Tensor):
-            raise TypeError(f"KeyLengths: lengths must be a tensor, got {type(lengths).__name__}")
+            raise TypeError(f"KeyLengths: {name} must be a tensor, got {type(lengths).__name__}")
         if lengths.dim() != 1 or lengths.is_floating_point() or lengths.is_complex():
             raise ValueError(
-                f"KeyLengths: lengths must be a 1-D integer tensor (B,), got shape "
+                f"KeyLengths: {name} must be a 1-D integer tensor (B,), got shape "
                 f"{tuple(lengths.shape)} dtype {lengths.dtype}"
             )
-        self.lengths = lengths.long()
+        return lengths.long()
 
     def __repr__(self) -> str:
-        return f"KeyLengths({self.lengths.tolist()})"
+        extra = ""
+        if self.query_lengths is not None:
+            extra = f", query_lengths={self.query_lengths.tolist()}"
+        align = "" if self.align == "padded" else f", align={self.align!r}"
+        return f"KeyLengths({self.lengths.tolist()}{extra}{align})"
 
 
-MaskArg = Tensor | KeyLengths | None
+MaskArg = Tensor | KeyLengths | BlockMask | Any | None
 
 
 @overload
@@ -70,13 +110,15 @@ def attention(
     *,
     score: str | Score = "scaled_dot",
     mask: MaskArg = None,
-    causal: bool = False,
+    causal: bool | str = False,
     window: tuple[int, int] | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_weights: statistics.ReturnWeights = False,
     backend: str = "auto",
     normalize: str | Normalizer = "softmax",
+    mask_mod: Callable[..., Tensor] | None = None,
+    score_mod: Callable[..., Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Any]:
     """Attend from queries to keys and return the weighted sum of the values.
 
@@ -89,10 +131,14 @@ def attention(
             parameters: ``Score("general", weight=W)``, ``Score("additive", w_q=W, w_k=U, v=v)``,
             ``Score("concat", weight=W, v=v)``, ``Score("location", weight=W)``.
         mask: bool, **True = may attend**, broadcastable to ``(B, Hq, Lq, Lk)``; or a float
-            additive bias of such a shape; or :class:`KeyLengths`; or PyTorch's
-            ``causal_lower_right(Lq, Lk)`` (= ``causal=True``) / ``causal_upper_left(Lq, Lk)``.
-        causal: hide keys after each query's position. Queries are aligned bottom-right: query
-            ``i`` sits at key position ``Lk - Lq + i`` (what a KV cache needs).
+            additive bias of such a shape; or :class:`KeyLengths`; or a block mask from
+            :func:`attnkit.create_block_mask` or ``torch.nn.attention.flex_attention``'s; or
+            PyTorch's ``causal_lower_right(Lq, Lk)`` (= ``causal=True``) /
+            ``causal_upper_left(Lq, Lk)`` (= ``causal="top_left"``).
+        causal: hide keys after each query's position. ``True``/``"bottom_right"``: query
+            ``i`` sits at key position ``Lk - Lq + i`` (what a KV cache needs);
+            ``"top_left"``: at position ``i`` (PyTorch's ``is_causal`` and ``CausalBias``).
+            The same positions place the ``window``.
         window: ``(left, right)``: the query at position ``p`` sees keys ``p-left .. p+right``.
         scale: multiplies the score; default ``1/√D`` for ``scaled_dot`` and 1 otherwise.
         dropout_p: dropout on the weights (applied whenever > 0; pass 0 at evaluation).
@@ -104,6 +150,13 @@ def attention(
         backend: ``"auto"`` or a registered kernel name (see :func:`explain_dispatch`).
         normalize: ``"softmax"`` (default), ``"sparsemax"``, ``"hardmax"``, or a
             :class:`Normalizer` (``gumbel_softmax``, ``multinoulli``, ``local_p``).
+        mask_mod: FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may
+            attend; indices of rows and keys, ``h`` the query head); its block table is built
+            for this call (build it once with :func:`attnkit.create_block_mask` and pass it as
+            ``mask`` to reuse it).
+        score_mod: FlexAttention's ``score_mod(score, b, h, q_idx, kv_idx) -> score``, applied
+            to the scaled score before the softmax, with its gradient (also to the tensors it
+            reads).
 
     Returns:
         ``out (B, Hq, Lq, Dv)`` in the input dtype, or ``(out, weights)`` (``(out, summary)``).
@@ -112,8 +165,11 @@ def attention(
     Raises:
         TypeError: a non-tensor, non-floating or mixed dtypes, a mask of the wrong dtype, a
             nested tensor, a tensor subclass attnkit cannot read (named), a ``return_weights``
-            that is none of the above.
+            that is none of the above, a ``causal`` that is not one of ``False, True,
+            "bottom_right", "top_left"``, a ``mask_mod``/``score_mod`` of the wrong signature
+            or result dtype.
         ValueError: wrong ranks, mismatched sizes or devices, a mask that does not broadcast,
+            a ``mask_mod``/``score_mod`` whose result does not broadcast over its indices,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
     summary = statistics.resolve(return_weights)
@@ -129,6 +185,8 @@ def attention(
         dropout_p=dropout_p,
         return_weights=summary is not False,
         normalize=normalize,
+        mask_mod=mask_mod,
+        score_mod=score_mod,
     )
     if not isinstance(summary, bool):  # computed from blocks of the exact weights, for now
         mask, causal = causal_bias(mask, causal, plan.shapes.q_len, plan.shapes.kv_len, q.device)
@@ -137,11 +195,20 @@ def attention(
             return attention(
                 q_, k_, v_, score=score, mask=mask_, causal=causal, window=window, scale=scale,
                 dropout_p=dropout_p, return_weights=True, backend=backend, normalize=normalize,
+                mask_mod=mask_mod, score_mod=score_mod,
             )
 
+        # Rows are summarised a block at a time only where a block's rows and keys alone say
+        # what they see: not with index-based mask_mod/score_mod, block masks, top-left
+        # causal or per-sequence alignment.
+        vis = plan.visibility
+        by_rows = (
+            mask_mod is None and score_mod is None and causal in (False, True)
+            and vis.uniform and vis.block_mask is None and not isinstance(mask, BlockMask)
+        )
         return statistics.summarise(
             q, k, v, summary, mask=mask, causal=causal, window=window, normalize=normalize,
-            attend=attend,
+            attend=attend, by_rows=by_rows,
         )
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
@@ -206,12 +273,14 @@ def build_plan(
     *,
     score: str | Score = "scaled_dot",
     mask: MaskArg = None,
-    causal: bool = False,
+    causal: bool | str = False,
     window: tuple[int, int] | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
     normalize: str | Normalizer = "softmax",
+    mask_mod: Callable[..., Tensor] | None = None,
+    score_mod: Callable[..., Tensor] | None = None,
 ) -> AttentionPlan:
     """Validate :func:`attention`'s arguments and resolve them into an :class:`AttentionPlan`."""
     refuse_nested(q=q, k=k, v=v, mask=mask)
@@ -220,59 +289,90 @@ def build_plan(
     if hq == 0:
         raise ValueError(f"q must have at least one head, got {sizes}")
 
-    score_name, score_fn, params, factor, dot_form = _resolve_score(score, scale, dq)
-    info = scores_.SCORES[score_name]
+    scoring = _resolve_score(score, scale, dq)
+    info = scores_.SCORES[scoring.name]
     if info.same_dim and dq != dk:
         raise ValueError(
-            f"q and k must have the same head dim for score {score_name!r}, got {sizes}"
+            f"q and k must have the same head dim for score {scoring.name!r}, got {sizes}"
         )
-    scores_.check_params(score_name, params, dq, dk, hq)
-    for key, p in params.items():
+    scores_.check_params(scoring.name, scoring.params, dq, dk, hq)
+    for key, p in scoring.params.items():
         if p.device != q.device:
             raise ValueError(
                 f"score parameter {key!r} is on {p.device} but q, k, v are on {q.device}"
             )
     normalizer_name, normalize_fn = normalizers_.resolve(normalize)
 
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(causal, bool) and not (isinstance(causal, str) and causal in CAUSAL):
+        got = repr(causal) if isinstance(causal, str) else type(causal).__name__
+        raise TypeError(f"causal must be a bool, 'bottom_right' or 'top_left', got {got}")
     mask, causal = causal_bias(mask, causal, lq, lk, q.device)
     window = check_window(window)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
 
-    user_mask, bias, key_lengths = _split_mask(mask, q, (b, hq, lq, lk))
-    structure = MaskStructure(causal=causal, window=window, key_lengths=key_lengths)
-    device = q.device
-
-    def mask_block(q0: int, q1: int, k0: int, k1: int) -> Tensor | None:
-        part = user_mask[..., q0:q1, k0:k1] if user_mask is not None else None
-        return masks_.combine(structure.block(lq, lk, q0, q1, k0, k1, device), part)
-
-    shapes = Shapes(b, hq, hk, lq, lk, dq, dk, dv)
+    if score_mod is not None:
+        leaves = flex.check_score_mod(score_mod, b, hq, lq, lk, q.dtype, q.device)
+        scoring = replace(scoring, mod=score_mod, mod_leaves=leaves)
+    visibility = _visibility(q, mask, causal, window, mask_mod, (b, hq, lq, lk))
     needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (q, k, v, *params.values(), *([bias] if bias is not None else []))
+        t.requires_grad
+        for t in (q, k, v, *scoring.params.values(), *scoring.mod_leaves,
+                  *([visibility.bias] if visibility.bias is not None else []))
     )
     return AttentionPlan(
-        shapes=shapes,
+        shapes=Shapes(b, hq, hk, lq, lk, dq, dk, dv),
         dtype=q.dtype,
-        device=device,
-        score_name=score_name,
-        score=score_fn,
-        score_params=params,
-        dot_form=dot_form,
-        normalizer_name=normalizer_name,
+        device=q.device,
+        score=scoring,
+        normalizer=normalizer_name,
         normalize=normalize_fn,
-        scale=factor,
-        causal=causal,
-        window=window,
-        key_lengths=key_lengths,
-        mask=user_mask,
-        bias=bias,
-        mask_block=mask_block,
+        visibility=visibility,
         dropout_p=float(dropout_p),
         return_weights=bool(return_weights),
         needs_grad=needs_grad,
+    )
+
+
+def _visibility(
+    q: Tensor, mask: MaskArg, causal: bool | str, window: tuple[int, int] | None,
+    mask_mod: Callable[..., Tensor] | None, target: tuple[int, int, int, int],
+) -> Visibility:
+    """The call's :class:`Visibility` from the user's mask arguments."""
+    b, hq, lq, lk = target
+    block_mask = flex.as_block_mask(mask, b, hq, lq, lk, q.device)
+    if block_mask is not None:
+        if mask_mod is not None:
+            raise ValueError(
+                "mask_mod: the block mask passed as mask carries its own mask_mod; combine "
+                "them with attnkit.and_masks into one create_block_mask"
+            )
+        mask = None
+    elif mask_mod is not None:
+        flex.check_mask_mod(mask_mod, b, hq, lq, lk, q.device)
+        block_mask = BlockMask.build(mask_mod, b, hq, (lq, lk), (128, 128), q.device)
+    user_mask, bias, lengths = _split_mask(mask, q, target)
+    left, right = clip_band(causal is not False, window)
+    offset = 0 if causal == "top_left" else lk - lq
+    shifts = query_lengths = None
+    if lengths is not None and lengths.align == "end":
+        if causal == "top_left":
+            raise ValueError(
+                "causal='top_left' places query i at key position i; KeyLengths(align='end') "
+                "aligns each sequence bottom-right: choose one"
+            )
+        query_lengths = lengths.query_lengths
+        if query_lengths is not None and bool(((query_lengths < 0) | (query_lengths > lq)).any()):
+            raise ValueError(
+                f"mask: KeyLengths query_lengths must lie in 0..Lq = {lq}, got "
+                f"{query_lengths.tolist()}"
+            )
+        own = lq if query_lengths is None else query_lengths
+        shifts = lengths.lengths.clamp(0, lk) - own - offset  # (B,)
+    return Visibility(
+        batch=b, heads=hq, q_len=lq, kv_len=lk, device=q.device, left=left, right=right,
+        offset=offset, shifts=shifts, key_lengths=None if lengths is None else lengths.lengths,
+        query_lengths=query_lengths, mask=user_mask, bias=bias, block_mask=block_mask,
     )
 
 
@@ -287,25 +387,26 @@ def _resolve_score(score: str | Score, scale: float | None, dq: int):
     return scores_.resolve(score, scale, dq)
 
 
-
 def _split_mask(
     mask: MaskArg, q: Tensor, target: tuple[int, int, int, int]
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+) -> tuple[Tensor | None, Tensor | None, KeyLengths | None]:
     """``mask`` as ``(bool_mask_4d, float_bias_4d, key_lengths)``; two of them are None."""
     if mask is None:
         return None, None, None
-    if isinstance(mask, KeyLengths):
+    if isinstance(mask, KeyLengths):  # query_lengths, if any, has as many entries
         lengths = mask.lengths
         if lengths.shape[0] != target[0]:
             raise ValueError(
                 f"mask: KeyLengths has {lengths.shape[0]} entries but the batch is {target[0]}"
             )
-        if lengths.device != q.device:
-            raise ValueError(f"mask: KeyLengths are on {lengths.device} but q is on {q.device}")
-        return None, None, lengths
+        for t in (lengths, mask.query_lengths):
+            if t is not None and t.device != q.device:
+                raise ValueError(f"mask: KeyLengths are on {t.device} but q is on {q.device}")
+        return None, None, mask
     if not isinstance(mask, Tensor):
         raise TypeError(
-            f"mask must be a bool/float tensor or KeyLengths, got {type(mask).__name__}"
+            f"mask must be a bool/float tensor, KeyLengths or a block mask, got "
+            f"{type(mask).__name__}"
         )
     check_readable("mask", mask)
     if mask.dtype != torch.bool and not mask.is_floating_point():

@@ -1,21 +1,21 @@
-"""Masks: which keys each query may attend to. **True = may attend**, everywhere in attnkit.
+"""Dense masks for users and layers: which keys each query may attend to. **True = may
+attend**, everywhere in attnkit.
 
-Each kind exists twice: as a dense bool tensor (for any kernel, and for users), and as part of
-the structured :class:`MaskStructure` (causal, window, key lengths) that a kernel can exploit
-without materialising ``(Lq, Lk)``, for example by skipping key blocks no query can see.
+Kernels never build these: :func:`attnkit.attention` describes what a call hides once, in a
+:class:`~attnkit.kernels.visibility.Visibility`, which skips tiles no query can see and builds
+masks tile by tile; the band rule here is that one's (:func:`in_band`).
+FlexAttention-style ``mask_mod``s and their block masks are in :mod:`attnkit.flex`.
 
 Positions: query ``i`` of ``Lq`` sits at key position ``Lk - Lq + i`` (bottom-right
-alignment, what a KV cache needs), unless explicit ``query_positions`` are given.
+alignment, what a KV cache needs), unless explicit ``positions`` are given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from attnkit.kernels.plan import band_covers
+from attnkit.kernels.visibility import in_band
 
 
 def query_positions(q_len: int, kv_len: int, device: torch.device | str | None = None) -> Tensor:
@@ -55,12 +55,8 @@ def window(
     p = query_positions(q_len, kv_len, device) if positions is None else positions
     p = p.to(device=device if device is not None else p.device).unsqueeze(-1)  # (Lq, 1)
     j = torch.arange(kv_len, device=p.device)  # (Lk,)
-    ok = torch.ones(p.shape[0], kv_len, dtype=torch.bool, device=p.device)  # (Lq, Lk)
-    if left is not None:
-        ok &= j >= p - left
-    if right is not None:
-        ok &= j <= p + right
-    return ok
+    ok = in_band(j - p, left, right)  # (Lq, Lk)
+    return torch.ones(p.shape[0], kv_len, dtype=torch.bool, device=p.device) if ok is None else ok
 
 
 def around(centers: Tensor, kv_len: int, half_width: float) -> Tensor:
@@ -100,51 +96,3 @@ def from_torch(mask: Tensor) -> Tensor:
     """Convert a ``torch.nn.MultiheadAttention`` boolean mask (True = *masked out*) to attnkit's
     polarity (True = may attend). Float masks are additive in both and pass through."""
     return ~mask if mask.dtype == torch.bool else mask
-
-
-@dataclass(frozen=True, eq=False)
-class MaskStructure:
-    """Causal, window and key-padding constraints, described rather than materialised.
-
-    ``key_lengths (B,)`` int64 or ``None``; ``window (left, right)`` or ``None``.
-    """
-
-    causal: bool = False
-    window: tuple[int, int] | None = None
-    key_lengths: Tensor | None = None
-
-    def band(self) -> tuple[int | None, int | None]:
-        """``(left, right)`` of the combined causal/window band; ``None`` = unbounded."""
-        left, right = (None, None) if self.window is None else self.window
-        if self.causal:
-            right = 0 if right is None else min(right, 0)
-        return left, right
-
-    def block(
-        self, q_len: int, kv_len: int, q0: int, q1: int, k0: int, k1: int, device: torch.device
-    ) -> Tensor | None:
-        """Bool ``(B|1, 1, q1-q0, k1-k0)`` for queries ``q0:q1`` and keys ``k0:k1``, or ``None``."""
-        left, right = self.band()
-        out = None
-        first, last = kv_len - q_len + q0, kv_len - q_len + q1 - 1  # query positions
-        if q1 > q0 and k1 > k0 and band_covers(first, last, k0, k1, left, right):
-            left = right = None  # every key of the block is in every query's band
-        if left is not None or right is not None:
-            p = torch.arange(kv_len - q_len + q0, kv_len - q_len + q1, device=device)
-            j = torch.arange(k0, k1, device=device)
-            offset = j.unsqueeze(0) - p.unsqueeze(1)  # (q1-q0, k1-k0): key minus query position
-            out = torch.ones(offset.shape, dtype=torch.bool, device=device)
-            if left is not None:
-                out &= offset >= -left
-            if right is not None:
-                out &= offset <= right
-            out = out.reshape(1, 1, q1 - q0, k1 - k0)  # (1, 1, q, k)
-        if self.key_lengths is not None:
-            j = torch.arange(k0, k1, device=device)
-            real = j < self.key_lengths.to(device).unsqueeze(-1)  # (B, k)
-            out = combine(out, real.unsqueeze(1).unsqueeze(1))  # (B, 1, 1, k)
-        return out
-
-    def dense(self, q_len: int, kv_len: int, device: torch.device) -> Tensor | None:
-        """The whole mask as bool ``(B|1, 1, Lq, Lk)``, or ``None`` if nothing is hidden."""
-        return self.block(q_len, kv_len, 0, q_len, 0, kv_len, device)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.kernels.plan import DotForm
+from attnkit.kernels.plan import AdditiveForm, DotForm, Scoring
 
 
 def dot(q: Tensor, k: Tensor) -> Tensor:
@@ -148,6 +148,8 @@ class ScoreInfo:
     default_scale: Callable[[int], float] = lambda d: 1.0
     # (params, scale) -> DotForm, for scores that are a dot product of transformed q and k
     dot_form: Callable[[Mapping[str, Tensor], float], DotForm] | None = None
+    # (params, scale, Dq) -> AdditiveForm, for scores vᵀ tanh(W q + U k [+ b])
+    additive_form: Callable[[Mapping[str, Tensor], float, int], AdditiveForm] | None = None
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -167,14 +169,24 @@ def _cosine_form(params: Mapping[str, Tensor], scale: float) -> DotForm:
     return DotForm(lambda q: _unit(q, 1e-8), lambda k: _unit(k, 1e-8), scale)
 
 
+def _additive_form(params: Mapping[str, Tensor], scale: float, dq: int) -> AdditiveForm:
+    if "weight" in params:  # concat: W [q; k] = W[:, :Dq] q + W[:, Dq:] k
+        weight = params["weight"]
+        return AdditiveForm(weight[:, :dq], weight[:, dq:], None, params["v"], scale)
+    return AdditiveForm(params["w_q"], params["w_k"], params.get("bias"), params["v"], scale)
+
+
 SCORES: dict[str, ScoreInfo] = {
     "dot": ScoreInfo(dot, dot_form=_dot_form),
     "scaled_dot": ScoreInfo(dot, default_scale=lambda d: d**-0.5, dot_form=_dot_form),
     "general": ScoreInfo(general, required=("weight",), same_dim=False, dot_form=_general_form),
     "additive": ScoreInfo(
-        additive, required=("w_q", "w_k", "v"), optional=("bias",), same_dim=False
+        additive, required=("w_q", "w_k", "v"), optional=("bias",), same_dim=False,
+        additive_form=_additive_form,
     ),
-    "concat": ScoreInfo(concat, required=("weight", "v"), same_dim=False),
+    "concat": ScoreInfo(
+        concat, required=("weight", "v"), same_dim=False, additive_form=_additive_form
+    ),
     "cosine": ScoreInfo(cosine, dot_form=_cosine_form),
     "location": ScoreInfo(location, required=("weight",), same_dim=False),
     "location_aware": ScoreInfo(
@@ -288,10 +300,9 @@ def _check_location_aware(
     if params["features"].dim() != 5 or params["features"].shape[-1] != channels:
         raise shape_error("features", f"(B|1, H|1, Lq, Lk, {channels})")
 
-def resolve(
-    score: str | Score, scale: float | None, dq: int
-) -> tuple[str, Callable[[Tensor, Tensor], Tensor], Mapping[str, Tensor], float, DotForm | None]:
-    """Turn the user's ``score``/``scale`` into ``(name, fn(q, k), params, scale, dot_form)``."""
+def resolve(score: str | Score, scale: float | None, dq: int) -> Scoring:
+    """Turn the user's ``score``/``scale`` into a :class:`Scoring` (``fn(q, k)`` scaled, with
+    the dot-product or additive form a fast kernel can use)."""
     if isinstance(score, Score):
         name, params = score.name, score.params
     else:
@@ -311,8 +322,11 @@ def resolve(
         raw = fn(q, k, **{key: p.to(q.dtype) for key, p in params.items()})
         return raw if factor == 1.0 else raw * factor
 
-    form = info.dot_form(params, factor) if info.dot_form is not None else None
-    return name, call, params, factor, form
+    return Scoring(
+        name, call, params, factor,
+        dot=info.dot_form(params, factor) if info.dot_form is not None else None,
+        additive=info.additive_form(params, factor, dq) if info.additive_form else None,
+    )
 
 
 __all__ = [

@@ -100,13 +100,15 @@ def summarise(
     window: tuple[int, int] | None,
     normalize: object,
     attend: Attend,
+    by_rows: bool = True,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
     """``(out (B, Hq, Lq, Dv), statistic)`` for arguments already validated by
     :func:`attnkit.attention`, which passes ``attend`` (itself with ``return_weights=True``).
 
     Queries are cut into blocks of rows (each query's weights depend only on its own row, its
     position and the mask); with ``causal`` a block's keys stop after its last query, which
-    keeps the bottom-right alignment of every row. The statistic is detached.
+    keeps the bottom-right alignment of every row. ``by_rows=False`` when a block alone would
+    not say what its rows see (their indices or alignment matter). The statistic is detached.
 
     Raises:
         ValueError: ``TopK(k)`` with ``k`` larger than the number of keys.
@@ -116,7 +118,7 @@ def summarise(
     if isinstance(summary, TopK) and summary.k > lk:
         raise ValueError(f"return_weights=TopK({summary.k}) needs k ≤ Lk, got Lk = {lk}")
     rows = max(1, _BLOCK_ELEMENTS // max(1, b * hq * lk))
-    if window is not None or normalize not in _ROW_LOCAL_NORMALIZERS or rows >= lq:
+    if not by_rows or window is not None or normalize not in _ROW_LOCAL_NORMALIZERS or rows >= lq:
         out, weights = attend(q, k, v, mask)
         return out, _detached(reduce(weights, summary))
     out = q.new_zeros(b, hq, lq, v.shape[-1])  # (B, Hq, Lq, Dv)

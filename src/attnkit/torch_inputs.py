@@ -48,12 +48,12 @@ def check_readable(name: str, mask: Tensor) -> None:
 
 
 def causal_bias(
-    mask: object, causal: bool, q_len: int, kv_len: int, device: torch.device
-) -> tuple[object, bool]:
+    mask: object, causal: bool | str, q_len: int, kv_len: int, device: torch.device
+) -> tuple[object, bool | str]:
     """``(mask, causal)`` with a ``CausalBias`` ``mask`` turned into attnkit's causal structure.
 
-    ``causal_lower_right(Lq, Lk)`` is attnkit's ``causal=True`` (bottom-right). Other masks
-    pass through unchanged.
+    ``causal_lower_right(Lq, Lk)`` is attnkit's ``causal=True`` (bottom-right),
+    ``causal_upper_left(Lq, Lk)`` its ``causal="top_left"``. Other masks pass through unchanged.
 
     Raises:
         TypeError: a ``CausalBias`` that went through a tensor operation (it lost its fields).
@@ -76,6 +76,4 @@ def causal_bias(
         raise ValueError("mask: a CausalBias already is the causal mask; do not pass causal=True")
     if mask.variant == CausalVariant.LOWER_RIGHT or q_len == kv_len:
         return None, True
-    # upper-left (top-left) with Lq != Lk: query i sees keys 0..i.
-    # LEAD: switch to `return None, "top_left"` once attention() takes causal="top_left".
-    return torch.ones(q_len, kv_len, dtype=torch.bool, device=device).tril(), False  # (Lq, Lk)
+    return None, "top_left"  # query i sees keys 0..i

@@ -57,7 +57,7 @@ def test_additive_declines_a_decoding_step_with_a_small_naive_tensor() -> None:
 
 
 def test_sdpa_declines_a_huge_dense_mask_but_still_runs_when_named(monkeypatch) -> None:
-    monkeypatch.setattr(kernels, "SDPA_DENSE_LIMIT", 1 << 16)
+    monkeypatch.setattr(kernels.sdpa, "DENSE_LIMIT", 1 << 16)
     q, k, v = qkv(lq=200, lk=300)
     dispatch = attnkit.explain_dispatch(q, k, v, causal=True)  # Lq != Lk: a dense mask
     assert dispatch.kernel == "chunked"
@@ -90,7 +90,7 @@ def test_a_named_kernel_that_cannot_serve_raises_with_its_reason() -> None:
 def test_sdpa_counts_the_band_it_builds_when_is_causal_cannot_serve(monkeypatch, kwargs) -> None:
     """With padding or a bias, causal goes to PyTorch as a dense (Lq, Lk) mask: 300·300 bools
     and floats per batch entry are over a 64 KiB limit, one row of them is not."""
-    monkeypatch.setattr(kernels, "SDPA_DENSE_LIMIT", 1 << 16)
+    monkeypatch.setattr(kernels.sdpa, "DENSE_LIMIT", 1 << 16)
     q, k, v = (torch.cat([t, t]) for t in qkv())  # batch 2
     dispatch = attnkit.explain_dispatch(q, k, v, causal=True, **kwargs)
     assert dispatch.kernel != "sdpa"

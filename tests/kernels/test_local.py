@@ -90,7 +90,7 @@ def test_bfloat16_within_twice_pytorchs_own_error(kwargs) -> None:
 )
 def test_key_windows_read_in_place_with_padded_ends(monkeypatch, shape, kwargs) -> None:
     """Small groups, so that blocks read the keys themselves in the middle and padded copies
-    at the ends (``_band.Segment``), over several groups each."""
-    monkeypatch.setattr(importlib.import_module("attnkit.kernels._band"), "_GROUP_ELEMENTS", 1)
+    at the ends (``local.Segment``), over several groups each."""
+    monkeypatch.setattr(importlib.import_module("attnkit.kernels.local"), "_GROUP_ELEMENTS", 1)
     q, k, v = make_inputs(shape)
     assert_matches_reference("local", q, k, v, **kwargs)

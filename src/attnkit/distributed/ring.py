@@ -4,7 +4,8 @@ Each of the ``P`` ranks holds a slice of the queries, keys and values (``(B, H, 
 :mod:`attnkit.distributed.layout` says which positions). The key/value blocks travel around
 the ring — rank ``r`` sends to ``r+1`` and receives from ``r−1`` with
 ``torch.distributed.batch_isend_irecv`` — while the rank computes attention of its queries
-over the block it holds (:func:`attnkit.kernels.blockwise.block_forward`); after ``P`` steps
+over the block it holds (:func:`attnkit.distributed.block.block_forward`: the kernels' own
+visibility and online softmax, with the blocks' global positions as offsets); after ``P`` steps
 it has seen every block, the partial results merged with the log-sum-exp (FORMULAS.md,
 "Merging two partial results"; Liu et al. 2023, "Ring attention with blockwise
 transformers"). Blocks a mask hides entirely (causal, window) are not computed; they still
@@ -28,17 +29,17 @@ from __future__ import annotations
 import itertools
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from attnkit.distributed.block import DEFAULT_CHUNK, Block, block_backward, block_forward, runs
 from attnkit.distributed.group import agree, dtype_code, resolve_group
 from attnkit.distributed.layout import LAYOUTS, sequence_positions
-from attnkit.kernels._blocks import compute_dtype
-from attnkit.kernels.blockwise import DEFAULT_CHUNK, block_backward, block_forward
+from attnkit.kernels.online import compute_dtype
 from attnkit.kernels.plan import check_qkv, check_window
 
 WHAT = "ring_attention"
@@ -62,12 +63,24 @@ class _Plan:
     chunk: int
     q_positions: Tensor  # (Lq,) this rank's global query positions
     kv_len: int
+    blocks: dict[tuple[int, int], Block] = field(default_factory=dict)
 
     def k_positions(self, src: int, piece: int) -> Tensor:
         """Global positions ``(Lp,)`` of piece ``piece`` of rank ``src``'s keys."""
         k0, k1 = self.pieces[piece]
         whole = sequence_positions(self.kv_len, rank=src, world=self.world, layout=self.layout)
         return whole[k0:k1]
+
+    def block(self, q: Tensor, k: Tensor, src: int, piece: int) -> Block:
+        """The :class:`Block` of this rank's queries over that piece (made once per call)."""
+        if (src, piece) not in self.blocks:
+            b, hq, lq, _ = q.shape
+            shapes = (b, hq, k.shape[1], lq, k.shape[2])
+            self.blocks[(src, piece)] = Block(
+                shapes, runs(self.q_positions), runs(self.k_positions(src, piece)),
+                causal=self.causal, window=self.window, chunk=self.chunk, device=q.device,
+            )
+        return self.blocks[(src, piece)]
 
 
 class _Shift:
@@ -119,6 +132,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan) -> tuple[Tensor, Tens
                 q, current[0], current[1], scale=plan.scale, q_positions=plan.q_positions,
                 k_positions=plan.k_positions(src, piece), causal=plan.causal,
                 window=plan.window, chunk=plan.chunk, into=(out, lse),
+                block=plan.block(q, current[0], src, piece),
             )
             if shift is not None:
                 current = shift.wait()
@@ -146,7 +160,7 @@ def _backward(
                 q, current[0], current[1], out, lse, dout, scale=plan.scale,
                 q_positions=plan.q_positions, k_positions=plan.k_positions(src, piece),
                 causal=plan.causal, window=plan.window, chunk=plan.chunk, delta=delta,
-                into=(dq, part_k, part_v),
+                into=(dq, part_k, part_v), block=plan.block(q, current[0], src, piece),
             )
             if grads is not None:
                 before_k, before_v = grads.wait()

@@ -4,9 +4,10 @@
 with ``[W, U]`` one matrix, Luong et al. 2015). The projections ``W q`` and ``U k`` are computed
 once (autograd differentiates them); the kernel then walks blocks of queries and keys, forming
 ``tanh(Wq_i + Uk_j)`` only for one ``(q, k, A)`` block at a time. Memory is bounded by a block
-instead of the naive ``(B, H, Lq, Lk, A)``. The softmax is the online one of ``_online``, so
-the ``(Lq, Lk)`` scores are not materialised either. ``tanh`` is computed as ``2σ(2x) − 1``
-(PyTorch's sigmoid is several times faster than its tanh on CPU).
+instead of the naive ``(B, H, Lq, Lk, A)``. The softmax is the online one of :mod:`online`,
+so the ``(Lq, Lk)`` scores are not materialised either; a ``score_mod`` applies to each tile.
+``tanh`` is computed as ``2σ(2x) − 1`` (PyTorch's sigmoid is several times faster than its
+tanh on CPU).
 
 Backward: an autograd function recomputing each block. With ``dS`` the score gradient and
 ``t = tanh(Wq_i + Uk_j)``: ``dv_score += Σ scale·dS·t``, ``d(Wq)_i += Σ_j scale·dS·v ∘ (1 − t²)``,
@@ -27,79 +28,85 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels._blocks import BlockDropout, Blocks, compute_dtype, from_rows, to_rows
-from attnkit.kernels._online import Loop, online_backward, online_forward, weights_from_lse
+from attnkit.kernels import online
+from attnkit.kernels.online import ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
+from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of one (q, k, A) tanh block across the batch (8 MiB)
+# Under auto: with this few queries per key/value head the tile loop cannot amortise its
+# bookkeeping, and the reference's materialised (B, Hq, Lq, Lk, A) stays small (measured:
+# B=32, Lq=1, Lk 16..64, D=A 128..512 trains 1.4-2.5x slower with `additive` than `reference`).
+FEW_QUERIES = 4
+SMALL_HIDDEN = 1 << 23  # elements of the reference's tanh tensor (32 MiB in float32)
 
 
 def additive(
     q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Blockwise additive attention; see the module docstring.
-
-    Raises:
-        ValueError: the score is not ``additive``/``concat`` or the normalizer is not softmax
-            (the registry's capabilities keep such plans away from this kernel).
-    """
-    if plan.score_name not in ("additive", "concat") or plan.normalizer_name != "softmax":
-        raise ValueError(
-            f"additive kernel: needs softmax over the additive or concat score, got score "
-            f"{plan.score_name!r}, normalizer {plan.normalizer_name!r}"
-        )
-    w_q, w_k, bias, vec = _parameters(plan, q.shape[-1])
+    """Blockwise additive attention; see the module docstring."""
+    form = plan.score.additive
+    assert form is not None  # guaranteed by the capabilities (additive/concat scores)
     cd = compute_dtype(q.dtype)  # project in the compute dtype, as the reference does
-    qa = torch.matmul(q.to(cd), w_q.to(cd).transpose(0, 1))  # (B, Hq, Lq, A)
-    if bias is not None:
-        qa = qa + bias.to(cd)
-    ka = torch.matmul(k.to(cd), w_k.to(cd).transpose(0, 1))  # (B, Hkv, Lk, A)
+    qa = torch.matmul(q.to(cd), form.w_q.to(cd).transpose(0, 1))  # (B, Hq, Lq, A)
+    if form.bias is not None:
+        qa = qa + form.bias.to(cd)
+    ka = torch.matmul(k.to(cd), form.w_k.to(cd).transpose(0, 1))  # (B, Hkv, Lk, A)
     call = _Call(plan, qa.shape[-1])
-    out, lse, weights = _AdditiveAttention.apply(qa, ka, vec, v, plan.bias, call)
-    return out, lse, weights
+    bias = plan.visibility.bias
+    return _AdditiveAttention.apply(qa, ka, form.v, v, bias, call, *plan.score.mod_leaves)
 
 
-def _parameters(plan: AttentionPlan, dq: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """``(W (A, Dq), U (A, Dk), b (A,) or None, v (A,))`` of the additive or concat score."""
-    params = plan.score_params
-    if plan.score_name == "concat":
-        weight = params["weight"]
-        return weight[:, :dq], weight[:, dq:], None, params["v"]
-    return params["w_q"], params["w_k"], params.get("bias"), params["v"]
+def _declines(plan: AttentionPlan) -> str | None:
+    s, form = plan.shapes, plan.score.additive
+    assert form is not None
+    hidden = s.batch * s.q_heads * s.q_len * s.kv_len * int(form.v.shape[0])
+    queries = s.group * s.q_len
+    if queries <= FEW_QUERIES and hidden <= SMALL_HIDDEN:
+        return (
+            f"{queries} quer{'y' if queries == 1 else 'ies'} per key/value head "
+            f"(<= {FEW_QUERIES}) and a {hidden * 4 / 2**20:.1f} MiB naive tanh tensor "
+            f"(<= {SMALL_HIDDEN * 4 >> 20} MiB): reference is faster"
+        )
+    return None
 
 
 class _Call:
     def __init__(self, plan: AttentionPlan, width: int) -> None:
         s = plan.shapes
-        self.blocks = Blocks(plan)
-        self.scale = plan.scale
-        self.weights = plan.return_weights
-        dropout = BlockDropout(plan.dropout_p, plan.device) if plan.dropout_p > 0 else None
-        n_all = s.batch * s.kv_heads
-        pairs = max(1, _BLOCK_ELEMENTS // (n_all * width))  # q·k pairs per block
+        self.plan, self.scale, self.weights = plan, plan.score.scale, plan.return_weights
+        pairs = max(1, _BLOCK_ELEMENTS // (s.batch * s.kv_heads * width))  # q·k pairs per tile
         kb = max(1, min(s.kv_len, 64, pairs // 16))
         qb = max(1, min(s.q_len, pairs // kb))
-        self.loop = Loop(self.blocks, qb, kb, dropout)
+        dropout = online.dropout_for(plan.dropout_p, plan.device)
+        self.tiling = Tiling(plan.visibility, s.kv_heads, qb, kb, dropout)
+
+    def scores(self, qa: Tensor, ka: Tensor, vec: Tensor, grads: bool = False):
+        tiles = _AdditiveScores(qa, ka, vec, self.scale, self.tiling, grads)
+        mod = self.plan.score.mod
+        if mod is None:
+            return tiles
+        return ModScores(tiles, mod, self.tiling, self.plan.score.mod_leaves, grads=grads)
 
 
 class _AdditiveScores:
-    """Score blocks ``scale · vᵀ tanh(qa_i + ka_j)`` of the rows layout, and their gradients.
+    """Score tiles ``scale · vᵀ tanh(qa_i + ka_j)`` of the rows layout, and their gradients.
 
     ``tanh(x) = 2σ(2x) − 1``, and PyTorch's sigmoid is several times faster than its tanh on
-    CPU, so a block is ``σ = sigmoid(2qa_i + 2ka_j)`` (the doubled projections are made once)
+    CPU, so a tile is ``σ = sigmoid(2qa_i + 2ka_j)`` (the doubled projections are made once)
     and ``s = scale · (2 σ·v − Σv)``: the affine part touches only the ``(q, k)`` scores.
     The derivative is ``1 − tanh² = 4σ(1 − σ)``.
     """
 
     def __init__(
-        self, qa: Tensor, ka: Tensor, vec: Tensor, scale: float, loop: Loop, grads: bool = False
+        self, qa: Tensor, ka: Tensor, vec: Tensor, scale: float, tiling: Tiling, grads: bool
     ):
         self.qa2, self.ka2 = qa * 2.0, ka * 2.0  # (n, G·Lq | Lk, A)
         self.vec, self.scale = vec, scale
         self.shift = scale * float(vec.sum())  # scale · Σv
         self._sig: Tensor | None = None
-        # One reused buffer for the (n, q, k, A) block: tiles never touch fresh memory.
-        self._work = qa.new_empty(qa.shape[0] * loop.qb * loop.kb * qa.shape[-1])
+        # One reused buffer for the (n, q, k, A) tile: tiles never touch fresh memory.
+        self._work = qa.new_empty(qa.shape[0] * tiling.qb * tiling.kb * qa.shape[-1])
         if grads:
             self.dqa, self.dka = torch.zeros_like(qa), torch.zeros_like(ka)
             self.dvec = torch.zeros_like(vec)
@@ -114,9 +121,9 @@ class _AdditiveScores:
         return s.mul_(2.0 * self.scale).sub_(self.shift)
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
-        sig = self._sig  # the block just recomputed by scores()
+        sig = self._sig  # the tile just recomputed by scores()
         if sig is None or sig.shape[1:3] != ds.shape[1:]:
-            raise RuntimeError("additive kernel: backward block does not match the scores")
+            raise RuntimeError("additive kernel: backward tile does not match the scores")
         self._sig = None
         dsc = ds.mul_(self.scale) if self.scale != 1.0 else ds  # (n, q, k): d(vᵀ tanh x)
         width = sig.shape[-1]
@@ -132,45 +139,71 @@ class _AdditiveScores:
 class _AdditiveAttention(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, qa: Tensor, ka: Tensor, vec: Tensor, v: Tensor, bias: Tensor | None, call: _Call
+        ctx: Any, qa: Tensor, ka: Tensor, vec: Tensor, v: Tensor, bias: Tensor | None,
+        call: _Call, *leaves: Tensor,
     ):
         cd = compute_dtype(qa.dtype)
-        blocks = call.blocks
-        hkv = ka.shape[1]
-        qr, kr = to_rows(qa, hkv, cd), to_rows(ka, hkv, cd)  # (B·Hkv, G·Lq | Lk, A)
-        vr, vc = to_rows(v, hkv, cd), vec.to(cd)  # (B·Hkv, Lk, Dv), (A,)
-        sb = _AdditiveScores(qr, kr, vc, call.scale, call.loop)
-        out, lse = online_forward(sb, vr, qr.shape[1], call.loop)
-        weights = weights_from_lse(sb, lse, call.loop) if call.weights else None
+        s = call.plan.shapes
+        qr, kr = to_rows(qa, s.kv_heads, cd), to_rows(ka, s.kv_heads, cd)  # (n, G·Lq | Lk, A)
+        vr, vc = to_rows(v, s.kv_heads, cd), vec.to(cd)  # (n, Lk, Dv), (A,)
+        sb = call.scores(qr, kr, vc)
+        out = torch.zeros(*qr.shape[:2], vr.shape[2], dtype=cd, device=qa.device)
+        lse = torch.full(qr.shape[:2], float("-inf"), dtype=cd, device=qa.device)
+        online.forward(sb, vr, out, lse, call.tiling)
+        weights = None
+        if call.weights:
+            weights = torch.zeros(s.batch, s.q_heads, s.q_len, s.kv_len, dtype=cd,
+                                  device=qa.device)  # (B, Hq, Lq, Lk)
+            w3 = weights.view(*qr.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
+            online.probabilities(sb, lse, call.tiling, online.write_weights(w3, s.q_len))
         ctx.save_for_backward(qr, kr, vc, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (qa.dtype, ka.dtype, vec.dtype, v.dtype, None if bias is None else bias.dtype)
-        b, hq = blocks.batch, blocks.q_heads
-        out_user = from_rows(out, b, hq).to(v.dtype)  # (B, Hq, Lq, Dv)
-        lse_user = from_rows(lse, b, hq).float()  # (B, Hq, Lq)
+        out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
+        lse_user = from_rows(lse, s.batch, s.q_heads).float()  # (B, Hq, Lq)
         ctx.mark_non_differentiable(lse_user)
         return out_user, lse_user, None if weights is None else weights.to(v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
+        online.no_double_backward("additive")
         qr, kr, vc, vr, out, lse, weights = ctx.saved_tensors
         call: _Call = ctx.call
-        blocks = call.blocks
-        hkv, b, hq = blocks.kv_heads, blocks.batch, blocks.q_heads
+        s = call.plan.shapes
+        hkv, b, hq = s.kv_heads, s.batch, s.q_heads
         dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
-        bias = blocks.plan.bias
+        bias = call.plan.visibility.bias
         dbias = None
         if ctx.needs_input_grad[4] and bias is not None:
             dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
-        sb = _AdditiveScores(qr, kr, vc, call.scale, call.loop, grads=True)
-        pair = None if weights is None or dweights is None else (weights, dweights)
-        dv = online_backward(sb, dout_rows, (vr, out, lse), call.loop, pair, dbias)
+        sb = call.scores(qr, kr, vc, grads=True)
+        tiles = sb.inner if isinstance(sb, ModScores) else sb
+        row_dot = (dout_rows * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D
+        dw = None
+        if weights is not None and dweights is not None:
+            w3 = weights.view(*lse.shape, -1)  # (n, G·Lq, Lk)
+            dw = dweights.reshape(w3.shape).to(w3.dtype)
+            row_dot = row_dot + (w3 * dw).sum(dim=-1, keepdim=True)
+        dv = torch.zeros_like(vr)
+        online.backward(sb, dout_rows, vr, lse, row_dot, dv, call.tiling, dw=dw, dbias=dbias)
+        leaf_grads = sb.leaf_grads if isinstance(sb, ModScores) else []
         qa_t, ka_t, vec_t, v_t, bias_t = ctx.dtypes
         return (
-            from_rows(sb.dqa, b, hq).to(qa_t),  # (B, Hq, Lq, A)
-            sb.dka.reshape(b, hkv, *sb.dka.shape[1:]).to(ka_t),  # (B, Hkv, Lk, A)
-            sb.dvec.to(vec_t),
+            from_rows(tiles.dqa, b, hq).to(qa_t),  # (B, Hq, Lq, A)
+            tiles.dka.reshape(b, hkv, *tiles.dka.shape[1:]).to(ka_t),  # (B, Hkv, Lk, A)
+            tiles.dvec.to(vec_t),
             dv.reshape(b, hkv, *dv.shape[1:]).to(v_t),  # (B, Hkv, Lk, Dv)
             None if dbias is None else dbias.to(bias_t),
             None,
+            *(leaf_grads or [None] * (len(ctx.needs_input_grad) - 6)),
         )
+
+
+KERNEL = Kernel(
+    "additive",
+    additive,
+    Capabilities(scores=frozenset({"additive", "concat"}), normalizers=SOFTMAX, dtypes=FLOATS),
+    declines=_declines,
+    priority=30,
+    description="additive/concat scores in blocks with the online softmax",
+)

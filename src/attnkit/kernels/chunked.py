@@ -1,28 +1,28 @@
 """The ``chunked`` kernel: FlashAttention written with PyTorch tensor ops.
 
-Forward (Dao et al. 2022; FORMULAS.md "Online softmax"): for each block of queries, walk the
-blocks of keys it may see, keeping per row the running max ``m``, the running sum ``ℓ`` and the
-unnormalised output ``O``: ``m' = max(m, rowmax(S_b))``, ``ℓ' = e^{m−m'} ℓ + rowsum(e^{S_b−m'})``,
-``O' = e^{m−m'} O + e^{S_b−m'} V_b``; finally ``O/ℓ`` and ``lse = m + log ℓ``. Key blocks that no
-query of the block can see (causal, window, key lengths) are skipped, and a block mask is built
-only for blocks the constraints cut through. Extra memory: one block plus ``O(Lq)`` row state.
+Forward (Dao et al. 2022; FORMULAS.md "Online softmax"): for each block of queries, the online
+softmax of :mod:`online` over the key tiles the :class:`Visibility` leaves visible — tiles no
+query of the block can see (causal, window, lengths, a ``mask_mod``'s empty blocks) are
+skipped, and a tile mask is built only for tiles the constraints cut through. Extra memory:
+one tile plus ``O(Lq)`` row state.
 
 Backward (FlashAttention-2): an autograd function that saves only ``q, k, v, out, lse`` and
-recomputes each block: ``P = exp(S − lse)``, ``dP = dO Vᵀ``, ``dS = P ∘ (dP − rowsum(dO ∘ O))``,
-``dQ += dS K``, ``dK += dSᵀ Q``, ``dV += Pᵀ dO``, so training is ``O(length)`` in memory too.
-Dropout regenerates each block's keep-mask from a seed (``_blocks.BlockDropout``).
+recomputes each tile (:func:`online.backward`), so training is ``O(length)`` in memory too.
+Dropout regenerates each tile's keep-mask from a seed. A ``score_mod`` is applied to each tile
+(:class:`online.ModScores`), with its gradient.
 
-With ``return_weights=True`` the exact weights are written block by block into the output
-tensor (:mod:`attnkit.kernels.weights`) and the backward pass reads them.
+With ``return_weights=True`` the exact weights are written tile by tile into the output tensor
+(:mod:`attnkit.kernels.weights`; with a ``score_mod``, by :func:`online.probabilities` from the
+final lse) and the backward pass reads them.
 
 Serves softmax over any dot-product score (``dot``, ``scaled_dot``, ``general``, ``cosine``
-through the plan's ``DotForm``; gradients reach score parameters through it), bool masks,
-float biases (with their gradient), causal, windows, key lengths, grouped heads, dropout.
-Blocks are computed in float32 for 16-bit inputs, in float64 for float64.
+through the plan's ``DotForm``; gradients reach score parameters through it), every kind of
+visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``.
+Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
 lse (B, Hq, Lq) float32 (None when the weights are returned), weights (B, Hq, Lq, Lk) or
-None. Internally the rows layout ``(B·Hkv, G·Lq, ·)`` of ``_blocks``.
+None. Internally the rows layout ``(B·Hkv, G·Lq, ·)`` of :mod:`online`.
 """
 
 from __future__ import annotations
@@ -32,119 +32,126 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels._blocks import BlockDropout, Blocks, compute_dtype, from_rows, to_rows
-from attnkit.kernels._online import Loop, online_backward, online_forward
+from attnkit.kernels import online
+from attnkit.kernels.online import DotScores, ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
+from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.weights import rows_backward, rows_forward
 
-_BLOCK_ELEMENTS = 1 << 21  # scores per block across the batch (8 MiB in float32)
+_BLOCK_ELEMENTS = 1 << 21  # scores per tile across the batch (8 MiB in float32)
 _KEY_BLOCK = 1024
 
 
 def chunked(
     q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Blockwise attention with ``O(length)`` memory; see the module docstring.
-
-    Raises:
-        ValueError: the plan's score is not a dot product or its normalizer is not softmax
-            (the registry's capabilities keep such plans away from this kernel).
-    """
-    form = plan.dot_form
-    if form is None or plan.normalizer_name != "softmax":
-        raise ValueError(
-            f"chunked kernel: needs softmax over a dot-product score, got score "
-            f"{plan.score_name!r}, normalizer {plan.normalizer_name!r}"
-        )
+    """Blockwise attention with ``O(length)`` memory; see the module docstring."""
+    form = plan.score.dot
+    assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
     call = _Call(plan, form.scale)
-    out, lse, weights = _ChunkedAttention.apply(qp, kp, v, plan.bias, call)
-    return out, lse, weights
+    bias = plan.visibility.bias
+    return _ChunkedAttention.apply(qp, kp, v, bias, call, *plan.score.mod_leaves)
+
+
+def tiling(plan: AttentionPlan) -> Tiling:
+    """Tiles of up to ``_KEY_BLOCK`` keys by as many queries as make ``_BLOCK_ELEMENTS``."""
+    s = plan.shapes
+    n = s.batch * s.kv_heads
+    kb = max(16, min(s.kv_len, _KEY_BLOCK))
+    qb = max(16, min(1024, _BLOCK_ELEMENTS // (n * kb)))
+    dropout = online.dropout_for(plan.dropout_p, plan.device)
+    return Tiling(plan.visibility, s.kv_heads, qb, kb, dropout)
 
 
 class _Call:
     """The per-call settings the autograd function needs (not tensors to differentiate)."""
 
     def __init__(self, plan: AttentionPlan, scale: float) -> None:
-        self.blocks = Blocks(plan)
-        self.scale = scale
-        self.dropout = BlockDropout(plan.dropout_p, plan.device) if plan.dropout_p > 0 else None
+        self.plan, self.scale, self.tiling = plan, scale, tiling(plan)
         self.weights = plan.return_weights
-        n_all = plan.shapes.batch * plan.shapes.kv_heads
-        kb = max(16, min(plan.shapes.kv_len, _KEY_BLOCK))
-        qb = max(16, min(1024, _BLOCK_ELEMENTS // (n_all * kb)))
-        self.loop = Loop(self.blocks, qb, kb, self.dropout)
+        self.mod = plan.score.mod
+
+    def scores(self, qs: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None):
+        dots = DotScores(qs, kr, self.tiling, grads)
+        if self.mod is None:
+            return dots
+        leaves = self.plan.score.mod_leaves
+        return ModScores(dots, self.mod, self.tiling, leaves, grads=grads is not None)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, call: _Call):
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, call: _Call,
+                *leaves: Tensor):
         cd = compute_dtype(q.dtype)
-        blocks = call.blocks
-        hkv = k.shape[1]
-        qs = to_rows(q, hkv, cd) * call.scale  # (B·Hkv, G·Lq, D)
-        kr, vr = to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (B·Hkv, Lk, D|Dv)
-        if call.weights:
-            out, weights = rows_forward(qs, kr, vr, blocks, call.dropout)
-            lse = None  # the backward pass reads the weights
+        s = call.plan.shapes
+        qs = to_rows(q, s.kv_heads, cd) * call.scale  # (n, G·Lq, D)
+        kr, vr = to_rows(k, s.kv_heads, cd), to_rows(v, s.kv_heads, cd)  # (n, Lk, D|Dv)
+        weights = lse = None
+        shape = (s.batch, s.q_heads, s.q_len, s.kv_len)  # of the weights
+        if call.weights and call.mod is None:  # the backward pass reads the weights
+            weights = torch.empty(shape, dtype=cd, device=q.device)
+            out = rows_forward(qs, kr, vr, call.tiling, weights)
         else:
-            out, lse = online_forward(_DotScores(qs, kr, call.loop), vr, qs.shape[1], call.loop)
-            weights = None
+            sb = call.scores(qs, kr)
+            out = torch.zeros(*qs.shape[:2], vr.shape[2], dtype=cd, device=q.device)
+            lse = torch.full(qs.shape[:2], float("-inf"), dtype=cd, device=q.device)
+            online.forward(sb, vr, out, lse, call.tiling)
+            if call.weights:
+                weights = torch.zeros(shape, dtype=cd, device=q.device)
+                w3 = weights.view(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
+                online.probabilities(sb, lse, call.tiling, online.write_weights(w3, s.q_len))
         ctx.save_for_backward(qs, kr, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)
-        b, hq = blocks.batch, blocks.q_heads
-        out_user = from_rows(out, b, hq).to(v.dtype)  # (B, Hq, Lq, Dv)
-        lse_user = None if lse is None else from_rows(lse, b, hq).to(torch.float32)  # (B, Hq, Lq)
+        out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
+        lse_user = None if lse is None else from_rows(lse, s.batch, s.q_heads).float()
         if lse_user is not None:
             ctx.mark_non_differentiable(lse_user)
-        w_user = None if weights is None else weights.to(v.dtype)
-        return out_user, lse_user, w_user
+        return out_user, lse_user, None if weights is None else weights.to(v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
+        online.no_double_backward("chunked")
         qs, kr, vr, out, lse, weights = ctx.saved_tensors
         call: _Call = ctx.call
-        blocks = call.blocks
-        hkv = blocks.kv_heads
-        dout_rows = (
-            torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
-        )  # (B·Hkv, G·Lq, Dv)
-        bias = blocks.plan.bias
+        s = call.plan.shapes
+        hkv = s.kv_heads
+        dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
+        bias = call.plan.visibility.bias
         dbias = None
         if ctx.needs_input_grad[3] and bias is not None:
             dbias = torch.zeros(bias.shape, dtype=qs.dtype, device=qs.device)
-        if weights is not None:
-            dqs, dk, dv = rows_backward(
-                dout_rows, dweights, (qs, kr, vr, weights), blocks, call.dropout, dbias
-            )
+        leaf_grads: list[Tensor | None] = []
+        if lse is None:
+            dqs, dk, dv = rows_backward(dout_rows, dweights, (qs, kr, vr, weights), call.tiling,
+                                        dbias)
         else:
-            sb = _DotScores(qs, kr, call.loop, grads=True)
-            dv = online_backward(sb, dout_rows, (vr, out, lse), call.loop, dbias=dbias)
-            dqs, dk = sb.dqs, sb.dk
-        b, hq = blocks.batch, blocks.q_heads
+            dqs, dk, dv = torch.zeros_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
+            sb = call.scores(qs, kr, (dqs, dk))
+            row_dot = (dout_rows * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D
+            dw = None
+            if weights is not None and dweights is not None:
+                w3 = weights.view(*lse.shape, -1)  # (n, G·Lq, Lk)
+                dw = dweights.reshape(w3.shape).to(w3.dtype)
+                row_dot = row_dot + (w3 * dw).sum(dim=-1, keepdim=True)
+            online.backward(sb, dout_rows, vr, lse, row_dot, dv, call.tiling, dw=dw, dbias=dbias)
+            if isinstance(sb, ModScores):
+                leaf_grads = sb.leaf_grads
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes
-        dq = from_rows(dqs.mul_(call.scale), b, hq).to(q_dtype)  # (B, Hq, Lq, D)
-        dk4 = dk.reshape(b, hkv, *dk.shape[1:]).to(k_dtype)  # (B, Hkv, Lk, D)
-        dv4 = dv.reshape(b, hkv, *dv.shape[1:]).to(v_dtype)  # (B, Hkv, Lk, Dv)
-        return dq, dk4, dv4, None if dbias is None else dbias.to(bias_dtype), None
+        dq = from_rows(dqs.mul_(call.scale), s.batch, s.q_heads).to(q_dtype)  # (B, Hq, Lq, D)
+        dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:]).to(k_dtype)  # (B, Hkv, Lk, D)
+        dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:]).to(v_dtype)  # (B, Hkv, Lk, Dv)
+        extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 5)
+        return dq, dk4, dv4, None if dbias is None else dbias.to(bias_dtype), None, *extra
 
 
-class _DotScores:
-    """Score blocks ``qs kᵀ`` of the rows layout, and their gradients ``dqs``, ``dk``."""
-
-    def __init__(self, qs: Tensor, kr: Tensor, loop: Loop, grads: bool = False) -> None:
-        self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (B·Hkv, D, Lk)
-        self._work = qs.new_empty(qs.shape[0] * loop.qb * loop.kb)  # reused by every block
-        if grads:
-            self.dqs, self.dk = torch.zeros_like(qs), torch.zeros_like(kr)
-
-    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
-        n = self.qs.shape[0]
-        out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
-        return torch.bmm(self.qs[:, r0:r1], self.kt[:, :, k0:k1], out=out)  # (B·Hkv, q, k)
-
-    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
-        self.dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1])
-        self.dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1])
+KERNEL = Kernel(
+    "chunked",
+    chunked,
+    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS),
+    priority=20,
+    description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
+)

@@ -1,95 +1,281 @@
 """The ``local`` kernel: banded attention for ``window=(left, right)``, with or without causal.
 
 Queries are cut into blocks of ``qb``; the queries of block ``b`` can only see the ``W = qb +
-left + right`` keys starting at key position ``Lk − Lq + b·qb − left``. Those key windows are
-overlapping strided views of the keys (``unfold``; see ``_band``), so every block's scores are
-one batched matmul ``(qb × D) @ (D × W)`` and nothing outside the band is ever computed: cost
-and memory grow with ``length × window``, not ``length²``. Within a window the whole row of a
-query is present, so the softmax is exact in one step (no online rescaling). Blocks are
-processed a group at a time in one reused workspace; keys, values and (when the length is a
-multiple of the block) queries and outputs are used in place, not copied.
+left + right`` keys starting at key position ``lo + b·qb`` with ``lo = offset − left`` (query
+``i`` sits at key position ``offset + i``). Those key windows overlap and advance by ``qb``:
+they are ``unfold`` views of a key buffer, so every block's scores are one batched matmul
+``(qb × D) @ (D × W)`` and nothing outside the band is ever computed: cost and memory grow with
+``length × window``, not ``length²``. Blocks whose windows lie inside ``0..Lk`` read the keys
+themselves (no copy); the few blocks at either end read a small zero-padded copy. Each run of
+blocks over one buffer is a :class:`Segment`. Blocks are processed a group at a time in one
+reused workspace; keys, values and (when the length is a multiple of the block) queries and
+outputs are used in place, not copied.
 
-Inside a window, query ``i`` sees window slot ``j`` when ``i ≤ j ≤ i + left + right``: the same
-pattern for every block, so it is one ``(qb, W)`` bias of 0 and ``-inf`` that the score matmul
-adds itself (``baddbmm``). Slots outside ``0..Lk`` or beyond the key lengths (only in the blocks
-at the ends), or hidden by a bool mask, are set to ``-inf``; a float bias is gathered along the
-band. Each window row is normalised by PyTorch's fused softmax in place.
+Within a window the whole row of a query is present, so the softmax is exact in one step
+(:func:`online.attend_` with no merging). Inside a window, which slots the band shows is the
+same for every block: one ``(qb, W)`` bias of 0 and ``-inf`` (asked of the
+:class:`Visibility` once) that the score matmul adds itself (``baddbmm``). Blocks where
+anything else hides or adds (the ends of the keys, key lengths, a bool mask or float bias)
+get their mask and bias from :meth:`Visibility.at` on the band layout.
 
 Backward: an autograd function saving ``q, k, v, out`` (``O(length)``) that recomputes each
-group; the key/value window gradients overlap and are summed back window slot by window
-slot. Dropout regenerates its keep-mask per group from a seed.
+group (:func:`online.tile_grads`); the key/value window gradients overlap and are summed back
+window slot by window slot. Dropout regenerates its keep-mask per group from a seed.
 
 Serves softmax over dot-product scores, bool masks, float biases (without their gradient),
 key lengths, causal, grouped heads, dropout. It returns neither weights (``chunked`` does) nor
 the log-sum-exp (``None``: no caller of the band needs it, and it would cost two more passes).
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv).
-Local layout: ``(B·Hkv, nb, G·qb, ·)`` (block-major queries).
+Local layout of queries/outputs: ``(n, nb, G·qb, ·)`` with n = B·Hkv, nb blocks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from attnkit.kernels._band import Band, block_size
-from attnkit.kernels._blocks import compute_dtype, from_rows, softmax_, to_rows
+from attnkit.kernels import online
+from attnkit.kernels.online import NEG_INF, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
+from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.visibility import Tile
 
-__all__ = ["block_size", "local"]
+_GROUP_ELEMENTS = 1 << 19  # window scores per group of blocks of one batch entry (2 MiB)
+
+
+def block_size(left: int, right: int) -> int:
+    """Queries per block for a band of ``left + right + 1`` keys: about an eighth of the band,
+    a power of two in ``[16, 128]`` (smaller blocks waste less of each window, larger ones make
+    better matmuls)."""
+    size = 16
+    while size < 128 and size * 8 < left + right:
+        size *= 2
+    return size
 
 
 def local(
     q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Banded attention; see the module docstring.
-
-    Raises:
-        ValueError: no window, a score that is not a dot product, a normalizer that is not
-            softmax, or asking for weights (the registry keeps such plans away).
-    """
-    form = plan.dot_form
-    if form is None or plan.normalizer_name != "softmax" or plan.window is None:
-        raise ValueError(
-            f"local kernel: needs softmax over a dot-product score and a window, got score "
-            f"{plan.score_name!r}, normalizer {plan.normalizer_name!r}, window {plan.window}"
-        )
-    if plan.return_weights:
-        raise ValueError("local kernel: cannot return weights; use backend='chunked'")
+    """Banded attention; see the module docstring."""
+    form = plan.score.dot
+    assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     band = Band(plan, form.scale)
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
     out = _LocalAttention.apply(form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd)), v, band)
     return out, None, None
 
 
-def _workspace(band: Band, *widths: int) -> list[Tensor]:
-    """One reused ``(gb, G·qb, X)`` buffer per width: tiles write into these, never into
-    fresh memory."""
-    rows, device = band.group * band.qb, band.plan.device
-    return [torch.empty(band.gb, rows, x, dtype=band.dtype, device=device) for x in widths]
+def _refuses(plan: AttentionPlan) -> str | None:
+    vis = plan.visibility
+    if vis.left is None or vis.right is None:
+        return "no window: local attention needs window=(left, right)"
+    if not vis.uniform:
+        return "per-sequence query positions or query lengths not supported"
+    if plan.needs_grad and vis.bias is not None and vis.bias.requires_grad:
+        return "gradient of a float (additive) mask not supported"
+    return None
 
 
-def _scores(band: Band, ws: Tensor, qloc: Tensor, kwin: Tensor, h: int, b0: int, b1: int):
-    """Masked scores ``scale · q kᵀ`` (+ band bias) of blocks ``b0:b1``, in ``ws``."""
-    s = ws[: b1 - b0]  # (gb, G·qb, W)
-    bias = band.band.expand(b1 - b0, *band.band.shape)  # (gb, G·qb, W)
-    torch.baddbmm(bias, qloc[h, b0:b1], kwin, alpha=band.scale, out=s)
-    return band.mask_(s, h, b0, b1)
+def _declines(plan: AttentionPlan) -> str | None:
+    vis = plan.visibility
+    assert vis.left is not None and vis.right is not None
+    width = block_size(vis.left, vis.right) + vis.left + vis.right
+    if 2 * width > vis.kv_len:
+        return (
+            f"window {(vis.left, vis.right)} makes each block of queries see {width} of the "
+            f"{vis.kv_len} keys: dense kernels are faster"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Blocks ``start .. end`` whose windows come from one key buffer; in that buffer the
+    window of block ``b`` starts at row ``base + (b − start)·qb``; ``pos0`` is the key position
+    of the buffer's row 0 (``None``: the buffer is the keys themselves)."""
+
+    start: int
+    end: int
+    base: int
+    pos0: int | None
+    length: int  # rows of a padded buffer
+
+
+class Band:
+    """Everything about one banded call that does not depend on the tensors' values."""
+
+    def __init__(self, plan: AttentionPlan, scale: float) -> None:
+        s, vis = plan.shapes, plan.visibility
+        self.plan, self.vis, self.scale = plan, vis, scale
+        assert vis.left is not None and vis.right is not None
+        # A window wider than the sequences sees no more keys: query positions run from
+        # offset to offset + Lq − 1 and keys from 0 to Lk − 1.
+        left = min(vis.left, max(vis.offset + s.q_len - 1, 0))
+        right = min(vis.right, max(s.kv_len - 1 - vis.offset, 0))
+        self.n = s.batch * s.kv_heads
+        self.kv_heads, self.group, self.q_len, self.kv_len = s.kv_heads, s.group, s.q_len, s.kv_len
+        self.qb = block_size(left, right)
+        self.nb = -(-s.q_len // self.qb)
+        self.width = self.qb + left + right
+        self.lo = vis.offset - left
+        self.gb = max(1, _GROUP_ELEMENTS // (s.group * self.qb * self.width))
+        self.dtype = compute_dtype(plan.dtype)
+        self.dropout = online.dropout_for(plan.dropout_p, plan.device)
+        self.segments = self._segments()
+        device, qb, w = plan.device, self.qb, self.width
+        inside = vis.band_at(torch.arange(qb, device=device).unsqueeze(1),
+                             self.lo + torch.arange(w, device=device))  # (qb, W) of any block
+        band = torch.zeros(qb, w, dtype=self.dtype, device=device)
+        if inside is not None:
+            band.masked_fill_(~inside, NEG_INF)
+        self.band = band.repeat(self.group, 1)  # (G·qb, W): the same for every head of a group
+        self.plain = [  # blocks where nothing but the band hides a key
+            vis.only_band(b * qb, min(b * qb + qb, s.q_len), self.lo + b * qb, self.lo + b * qb + w)
+            for b in range(self.nb)
+        ]
+        self._extras: dict[tuple[int, int], Tile | None] = {}
+
+    # -- windows ----------------------------------------------------------------------------
+
+    def _segments(self) -> list[Segment]:
+        qb, w, lo, lk, nb = self.qb, self.width, self.lo, self.kv_len, self.nb
+        first = min(nb, max(0, -(lo // qb) if lo < 0 else 0))  # first window starting >= 0
+        last = min(nb, max(first, (lk - w - lo) // qb + 1)) if lk >= w else first
+        if last - first < self.gb:  # few blocks: one padded copy, fewer and fuller tiles
+            first = last = 0
+        runs = [(0, first), (first, last), (last, nb)] if last > first else [(0, nb)]
+        segments = []
+        for start, end in runs:
+            if end <= start:
+                continue
+            if last > first and (start, end) == (first, last):  # windows inside the keys
+                segments.append(Segment(start, end, lo + start * qb, None, lk))
+            else:
+                length = (end - start - 1) * qb + w
+                segments.append(Segment(start, end, 0, lo + start * qb, length))
+        return segments
+
+    def buffer(self, rows: Tensor, seg: Segment) -> Tensor:
+        """The key (or value) buffer ``(n, ·, X)`` of a segment: ``rows (n, Lk, X)`` itself,
+        or a zero-padded copy of the positions its windows cover."""
+        if seg.pos0 is None:
+            return rows
+        out = rows.new_zeros(rows.shape[0], seg.length, rows.shape[2])
+        a, b = max(seg.pos0, 0), min(seg.pos0 + seg.length, self.kv_len)
+        if b > a:
+            out[:, a - seg.pos0 : b - seg.pos0] = rows[:, a:b]
+        return out
+
+    def windows(self, buffer: Tensor, seg: Segment) -> Tensor:
+        """``(n, blocks, X, W)``: the overlapping windows of the segment's blocks, a view."""
+        return buffer[:, seg.base :].unfold(1, self.width, self.qb)[:, : seg.end - seg.start]
+
+    def add_windows(self, acc: Tensor, grad: Tensor, seg: Segment, b0: int, b1: int) -> None:
+        """Sum ``grad (gb, W, X)`` of blocks ``b0:b1`` into their windows' rows of
+        ``acc (rows, X)`` (the segment's buffer rows, with ``qb`` rows of slack at the end).
+        Slots ``s·qb .. s·qb + qb`` of consecutive blocks never overlap, so each is one add."""
+        qb, w, x = self.qb, self.width, grad.shape[-1]
+        first = seg.base + (b0 - seg.start) * qb
+        for s0 in range(0, w, qb):
+            span = min(qb, w - s0)
+            rows = acc[first + s0 : first + s0 + (b1 - b0) * qb].view(b1 - b0, qb, x)
+            rows[:, :span] += grad[:, s0 : s0 + span]
+
+    def tiles(self):
+        """``(h, seg, b0, b1)``: batch entry of ``B·Hkv``, segment, group of its blocks (the
+        groups of a segment are of equal size, at most ``gb``)."""
+        for h in range(self.n):
+            for seg in self.segments:
+                count = seg.end - seg.start
+                size = -(-count // -(-count // self.gb))  # ceil(count / number of groups)
+                for b0 in range(seg.start, seg.end, size):
+                    yield h, seg, b0, min(b0 + size, seg.end)
+
+    # -- masks ------------------------------------------------------------------------------
+
+    def _extra(self, b0: int, b1: int) -> Tile | None:
+        """What hides or adds beyond the band in blocks ``b0:b1`` (``(B|1, Hq|1, gb, qb, W)``),
+        or ``None``; computed once per call (the backward pass reuses it)."""
+        if all(self.plain[b0:b1]):
+            return None
+        if (b0, b1) not in self._extras:
+            device, qb = self.plan.device, self.qb
+            blocks = torch.arange(b0, b1, device=device).view(-1, 1, 1) * qb  # (gb, 1, 1)
+            rows = blocks + torch.arange(qb, device=device).view(1, -1, 1)  # (gb, qb, 1)
+            cols = self.lo + blocks + torch.arange(self.width, device=device)  # (gb, 1, W)
+            self._extras[(b0, b1)] = self.vis.at(rows, cols)
+        return self._extras[(b0, b1)]
+
+    def scores(self, ws: Tensor, qloc: Tensor, kwin: Tensor, h: int, b0: int, b1: int) -> Tensor:
+        """Masked scores ``scale · q kᵀ`` (+ band bias) of blocks ``b0:b1``, in ``ws``."""
+        gb = b1 - b0
+        s = ws[:gb]  # (gb, G·qb, W)
+        torch.baddbmm(self.band.expand(gb, *self.band.shape), qloc[h, b0:b1], kwin,
+                      alpha=self.scale, out=s)
+        extra = self._extra(b0, b1)
+        if extra is None:
+            return s
+        s4 = s.view(gb, self.group, self.qb, self.width)  # (gb, G, qb, W)
+        bi, hi = divmod(h, self.kv_heads)
+        for part in (extra.bias, extra.mask):
+            if part is None:
+                continue
+            t = part[bi if part.shape[0] > 1 else 0]  # (Hq|1, gb, qb, W)
+            g = self.group
+            t = (t[hi * g : (hi + 1) * g] if t.shape[0] > 1 else t).transpose(0, 1)
+            if part is extra.bias:  # (gb, G|1, qb, W)
+                s4.add_(t.to(s.dtype))
+            else:
+                s4.masked_fill_(~t, NEG_INF)
+        return s
+
+    # -- query layout -----------------------------------------------------------------------
+
+    @property
+    def aligned(self) -> bool:
+        """Whether the local layout is a plain view of the rows layout (no copies)."""
+        return self.group == 1 and self.nb * self.qb == self.q_len
+
+    def to_local(self, rows: Tensor) -> Tensor:
+        """``(n, G·Lq, X)`` -> ``(n, nb, G·qb, X)``: a view when :attr:`aligned`, else a
+        zero-padded copy."""
+        n, _, x = rows.shape
+        g, lq, nb, qb = self.group, self.q_len, self.nb, self.qb
+        if self.aligned:
+            return rows.view(n, nb, qb, x)
+        padded = rows.new_zeros(n, g, nb * qb, x)  # (n, G, nb·qb, X)
+        padded[:, :, :lq] = rows.view(n, g, lq, x)
+        blocked = padded.view(n, g, nb, qb, x).transpose(1, 2)  # (n, nb, G, qb, X)
+        return blocked.reshape(n, nb, g * qb, x)  # (n, nb, G·qb, X)
+
+    def from_local(self, loc: Tensor) -> Tensor:
+        """Inverse of :meth:`to_local`: ``(n, nb, G·qb, X)`` -> ``(n, G·Lq, X)``."""
+        n, nb, _, x = loc.shape
+        g, lq, qb = self.group, self.q_len, self.qb
+        grouped = loc.view(n, nb, g, qb, x).transpose(1, 2)  # (n, G, nb, qb, X)
+        return grouped.reshape(n, g, nb * qb, x)[:, :, :lq].reshape(n, g * lq, x)
+
+    def workspace(self, *widths: int) -> list[Tensor]:
+        """One reused ``(gb, G·qb, X)`` buffer per width: tiles write into these, never into
+        fresh memory."""
+        rows, device = self.group * self.qb, self.plan.device
+        return [torch.empty(self.gb, rows, x, dtype=self.dtype, device=device) for x in widths]
 
 
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, band: Band):
-        cd = band.dtype
-        hkv = k.shape[1]
+        cd, hkv = band.dtype, band.kv_heads
         qr = to_rows(q, hkv, cd)  # (n, G·Lq, D)
         kr, vr = to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (n, Lk, D|Dv)
         qloc = band.to_local(qr)  # (n, nb, G·qb, D)
         n, nb, rows, _ = qloc.shape
         out = torch.empty(n, nb, rows, vr.shape[2], dtype=cd, device=q.device)
-        (ws,) = _workspace(band, band.width)
+        (ws,) = band.workspace(band.width)
         windows = {}
         for seg in band.segments:
             kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
@@ -97,27 +283,26 @@ class _LocalAttention(torch.autograd.Function):
         for h, seg, b0, b1 in band.tiles():
             kwin, vwin = windows[seg]  # (n, blocks, D, W), (n, blocks, W, Dv)
             i0, i1 = b0 - seg.start, b1 - seg.start
-            s = _scores(band, ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
-            softmax_(s, band.may_be_empty(b0, b1), lse=False)  # P in place; 0 rows: empty
-            if band.dropout is not None:
-                s.mul_(band.dropout.keep((h, b0, 0), tuple(s.shape), s.dtype))
-            torch.bmm(s, vwin[h, i0:i1], out=out[h, b0:b1])  # (gb, G·qb, Dv)
+            s = band.scores(ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
+            keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
+            online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], None, first=True,
+                           may_be_empty=not all(band.plain[b0:b1]), keep=keep)
         ctx.save_for_backward(qr, kr, vr, out)
         ctx.band, ctx.dtypes = band, (q.dtype, k.dtype, v.dtype)
-        b, hq = band.blocks.batch, band.blocks.q_heads
-        return from_rows(band.from_local(out), b, hq).to(v.dtype)  # (B, Hq, Lq, Dv)
+        return from_rows(band.from_local(out), band.n // hkv, band.group * hkv).to(v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor):
+        online.no_double_backward("local")
         qr, kr, vr, out = ctx.saved_tensors
         band: Band = ctx.band
-        hkv, qb, lk = band.blocks.kv_heads, band.qb, band.kv_len
+        hkv, qb, lk = band.kv_heads, band.qb, band.kv_len
         qloc = band.to_local(qr)  # (n, nb, G·qb, D)
         do_loc = band.to_local(to_rows(dout, hkv, out.dtype))  # (n, nb, G·qb, Dv)
         row_dot = torch.linalg.vecdot(do_loc, out).unsqueeze(-1)  # (n, nb, G·qb, 1): dO·O
         dq = torch.empty_like(qloc) if not band.aligned else torch.empty_like(qr)
         dq_loc = dq if not band.aligned else band.to_local(dq)  # (n, nb, G·qb, D)
-        ws, wdp = _workspace(band, band.width, band.width)
+        ws, wdp = band.workspace(band.width, band.width)
         wdk, wdv = (kr.new_empty(band.gb, band.width, x.shape[2]) for x in (kr, vr))  # (gb, W, ·)
         # Key/value gradients, with qb rows of slack: the last slot chunk may run past the end.
         dk_acc = kr.new_zeros(kr.shape[0], lk + qb, kr.shape[2])  # (n, Lk + qb, D)
@@ -134,21 +319,17 @@ class _LocalAttention(torch.autograd.Function):
         for h, seg, b0, b1 in band.tiles():
             kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
             i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
-            p = _scores(band, ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
-            softmax_(p, band.may_be_empty(b0, b1), lse=False)  # P again, in place
-            do = do_loc[h, b0:b1]  # (gb, G·qb, Dv)
-            dp = torch.bmm(do, vwin_t[h, i0:i1], out=wdp[:gb])  # (gb, G·qb, W)
-            if band.dropout is not None:
-                keep = band.dropout.keep((h, b0, 0), tuple(p.shape), p.dtype)
-                dvwin = torch.bmm((p * keep).transpose(1, 2), do, out=wdv[:gb])  # (gb, W, Dv)
-                dp.mul_(keep)
-            else:
-                dvwin = torch.bmm(p.transpose(1, 2), do, out=wdv[:gb])  # (gb, W, Dv)
-            ds = dp.sub_(row_dot[h, b0:b1]).mul_(p)  # dS = P ∘ (dP − D): (gb, G·qb, W)
+            p = band.scores(ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
+            online.softmax_(p, not all(band.plain[b0:b1]), lse=False)  # P again, in place
+            keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), p.shape, p.dtype)
+            ds = online.tile_grads(
+                p, do_loc[h, b0:b1], vwin_t[h, i0:i1], wdv[:gb], row_dot=row_dot[h, b0:b1],
+                accumulate=False, keep=keep, work=wdp[:gb],
+            )  # dS (gb, G·qb, W); wdv holds dV of the windows (gb, W, Dv)
             torch.bmm(ds, kwin[h, i0:i1].transpose(1, 2), out=dq_loc[h, b0:b1])
             dkwin = torch.bmm(ds.transpose(1, 2), qloc[h, b0:b1], out=wdk[:gb])  # (gb, W, D)
             band.add_windows(dkb[h], dkwin, seg, b0, b1)
-            band.add_windows(dvb[h], dvwin, seg, b0, b1)
+            band.add_windows(dvb[h], wdv[:gb], seg, b0, b1)
         for seg, (_, _, dkb, dvb) in tiles.items():
             if seg.pos0 is not None:  # a padded end: add the rows that are real keys
                 a, b = max(seg.pos0, 0), min(seg.pos0 + seg.length, lk)
@@ -156,7 +337,7 @@ class _LocalAttention(torch.autograd.Function):
                     dk_acc[:, a:b] += dkb[:, a - seg.pos0 : b - seg.pos0]
                     dv_acc[:, a:b] += dvb[:, a - seg.pos0 : b - seg.pos0]
         dk, dv = dk_acc[:, :lk], dv_acc[:, :lk]  # (n, Lk, D|Dv)
-        b, hq = band.blocks.batch, band.blocks.q_heads
+        b, hq = band.n // hkv, band.group * hkv
         q_dtype, k_dtype, v_dtype = ctx.dtypes
         dq_rows = (dq if band.aligned else band.from_local(dq_loc)).mul_(band.scale)
         return (
@@ -165,3 +346,16 @@ class _LocalAttention(torch.autograd.Function):
             dv.reshape(b, hkv, *dv.shape[1:]).to(v_dtype),  # (B, Hkv, Lk, Dv)
             None,
         )
+
+
+KERNEL = Kernel(
+    "local",
+    local,
+    Capabilities(
+        dot_product_scores=True, normalizers=SOFTMAX, mask_mod=False, score_mod=False,
+        weights=False, dtypes=FLOATS, extra=_refuses,
+    ),
+    declines=_declines,
+    priority=5,
+    description="banded attention: only the key windows of each query block",
+)

@@ -2,8 +2,9 @@
 
 ``functional.attention()`` validates the user's arguments and resolves them into an
 :class:`AttentionPlan`. Kernels receive the plan and never look at the user's arguments
-(nor import ``scores``/``normalizers``/``masks``): the score, the normalizer and the mask
-arrive here as ready-made callables, so a kernel file depends on ``torch`` alone.
+(nor import ``scores``/``normalizers``/``masks``): the score and the normalizer arrive as
+ready-made callables and forms, which keys each query sees as one
+:class:`~attnkit.kernels.visibility.Visibility`, so a kernel file depends on ``torch`` alone.
 
 Shape legend (used by every kernel file):
     B   batch
@@ -19,15 +20,15 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from attnkit.kernels.visibility import Visibility
 
 # (q (B, H, Lq, D), k (B, H, Lk, Dk)) -> scores (B, H, Lq, Lk), already multiplied by the scale.
 ScoreCall = Callable[[Tensor, Tensor], Tensor]
 # (scores (B, H, Lq, Lk), allowed bool broadcastable to scores, or None) -> weights (B, H, Lq, Lk)
 NormalizeCall = Callable[[Tensor, "Tensor | None"], Tensor]
-# (q_start, q_end, k_start, k_end) -> bool (B|1, H|1, q_end-q_start, k_end-k_start),
-# or None when every key of the block is allowed
-MaskBlockCall = Callable[[int, int, int, int], "Tensor | None"]
+# FlexAttention's score_mod(score, b, h, q_idx, kv_idx) -> score, on broadcastable tensors
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -62,45 +63,50 @@ class DotForm:
     scale: float
 
 
+@dataclass(frozen=True)
+class AdditiveForm:
+    """``scores(q, k) == scale · vᵀ tanh(W q + U k [+ b])``: ``w_q (A, Dq)``, ``w_k (A, Dk)``,
+    ``bias (A,)`` or ``None``, ``v (A,)`` (``additive``, and ``concat`` with its ``W`` split)."""
+
+    w_q: Tensor
+    w_k: Tensor
+    bias: Tensor | None
+    v: Tensor
+    scale: float
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the scores are made: ``fn(q, k)`` (scaled), the dot-product or additive form a
+    fast kernel can use instead, and a ``score_mod`` applied after it (with the tensors it
+    reads that need gradients, ``mod_leaves``)."""
+
+    name: str
+    fn: ScoreCall
+    params: Mapping[str, Tensor]
+    scale: float
+    dot: DotForm | None = None
+    additive: AdditiveForm | None = None
+    mod: ScoreMod | None = None
+    mod_leaves: tuple[Tensor, ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class AttentionPlan:
-    """One validated attention request.
-
-    Positions: query ``i`` sits at key position ``Lk - Lq + i`` (bottom-right alignment) for
-    both ``causal`` and ``window``; ``window=(left, right)`` lets it see keys
-    ``p - left .. p + right``.
-    """
+    """One validated attention request: shapes, score, normalizer, visibility, dropout, and
+    what to return."""
 
     shapes: Shapes
     dtype: torch.dtype
     device: torch.device
-    score_name: str
-    score: ScoreCall
-    score_params: Mapping[str, Tensor]
-    dot_form: DotForm | None
-    normalizer_name: str
+    score: Scoring
+    normalizer: str
     normalize: NormalizeCall
-    scale: float
-    causal: bool
-    window: tuple[int, int] | None
-    key_lengths: Tensor | None  # (B,) int64: structured key padding
-    mask: Tensor | None  # bool, broadcastable to (B, Hq, Lq, Lk); True = may attend
-    bias: Tensor | None  # float, broadcastable to (B, Hq, Lq, Lk); added to the scores
-    mask_block: MaskBlockCall  # every boolean constraint above, for any block
+    visibility: Visibility
     dropout_p: float
     return_weights: bool
     needs_grad: bool
     notes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def has_mask(self) -> bool:
-        """Whether any position may be hidden from a query (causal, window, padding, mask)."""
-        return (
-            self.causal
-            or self.window is not None
-            or self.key_lengths is not None
-            or self.mask is not None
-        )
 
 
 def check_qkv(
@@ -145,18 +151,6 @@ def check_qkv(
     if same_head_dim and d != dk:
         raise ValueError(f"{what}q and k must have the same head dim, got {sizes}")
     return b, hq, hk, lq, lk, d, dk, dv
-
-
-def band_covers(
-    first: int, last: int, k0: int, k1: int, left: int | None, right: int | None
-) -> bool:
-    """Whether keys ``k0 .. k1 − 1`` lie in the band ``p − left .. p + right`` of every query
-    position ``p`` in ``first .. last`` (``None``: that side unbounded), so the band hides
-    nothing there. With symbolic sizes (under ``torch.export``) only what holds for every
-    size counts: the traced graph keeps the mask rather than guard on the length."""
-    return (left is None or statically_known_true(k0 - last >= -left)) and (
-        right is None or statically_known_true(k1 - 1 - first <= right)
-    )
 
 
 def check_window(window: object) -> tuple[int, int] | None:

@@ -1,6 +1,7 @@
 """The registry of attention kernels: one signature, declared capabilities, explicit dispatch.
 
-Adding a backend is one new file in ``kernels/`` and one :func:`register` call in
+Adding a backend is one new file in ``kernels/`` that defines its function and its
+:class:`Kernel` (what it serves, when it declines), and one :func:`register` call in
 ``kernels/__init__.py``. Every kernel has the signature::
 
     fn(q, k, v, plan) -> (out, lse_or_None, weights_or_None)
@@ -34,9 +35,10 @@ class Capabilities:
     normalizers: frozenset[str] | None = None
     bool_mask: bool = True
     float_bias: bool = True
-    causal: bool = True
-    window: bool = True
-    key_lengths: bool = True
+    band: bool = True  # causal and windows
+    lengths: bool = True  # key/query lengths, per-sequence alignment
+    mask_mod: bool = True
+    score_mod: bool = True
     dropout: bool = True
     weights: bool = True
     grad: bool = True
@@ -51,18 +53,21 @@ class Capabilities:
 
     def refuses(self, plan: AttentionPlan) -> str | None:
         """The reason this kernel cannot serve ``plan``, or ``None`` if it can."""
-        if self.dot_product_scores and plan.dot_form is None:
-            return f"score {plan.score_name!r} is not a dot product"
-        if self.scores is not None and plan.score_name not in self.scores:
-            return f"score {plan.score_name!r} not supported"
-        if self.normalizers is not None and plan.normalizer_name not in self.normalizers:
-            return f"normalizer {plan.normalizer_name!r} not supported"
+        score, vis = plan.score, plan.visibility
+        if self.dot_product_scores and score.dot is None:
+            return f"score {score.name!r} is not a dot product"
+        if self.scores is not None and score.name not in self.scores:
+            return f"score {score.name!r} not supported"
+        if self.normalizers is not None and plan.normalizer not in self.normalizers:
+            return f"normalizer {plan.normalizer!r} not supported"
+        lengths = not vis.uniform or vis.key_lengths is not None
         checks = (
-            (plan.mask is not None and not self.bool_mask, "boolean masks"),
-            (plan.bias is not None and not self.float_bias, "float (additive) masks"),
-            (plan.causal and not self.causal, "causal"),
-            (plan.window is not None and not self.window, "window"),
-            (plan.key_lengths is not None and not self.key_lengths, "key lengths"),
+            (vis.mask is not None and not self.bool_mask, "boolean masks"),
+            (vis.bias is not None and not self.float_bias, "float (additive) masks"),
+            (vis.banded and not self.band, "causal/window"),
+            (lengths and not self.lengths, "key lengths"),
+            (vis.block_mask is not None and not self.mask_mod, "mask_mod"),
+            (score.mod is not None and not self.score_mod, "score_mod"),
             (plan.dropout_p > 0 and not self.dropout, "dropout"),
             (plan.return_weights and not self.weights, "returning weights"),
             (plan.needs_grad and not self.grad, "gradients"),
@@ -83,6 +88,10 @@ class Capabilities:
         if self.extra is not None:
             return self.extra(plan)
         return None
+
+
+FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+SOFTMAX = frozenset({"softmax"})
 
 
 @dataclass(frozen=True)

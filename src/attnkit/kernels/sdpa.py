@@ -1,65 +1,65 @@
 """The ``sdpa`` kernel: PyTorch's fused ``scaled_dot_product_attention``.
 
 Used whenever it can serve the request exactly: softmax over a dot-product score (``dot``,
-``scaled_dot``, ``general``, ``cosine`` through their :class:`DotForm`), any mask (causal with
-``Lq != Lk``, windows and key lengths are passed as a dense bool mask), grouped heads, dropout.
-It cannot return the weights.
+``scaled_dot``, ``general``, ``cosine`` through their :class:`DotForm`), any visibility (a
+top-left causal band goes to PyTorch as ``is_causal``; anything else as the dense bool mask the
+:class:`~attnkit.kernels.visibility.Visibility` builds), grouped heads, dropout. It cannot
+return the weights nor apply a ``score_mod``. Under ``auto`` it declines when the dense mask
+(or, on CPU with dropout, PyTorch's materialised weights) would be large: the block kernels
+build masks one tile at a time.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from attnkit.kernels.plan import AttentionPlan
+from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+
+DENSE_LIMIT = 128 << 20  # bytes of dense mask/weights beyond which auto prefers block kernels
 
 
-def uses_is_causal(plan: AttentionPlan) -> bool:
-    """Whether :func:`sdpa` hands the causal mask to PyTorch as ``is_causal`` (no dense mask).
-    With symbolic sizes (traced) only where ``Lq == Lk`` for every size."""
-    return (
-        plan.causal
-        and statically_known_true(plan.shapes.q_len == plan.shapes.kv_len)
-        and plan.window is None
-        and plan.key_lengths is None
-        and plan.mask is None
-        and plan.bias is None  # PyTorch refuses is_causal together with an attn_mask
-    )
+def dense_bytes(plan: AttentionPlan) -> int:
+    """Bytes :func:`sdpa` would materialise for its dense mask (bool and float) and, on CPU
+    with dropout, for PyTorch's math path (weights, dropout mask, their gradient)."""
+    s, vis = plan.shapes, plan.visibility
+    size = torch.finfo(plan.dtype).bits // 8
+    shape = None if vis.top_left_causal else vis.dense_shape()
+    total = 0 if shape is None else math.prod(shape) * (size + 1)
+    if plan.dropout_p > 0 and plan.device.type == "cpu":
+        total += 3 * s.batch * s.q_heads * s.q_len * s.kv_len * size
+    return total
 
 
-def dense_mask_shape(plan: AttentionPlan) -> tuple[int, int, int, int] | None:
-    """The shape of the dense ``attn_mask`` :func:`sdpa` builds (bool and/or float), or
-    ``None``; a band (causal ``Lq != Lk`` or a window) counts as ``(Lq, Lk)`` even where it
-    turns out to hide nothing."""
-    s = plan.shapes
-    shape = [1, 1, 1, 1]
-    if plan.has_mask and not uses_is_causal(plan):
-        if plan.causal or plan.window is not None:
-            shape[2:] = [s.q_len, s.kv_len]
-        if plan.key_lengths is not None:
-            shape[0], shape[3] = s.batch, s.kv_len
-    for part in (plan.mask, plan.bias):
-        if part is not None:
-            shape = [max(a, int(b)) for a, b in zip(shape, part.shape, strict=True)]
-    return None if shape == [1, 1, 1, 1] else (shape[0], shape[1], shape[2], shape[3])
+def _declines(plan: AttentionPlan) -> str | None:
+    dense = dense_bytes(plan)
+    if dense > DENSE_LIMIT:
+        return (
+            f"would materialise {dense / 2**20:.0f} MiB of dense mask/weights "
+            f"(limit {DENSE_LIMIT >> 20} MiB); the block kernels build masks per block"
+        )
+    return None
 
 
 def sdpa(
     q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    form = plan.dot_form
+    form, vis = plan.score.dot, plan.visibility
     assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     q, k = form.prepare_q(q), form.prepare_k(k)
-    lq, lk = plan.shapes.q_len, plan.shapes.kv_len
-    plain_causal = uses_is_causal(plan)
-    allowed = None if plain_causal or not plan.has_mask else plan.mask_block(0, lq, 0, lk)
-    attn_mask: Tensor | None = allowed  # (B|1, Hq|1, Lq, Lk) bool
-    if plan.bias is not None:
-        bias = plan.bias.to(q.dtype)
+    plain_causal = vis.top_left_causal
+    allowed = None
+    if vis.has_mask and not plain_causal:
+        allowed = vis.mask_of(0, vis.q_len, 0, vis.kv_len)  # (B|1, Hq|1, Lq, Lk) bool
+    attn_mask: Tensor | None = allowed
+    if vis.bias is not None:
+        bias = vis.bias.to(q.dtype)
         attn_mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(
         q,
@@ -77,3 +77,16 @@ def sdpa(
         if torch.compiler.is_compiling() or not bool(has_key.all()):
             out = out.masked_fill(~has_key, 0.0)  # a query with nothing to see gives 0
     return out, None, None
+
+
+KERNEL = Kernel(
+    "sdpa",
+    sdpa,
+    Capabilities(
+        dot_product_scores=True, normalizers=SOFTMAX, score_mod=False, weights=False,
+        dtypes=FLOATS, exports=True,
+    ),
+    declines=_declines,
+    priority=10,
+    description="PyTorch's fused scaled_dot_product_attention",
+)

@@ -1,26 +1,23 @@
-"""Exact attention weights, computed block by block straight into the output tensor.
+"""Exact attention weights, computed tile by tile straight into the output tensor.
 
-Used by the ``chunked`` kernel when ``return_weights=True``. For each block of query rows the
-scores ``q kᵀ`` are written by ``bmm`` directly into the rows of the ``(B, Hq, Lq, Lk)`` weights
-tensor. The block's rows are then complete, so its log-sum-exp is final at once and the rows
-become ``exp(s − lse)`` in place, while they are still in cache; the same rows then multiply the
-values. (The normalisation is PyTorch's fused softmax, in place.) There is a single ``q kᵀ``
-pass, no second attention pass, no score tensor besides the weights themselves, and no
-temporary bigger than one block. No log-sum-exp is computed: the backward pass reads the
-weights, and the two extra reductions over the weights would cost about 5 % of the call.
+Used by the ``chunked`` kernel when ``return_weights=True``. A tile is a block of query rows
+over **every** key: the scores ``q kᵀ`` are written by ``bmm`` directly into those rows of the
+``(B, Hq, Lq, Lk)`` weights tensor; the rows are then complete, so :func:`online.attend_`
+normalises them in place while they are still in cache (a single tile per row: no merging,
+no log-sum-exp) and multiplies them with the values. There is one ``q kᵀ`` pass, no score
+tensor besides the weights themselves, and no temporary bigger than one tile.
 
 This differs from recomputing the weights from a saved lse in a second ``q kᵀ`` pass after
 an online-softmax pass (three products over the scores instead of two): when the weights
 must be written anyway, writing the scores there first and normalising them while in cache
 is the cheaper order.
 
-The backward pass reads the saved weights: ``dP = dO Vᵀ (+ dW)``,
-``dS = P ∘ (dP − rowsum(P ∘ dP))``, ``dQ = dS K``, ``dK = dSᵀ Q``, ``dV = Pᵀ dO`` (with
-dropout, ``P`` and ``dP`` carry the regenerated keep-mask), so gradients flow through the
-output and, when they are used, the weights.
+The backward pass reads the saved weights as ``P`` (:func:`online.tile_grads` with
+``D = rowsum(P ∘ dP)``), so gradients flow through the output and, when they are used, the
+weights.
 
-Shapes (rows layout, see ``_blocks``): qs (B·Hkv, G·Lq, D) already scaled, kr (B·Hkv, Lk, D),
-vr (B·Hkv, Lk, Dv) -> out (B·Hkv, G·Lq, Dv), weights (B, Hq, Lq, Lk).
+Shapes (rows layout, see :mod:`online`): qs (n, G·Lq, D) already scaled, kr (n, Lk, D),
+vr (n, Lk, Dv) -> out (n, G·Lq, Dv), weights (B, Hq, Lq, Lk).
 """
 
 from __future__ import annotations
@@ -30,106 +27,102 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from attnkit.kernels._blocks import BlockDropout, Blocks, add_bias_grad, softmax_
+from attnkit.kernels.online import Tiling, attend_, tile_grads
 
-_BLOCK_ELEMENTS = 1 << 22  # scores per block: few large ops (a block is the weights themselves)
+_BLOCK_ELEMENTS = 1 << 22  # scores per tile: few large ops (a tile is the weights themselves)
 _MIN_ROWS = 16
 _WHOLE_ELEMENTS = 1 << 28  # up to 1 GiB of float32 weights are normalised in one piece
 
 
-def _tile_rows(blocks: Blocks) -> int:
+def _tile_rows(kv_len: int) -> int:
     """Query rows per tile: about ``_BLOCK_ELEMENTS`` scores of one batch entry."""
-    return max(_MIN_ROWS, _BLOCK_ELEMENTS // max(1, blocks.kv_len))
+    return max(_MIN_ROWS, _BLOCK_ELEMENTS // max(1, kv_len))
 
 
 def _tiles(
-    blocks: Blocks, n_all: int, whole: bool = False
-) -> Iterator[tuple[int, int, int, int, int]]:
-    """``(q0, q1, g, h0, h1)``: query block, group, and one entry ``h0 = h1 − 1`` of ``B·Hkv``.
+    tiling: Tiling, n: int, whole: bool = False
+) -> Iterator[tuple[int, int, int, int | None]]:
+    """``(q0, q1, g, entry)``: query block, group, and one entry of ``B·Hkv`` (``None``: all).
 
-    One batch entry at a time keeps each block of the weights contiguous (PyTorch's softmax
-    can then work in place) and about ``_BLOCK_ELEMENTS`` large. With ``whole`` (one group,
+    One batch entry at a time keeps each tile of the weights contiguous (PyTorch's softmax can
+    then work in place) and about ``_BLOCK_ELEMENTS`` large. With ``whole`` (one group,
     ``B·H·Lq·Lk ≤ _WHOLE_ELEMENTS``) the single tile is the whole weights tensor: three large
     operations instead of hundreds, which is what keeps the kernel fast when the cores are
     shared (each operation waits for every thread; see docs/benchmarks.md).
     """
-    if whole and blocks.group == 1 and n_all * blocks.q_len * blocks.kv_len <= _WHOLE_ELEMENTS:
-        yield 0, blocks.q_len, 0, 0, n_all
+    lq, lk = tiling.vis.q_len, tiling.vis.kv_len
+    if whole and tiling.group == 1 and n * lq * lk <= _WHOLE_ELEMENTS:
+        yield 0, lq, 0, None
         return
-    qb = _tile_rows(blocks)
-    for q0 in range(0, blocks.q_len, qb):
-        q1 = min(q0 + qb, blocks.q_len)
-        for g in range(blocks.group):
-            for h in range(n_all):
-                yield q0, q1, g, h, h + 1
+    qb = _tile_rows(lk)
+    for q0 in range(0, lq, qb):
+        for g in range(tiling.group):
+            for entry in range(n):
+                yield q0, min(q0 + qb, lq), g, entry
 
 
 def rows_forward(
-    qs: Tensor, kr: Tensor, vr: Tensor, blocks: Blocks, dropout: BlockDropout | None
-) -> tuple[Tensor, Tensor]:
-    """Output and the exact weights (see the module docstring for shapes)."""
-    n_all, rows_all, _ = qs.shape
-    lq, lk, dv = blocks.q_len, kr.shape[1], vr.shape[2]
-    weights = torch.empty(
-        blocks.batch, blocks.q_heads, lq, lk, dtype=qs.dtype, device=qs.device
-    )  # (B, Hq, Lq, Lk)
-    w3 = weights.view(n_all, rows_all, lk)  # (B·Hkv, G·Lq, Lk)
-    out = torch.empty(n_all, rows_all, dv, dtype=qs.dtype, device=qs.device)
-    kt = kr.transpose(1, 2)  # (B·Hkv, D, Lk)
-    parts: tuple[Tensor | None, Tensor | None] = (None, None)
-    current = (-1, -1)
-    for q0, q1, g, h0, h1 in _tiles(blocks, n_all, whole=dropout is None):
+    qs: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, weights: Tensor
+) -> Tensor:
+    """The output; ``weights (B, Hq, Lq, Lk)`` is filled with the exact weights."""
+    n, rows_all, _ = qs.shape
+    lq, lk = tiling.vis.q_len, kr.shape[1]
+    w3 = weights.view(n, rows_all, lk)  # (n, G·Lq, Lk)
+    out = torch.empty(n, rows_all, vr.shape[2], dtype=qs.dtype, device=qs.device)
+    kt = kr.transpose(1, 2)  # (n, D, Lk)
+    tile, current, dropout = None, (-1, -1), tiling.dropout
+    for q0, q1, g, entry in _tiles(tiling, n, whole=dropout is None):
         if (q0, q1) != current:
-            parts, current = blocks.parts(q0, q1, 0, lk), (q0, q1)
-        masked = parts[0] is not None or parts[1] is not None
+            tile, current = tiling.vis.tile(q0, q1, 0, lk), (q0, q1)
+        e0, e1 = (0, n) if entry is None else (entry, entry + 1)
         r0, r1 = g * lq + q0, g * lq + q1
-        s = w3[h0:h1, r0:r1]  # (n, q, Lk): the weights' own rows
-        torch.bmm(qs[h0:h1, r0:r1], kt[h0:h1], out=s)
-        if masked:
-            blocks.apply(s, parts, g, (h0, h1))
-        softmax_(s, may_be_empty=masked, lse=False)  # the weights, in place
-        p = s if dropout is None else s * dropout.keep((g, q0, h0), tuple(s.shape), s.dtype)
-        torch.bmm(p, vr[h0:h1], out=out[h0:h1, r0:r1])  # (n, q, Dv): contiguous rows
-    return out, weights
+        s = w3[e0:e1, r0:r1]  # (n|1, q, Lk): the weights' own rows
+        if tile is None:  # no query of the block sees a key
+            s.zero_()
+            out[e0:e1, r0:r1].zero_()
+            continue
+        torch.bmm(qs[e0:e1, r0:r1], kt[e0:e1], out=s)
+        if not tile.full:
+            tiling.apply_(s, tile, g, entry)
+        keep = None if dropout is None else dropout.keep((g, q0, e0), s.shape, s.dtype)
+        attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True, may_be_empty=not tile.full,
+                keep=keep)
+    return out
 
 
 def rows_backward(
     dout: Tensor,
     dweights: Tensor | None,
     saved: tuple[Tensor, Tensor, Tensor, Tensor],
-    blocks: Blocks,
-    dropout: BlockDropout | None,
+    tiling: Tiling,
     dbias: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(dqs, dk, dv)`` in the rows layout; ``dbias`` is accumulated in place.
 
-    ``saved = (qs, kr, vr, weights)``; ``dout (B·Hkv, G·Lq, Dv)``; ``dweights (B, Hq, Lq, Lk)``.
+    ``saved = (qs, kr, vr, weights)``; ``dout (n, G·Lq, Dv)``; ``dweights (B, Hq, Lq, Lk)``.
     """
     qs, kr, vr, weights = saved
-    n_all, rows_all, _ = qs.shape
-    lq, lk = blocks.q_len, kr.shape[1]
-    w3 = weights.view(n_all, rows_all, lk)  # (B·Hkv, G·Lq, Lk)
-    dw3 = None if dweights is None else dweights.reshape(n_all, rows_all, lk)
+    n, rows_all, _ = qs.shape
+    lq, lk = tiling.vis.q_len, kr.shape[1]
+    w3 = weights.view(n, rows_all, lk)  # (n, G·Lq, Lk)
+    dw3 = None if dweights is None else dweights.reshape(n, rows_all, lk).to(qs.dtype)
     dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
-    vt = vr.transpose(1, 2)  # (B·Hkv, Dv, Lk)
-    work = qs.new_empty(_tile_rows(blocks) * lk)  # dP of one tile, reused
-    for q0, q1, g, h0, h1 in _tiles(blocks, n_all):
+    vt = vr.transpose(1, 2)  # (n, Dv, Lk)
+    work = qs.new_empty(_tile_rows(lk) * lk)  # dP of one tile, reused
+    dropout = tiling.dropout
+    for q0, q1, g, entry in _tiles(tiling, n):
+        e0 = entry  # _tiles gives one entry at a time here
+        assert e0 is not None
         r0, r1 = g * lq + q0, g * lq + q1
-        p = w3[h0:h1, r0:r1]  # (n, q, Lk)
-        do = dout[h0:h1, r0:r1]  # (n, q, Dv)
-        dp = torch.bmm(do, vt[h0:h1], out=work[: (r1 - r0) * lk].view(1, r1 - r0, lk))
-        if dropout is not None:
-            keep = dropout.keep((g, q0, h0), tuple(p.shape), p.dtype)
-            dv[h0:h1].baddbmm_((p * keep).transpose(1, 2), do)
-            dp.mul_(keep)
-        else:
-            dv[h0:h1].baddbmm_(p.transpose(1, 2), do)
-        if dw3 is not None:
-            dp.add_(dw3[h0:h1, r0:r1].to(dp.dtype))
-        row_dot = torch.linalg.vecdot(p, dp).unsqueeze(-1)  # (n, q, 1): rowsum(P ∘ dP)
-        ds = dp.sub_(row_dot).mul_(p)  # (n, q, Lk)
+        p = w3[e0 : e0 + 1, r0:r1]  # (1, q, Lk)
+        keep = None if dropout is None else dropout.keep((g, q0, e0), p.shape, p.dtype)
+        ds = tile_grads(
+            p, dout[e0 : e0 + 1, r0:r1], vt[e0 : e0 + 1], dv[e0 : e0 + 1], row_dot=None,
+            keep=keep, dw=None if dw3 is None else dw3[e0 : e0 + 1, r0:r1],
+            work=work[: p.numel()].view(p.shape),
+        )  # (1, q, Lk)
         if dbias is not None:
-            add_bias_grad(dbias, ds, blocks, g, (q0, q1, 0, lk), (h0, h1))
-        torch.bmm(ds, kr[h0:h1], out=dqs[h0:h1, r0:r1])  # (n, q, D)
-        dk[h0:h1].baddbmm_(ds.transpose(1, 2), qs[h0:h1, r0:r1])
+            tiling.add_bias_grad(dbias, ds, g, (q0, q1, 0, lk), e0)
+        torch.bmm(ds, kr[e0 : e0 + 1], out=dqs[e0 : e0 + 1, r0:r1])  # (1, q, D)
+        dk[e0 : e0 + 1].baddbmm_(ds.transpose(1, 2), qs[e0 : e0 + 1, r0:r1])
     return dqs, dk, dv

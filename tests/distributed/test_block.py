@@ -1,4 +1,4 @@
-"""The block primitive of ring attention against the ``reference`` kernel.
+"""The block step of ring attention against the ``reference`` kernel.
 
 Blocks sit at arbitrary global positions; the test writes the visibility rule out on its own
 (a double loop), hands it to ``reference`` as a boolean mask, and compares the output, the
@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.functional import build_plan
-from attnkit.kernels.blockwise import (
+from attnkit.distributed.block import (
     any_visible,
     block_backward,
     block_forward,
     merge,
 )
+from attnkit.functional import build_plan
 from attnkit.kernels.reference import reference
 
 

@@ -1,0 +1,449 @@
+"""The online softmax and its FlashAttention-2 backward, written once for every block kernel.
+
+A kernel says how a tile's scores are made (a :class:`TileScores`: dot products, additive
+scores, either through a ``score_mod``); this module does the rest.
+
+* :func:`attend_` is one tile of the forward pass: the tile is normalised on its own by
+  PyTorch's fused softmax (``P_b``, log-sum-exp ``lse_b``; FORMULAS.md "Online softmax"), and
+  ``P_b V_b`` is merged into the running result by :func:`merge_` (FORMULAS.md "Merging two
+  partial results"): ``lse' = log(e^{lse} + e^{lse_b})``, ``O' = e^{lse−lse'} O +
+  e^{lse_b−lse'} O_b``. Fused softmax plus merge is the online softmax ``m' = max(m, rowmax
+  S_b)``, ``ℓ' = e^{m−m'} ℓ + rowsum e^{S_b−m'}`` with the exponentials done by the softmax,
+  which on CPU is several times cheaper than ``exp`` itself.
+* :func:`tile_grads` is one tile of the backward pass (Dao et al. 2023, FlashAttention-2):
+  ``dV += Pᵀ dO``, ``dP = dO Vᵀ (+ dW)``, ``dS = P ∘ (dP − D)`` with ``D = rowsum(dO ∘ O)``
+  (``= rowsum(P ∘ dP)``), the score gradient ``dS`` going back to the :class:`TileScores`.
+* :func:`forward`, :func:`backward` and :func:`probabilities` walk the tiles of the rows layout
+  that the :class:`~attnkit.kernels.visibility.Visibility` leaves visible: ``chunked``,
+  ``additive`` and ring attention's block step use them; ``local`` and the weights path use
+  the tile functions in their own layouts. :func:`probabilities` is the second pass with the
+  final lse (``P = exp(S − lse)``) that hands each tile to a consumer (write the weights, or
+  any reduction of them).
+
+The **rows layout**: a kernel works on ``(B·Hkv, G·L, X)``, a pure view of ``(B, H, L, X)``
+(head ``h = hkv·G + g``). Every row of a batch entry uses one key/value head, so one ``bmm``
+serves grouped-query heads without copying keys or values, and key/value gradients sum over
+the group by themselves. Query blocks are taken per group: rows ``g·Lq + q0 .. g·Lq + q1``.
+
+Shape legend: B batch, Hq/Hkv query/key-value heads, G = Hq/Hkv, n = B·Hkv, Lq/Lk lengths,
+D/Dv dims, q/k a tile's rows/keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from attnkit.kernels.block_mask import index_grid
+from attnkit.kernels.visibility import Tile, Visibility
+
+NEG_INF = float("-inf")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype tiles are computed in: float32 for 16-bit inputs, else the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def to_rows(x: Tensor, kv_heads: int, dtype: torch.dtype) -> Tensor:
+    """``(B, H, L, X)`` -> ``(B·Hkv, (H/Hkv)·L, X)`` in ``dtype`` (a view when possible)."""
+    b, h, length, width = x.shape
+    return x.to(dtype).reshape(b * kv_heads, (h // kv_heads) * length, width)  # (n, G·L, X)
+
+
+def from_rows(x: Tensor, batch: int, heads: int) -> Tensor:
+    """``(B·Hkv, G·L, X)`` -> ``(B, Hq, L, X)``; also ``(B·Hkv, G·L)`` -> ``(B, Hq, L)``."""
+    return x.reshape(batch, heads, -1, *x.shape[2:])  # (B, Hq, L[, X])
+
+
+def no_double_backward(kernel: str) -> None:
+    """Raise when autograd asks for the gradient of this kernel's gradient."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{kernel} kernel: no double backward (the gradient of a gradient, e.g. "
+            f"create_graph=True); use backend='reference', which supports it"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One tile
+
+
+def softmax_(s: Tensor, may_be_empty: bool = True, lse: bool = True) -> Tensor | None:
+    """Softmax of ``s (..., k)`` over its last dim **in place**; returns the lse ``(..., 1)``.
+
+    PyTorch's fused softmax is much faster on CPU than ``exp_`` alone, so tiles are normalised
+    with it and the log-sum-exp is recovered from two cheap reductions: the largest weight is
+    ``p_max = exp(m − lse)``, so ``lse = m − log(p_max)``. Rows that are all ``−inf`` (nothing
+    to attend to) become 0 with lse ``−inf`` (``may_be_empty=False`` skips that check).
+    ``lse=False`` skips computing it (returns ``None``).
+    """
+    m = s.amax(dim=-1, keepdim=True) if lse else None  # (..., 1)
+    if s.is_contiguous():  # in place: the last-dim kernel reads a row, then writes it
+        torch._softmax(s, -1, False, out=s)
+    else:  # out= on a strided view is not in-place safe
+        s.copy_(torch.softmax(s, dim=-1))
+    if m is None:
+        if may_be_empty:
+            s.nan_to_num_(0.0)  # rows with nothing to attend to: 0/0
+        return None
+    empty = m == NEG_INF
+    if may_be_empty and bool(empty.any()):
+        s.masked_fill_(empty, 0.0)
+        return torch.where(empty, m, m - s.amax(dim=-1, keepdim=True).log())
+    return m - s.amax(dim=-1, keepdim=True).log()
+
+
+def merge_(out: Tensor, lse: Tensor, out_b: Tensor, lse_b: Tensor) -> None:
+    """Merge a partial result over other keys into ``out (..., q, Dv)``, ``lse (..., q)`` in
+    place (FORMULAS.md, "Merging two partial results"); ``out_b`` is overwritten. Rows empty
+    on both sides stay 0 with lse ``−inf``."""
+    new = torch.logaddexp(lse, lse_b)  # (..., q)
+    safe = new.masked_fill(new == NEG_INF, 0.0)
+    out.mul_((lse - safe).exp_().unsqueeze(-1))
+    out.add_(out_b.mul_((lse_b - safe).exp_().unsqueeze(-1)))
+    lse.copy_(new)
+
+
+def attend_(
+    s: Tensor,
+    v: Tensor,
+    acc: Tensor,
+    lse: Tensor | None,
+    *,
+    first: bool,
+    may_be_empty: bool,
+    keep: Tensor | None = None,
+) -> None:
+    """One tile of the online softmax. ``s (..., q, k)`` masked scores (overwritten by the
+    tile's probabilities, before dropout); ``v (..., k, Dv)``; ``acc (..., q, Dv)`` and
+    ``lse (..., q)`` the running output and log-sum-exp, updated in place (``first``:
+    overwritten; ``lse=None``: a tile of whole rows, whose lse nobody needs); ``keep``: the
+    dropout multiplier."""
+    lse_b = softmax_(s, may_be_empty, lse=lse is not None)  # (..., q, 1)
+    p = s if keep is None else s * keep  # s may be the returned weights: keep them undropped
+    if first:
+        torch.matmul(p, v, out=acc)  # (..., q, Dv)
+        if lse is not None:
+            lse.copy_(lse_b.squeeze(-1))
+        return
+    merge_(acc, lse, torch.matmul(p, v), lse_b.squeeze(-1))
+
+
+def tile_grads(
+    p: Tensor,
+    do: Tensor,
+    v_t: Tensor,
+    dv: Tensor,
+    *,
+    row_dot: Tensor | None,
+    accumulate: bool = True,
+    keep: Tensor | None = None,
+    dw: Tensor | None = None,
+    work: Tensor | None = None,
+) -> Tensor:
+    """FlashAttention-2's backward of one tile; returns ``dS (..., q, k)``.
+
+    ``p (..., q, k)`` the probabilities ``P``; ``do (..., q, Dv)``; ``v_t (..., Dv, k)``;
+    ``dv (..., k, Dv)`` receives ``Pᵀ dO`` (added, or written when not ``accumulate``);
+    ``row_dot (..., q, 1)`` is ``D`` (``None``: ``rowsum(P ∘ dP)``, for tiles of whole rows);
+    ``keep`` the dropout multiplier; ``dw (..., q, k)`` the gradient of the returned weights;
+    ``work`` a buffer of ``dS``'s shape.
+    """
+    dp = torch.matmul(do, v_t, out=work)  # (..., q, k)
+    kept = p if keep is None else p * keep
+    dv.baddbmm_(kept.transpose(-1, -2), do, beta=1.0 if accumulate else 0.0)
+    if keep is not None:
+        dp.mul_(keep)
+    if dw is not None:
+        dp.add_(dw)
+    if row_dot is None:
+        row_dot = torch.linalg.vecdot(p, dp).unsqueeze(-1)  # (..., q, 1)
+    return dp.sub_(row_dot).mul_(p)  # dS = P ∘ (dP − D)
+
+
+class BlockDropout:
+    """Dropout whose keep-mask of each tile is regenerated from ``(seed, tile key)``, so the
+    backward pass sees exactly the forward's mask without storing it.
+
+    The seed is drawn from PyTorch's default generator, so ``torch.manual_seed`` makes a run
+    reproducible. :meth:`keep` returns the float multiplier (0 or ``1/(1-p)``).
+    """
+
+    _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+    def __init__(self, p: float, device: torch.device) -> None:
+        self.p = p
+        self.device = device
+        self.seed = int(torch.randint(0, 2**62, (1,)).item())
+
+    def keep(self, key: tuple[int, int, int], shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+        mixed = self.seed
+        for part, mix in zip(key, self._MIX, strict=True):
+            mixed = (mixed ^ ((part + 1) * mix)) % (2**63)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(mixed)
+        uniform = torch.rand(shape, generator=gen, device=self.device, dtype=dtype)
+        return (uniform >= self.p).to(dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def dropout_for(p: float, device: torch.device) -> BlockDropout | None:
+    return BlockDropout(p, device) if p > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiles of the rows layout
+
+
+class TileScores(Protocol):
+    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+        """A fresh ``(B·Hkv, r1-r0, k1-k0)`` tensor of scores (before bias and mask)."""
+        ...
+
+    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
+        """Accumulate the gradient of the tile's score inputs from ``ds`` (consumed)."""
+        ...
+
+
+@dataclass
+class Tiling:
+    """How a kernel cuts the rows layout: ``qb`` queries by ``kb`` keys, over the queries
+    ``q_range`` and keys ``k_range`` (default all) that ``vis`` leaves visible."""
+
+    vis: Visibility
+    kv_heads: int
+    qb: int
+    kb: int
+    dropout: BlockDropout | None = None
+    q_range: tuple[int, int] | None = None
+    k_range: tuple[int, int] | None = None
+
+    @property
+    def group(self) -> int:
+        return self.vis.heads // self.kv_heads
+
+    def tiles(self) -> Iterator[tuple[int, int, list[tuple[int, int, Tile]]]]:
+        """``(q0, q1, [(k0, k1, tile), ...])`` per block of queries; empty tiles left out."""
+        vis = self.vis
+        q_lo, q_hi = self.q_range or (0, vis.q_len)
+        k_lo, k_hi = self.k_range or (0, vis.kv_len)
+        for q0 in range(q_lo, q_hi, self.qb):
+            q1 = min(q0 + self.qb, q_hi)
+            lo, hi = vis.span(q0, q1)
+            lo, hi = max(lo, k_lo), min(hi, k_hi)
+            row = []
+            for k0 in range(lo, hi, self.kb):
+                k1 = min(k0 + self.kb, hi)
+                tile = vis.tile(q0, q1, k0, k1)
+                if tile is not None:
+                    row.append((k0, k1, tile))
+            if row:
+                yield q0, q1, row
+
+    def piece(self, t: Tensor, g: int, entry: int | None = None) -> Tensor:
+        """The part of a tile's mask or bias ``t (B|1, Hq|1, q|1, k|1)`` for group ``g``:
+        ``(B|1, Hkv|1, q|1, k|1)``, or ``(q|1, k|1)`` for one entry of ``B·Hkv``."""
+        hkv = self.kv_heads
+        if t.shape[1] > 1:
+            t = t.view(t.shape[0], hkv, self.group, *t.shape[2:])[:, :, g]  # (B|1, Hkv, ...)
+        if entry is None:
+            return t
+        b, h = divmod(entry, hkv)
+        return t[b if t.shape[0] > 1 else 0, h if t.shape[1] > 1 else 0]  # (q|1, k|1)
+
+    def apply_(self, s: Tensor, tile: Tile, g: int, entry: int | None = None) -> Tensor:
+        """Add the tile's bias and hide its masked keys (``−inf``) in ``s (n, q, k)``: the
+        rows of group ``g`` of every entry of ``B·Hkv``, or ``(1, q, k)`` of one ``entry``."""
+        target = s.view(-1, self.kv_heads, *s.shape[1:]) if entry is None else s
+        if tile.bias is not None:
+            target.add_(self.piece(tile.bias, g, entry).to(s.dtype))
+        if tile.mask is not None:
+            target.masked_fill_(~self.piece(tile.mask, g, entry), NEG_INF)
+        return s
+
+    def add_bias_grad(
+        self, dbias: Tensor, ds: Tensor, g: int, box: tuple[int, int, int, int],
+        entry: int | None = None,
+    ) -> None:
+        """Accumulate the score gradient ``ds (n, q, k)`` of one tile into ``dbias``."""
+        q0, q1, k0, k1 = box
+        rows = slice(q0, q1) if dbias.shape[2] != 1 else slice(None)
+        cols = slice(k0, k1) if dbias.shape[3] != 1 else slice(None)
+        target = self.piece(dbias[:, :, rows, cols], g, entry)
+        grad = ds.view(-1, self.kv_heads, *ds.shape[1:]) if entry is None else ds[0]
+        dims = tuple(i for i, n in enumerate(target.shape) if n == 1 and grad.shape[i] != 1)
+        target.add_(grad.sum(dim=dims, keepdim=True) if dims else grad)
+
+    def rows(self, g: int, q0: int, q1: int) -> tuple[int, int]:
+        return g * self.vis.q_len + q0, g * self.vis.q_len + q1
+
+
+def _scores(sb: TileScores, tiling: Tiling, tile: Tile, g: int, box) -> Tensor:
+    q0, q1, k0, k1 = box
+    s = sb.scores(*tiling.rows(g, q0, q1), k0, k1)  # (n, q, k)
+    return s if tile.full else tiling.apply_(s, tile, g)
+
+
+def forward(
+    sb: TileScores, vr: Tensor, out: Tensor, lse: Tensor, tiling: Tiling, *, fresh: bool = True
+) -> None:
+    """The online softmax over every visible tile, into ``out (n, G·Lq, Dv)`` and
+    ``lse (n, G·Lq)`` in place: ``fresh`` ones (zeros and ``−inf``) or running results over
+    other keys (ring attention), which are merged with."""
+    dropout = tiling.dropout
+    for q0, q1, row in tiling.tiles():
+        for g in range(tiling.group):
+            r0, r1 = tiling.rows(g, q0, q1)
+            for i, (k0, k1, tile) in enumerate(row):
+                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))  # (n, q, k)
+                keep = None if dropout is None else dropout.keep((g, q0, k0), s.shape, s.dtype)
+                attend_(
+                    s, vr[:, k0:k1], out[:, r0:r1], lse[:, r0:r1], first=fresh and i == 0,
+                    may_be_empty=not tile.full, keep=keep,
+                )
+
+
+Consumer = Callable[[Tensor, int, tuple[int, int, int, int]], None]
+
+
+def probabilities(sb: TileScores, lse: Tensor, tiling: Tiling, consume: Consumer) -> None:
+    """The second pass with the final ``lse (n, G·Lq)``: ``consume(p, g, (q0, q1, k0, k1))``
+    receives the exact probabilities ``p = exp(S − lse) (n, q, k)`` of every visible tile."""
+    lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
+    for q0, q1, row in tiling.tiles():
+        for k0, k1, tile in row:
+            for g in range(tiling.group):
+                r0, r1 = tiling.rows(g, q0, q1)
+                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))
+                consume(s.sub_(lse_safe[:, r0:r1]).exp_(), g, (q0, q1, k0, k1))
+
+
+def write_weights(weights: Tensor, q_len: int) -> Consumer:
+    """A :func:`probabilities` consumer writing each tile into ``weights (n, G·Lq, Lk)``."""
+
+    def consume(p: Tensor, g: int, box: tuple[int, int, int, int]) -> None:
+        q0, q1, k0, k1 = box
+        weights[:, g * q_len + q0 : g * q_len + q1, k0:k1] = p
+
+    return consume
+
+
+def backward(
+    sb: TileScores,
+    dout: Tensor,
+    vr: Tensor,
+    lse: Tensor,
+    row_dot: Tensor,
+    dv: Tensor,
+    tiling: Tiling,
+    *,
+    dw: Tensor | None = None,
+    dbias: Tensor | None = None,
+) -> None:
+    """The recomputing backward over every visible tile: ``dv (n, Lk, Dv)`` and ``dbias``
+    accumulate in place; score gradients go to ``sb``. ``dout (n, G·Lq, Dv)``, the final
+    ``lse (n, G·Lq)``, ``row_dot (n, G·Lq, 1)`` = ``D``; ``dw (n, G·Lq, Lk)`` the gradient of
+    the returned weights."""
+    dropout = tiling.dropout
+    lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
+    vt = vr.transpose(1, 2)  # (n, Dv, Lk)
+    work = vr.new_empty(vr.shape[0] * tiling.qb * tiling.kb)  # dP of one tile, reused
+    for q0, q1, row in tiling.tiles():
+        for k0, k1, tile in row:
+            for g in range(tiling.group):
+                r0, r1 = tiling.rows(g, q0, q1)
+                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))
+                p = s.sub_(lse_safe[:, r0:r1]).exp_()  # P; 0 where masked
+                keep = None if dropout is None else dropout.keep((g, q0, k0), p.shape, p.dtype)
+                ds = tile_grads(
+                    p, dout[:, r0:r1], vt[:, :, k0:k1], dv[:, k0:k1], row_dot=row_dot[:, r0:r1],
+                    keep=keep, dw=None if dw is None else dw[:, r0:r1, k0:k1],
+                    work=work[: p.numel()].view(p.shape),
+                )
+                if dbias is not None:
+                    tiling.add_bias_grad(dbias, ds, g, (q0, q1, k0, k1))
+                sb.backward(ds, r0, r1, k0, k1)
+
+
+# ---------------------------------------------------------------------------------------------
+# How tiles' scores are made
+
+
+class DotScores:
+    """Tiles ``qs kᵀ`` of the rows layout (``qs (n, G·Lq, D)`` already scaled, ``kr
+    (n, Lk, D)``), and their gradients into ``grads = (dqs, dk)`` when given."""
+
+    def __init__(
+        self, qs: Tensor, kr: Tensor, tiling: Tiling, grads: tuple[Tensor, Tensor] | None = None
+    ) -> None:
+        self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (n, D, Lk)
+        self._work = qs.new_empty(qs.shape[0] * tiling.qb * tiling.kb)  # reused by every tile
+        self.grads = grads
+
+    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+        n = self.qs.shape[0]
+        out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
+        return torch.bmm(self.qs[:, r0:r1], self.kt[:, :, k0:k1], out=out)  # (n, q, k)
+
+    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
+        dqs, dk = self.grads  # type: ignore[misc]
+        dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1])
+        dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1])
+
+
+class ModScores:
+    """The tiles of ``inner`` passed through a FlexAttention ``score_mod(score, b, h, q_idx,
+    kv_idx)`` (He et al. 2024). With ``grads``, the backward pass chains ``score_mod``'s
+    derivative (autograd on the recomputed tile) into ``inner`` and sums the gradients of the
+    tensors ``score_mod`` reads (``leaves``) into ``leaf_grads``."""
+
+    def __init__(
+        self,
+        inner: TileScores,
+        mod: Callable[..., Tensor],
+        tiling: Tiling,
+        leaves: Sequence[Tensor] = (),
+        grads: bool = False,
+    ) -> None:
+        self.inner, self.mod, self.tiling, self.leaves = inner, mod, tiling, tuple(leaves)
+        self.grads = grads
+        self.leaf_grads: list[Tensor | None] = [None] * len(self.leaves)
+        self._saved: tuple[Tensor, Tensor] | None = None
+
+    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+        t = self.tiling
+        g, q0 = divmod(r0, t.vis.q_len)
+        raw = self.inner.scores(r0, r1, k0, k1)  # (n, q, k)
+        raw4 = raw.view(t.vis.batch, t.kv_heads, r1 - r0, k1 - k0)  # (B, Hkv, q, k)
+        rows = torch.arange(q0, q0 + r1 - r0, device=raw.device).unsqueeze(-1)  # (q, 1)
+        b, h, qi, ki = index_grid(t.vis.batch, t.kv_heads, rows,
+                                  torch.arange(k0, k1, device=raw.device))
+        h = h * t.group + g  # the query heads of group g
+        if not self.grads:
+            with torch.no_grad():
+                raw4.copy_(self.mod(raw4, b, h, qi, ki))  # the caller masks in place
+            return raw
+        leaf = raw4.clone().requires_grad_()
+        with torch.enable_grad():
+            out = self.mod(leaf, b, h, qi, ki)
+        self._saved = (leaf, out)
+        raw4.copy_(out.detach())
+        return raw
+
+    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
+        assert self._saved is not None
+        leaf, out = self._saved
+        self._saved = None
+        wanted = (leaf, *self.leaves)
+        cotangent = ds.view(leaf.shape).sum_to_size(out.shape)  # out may broadcast
+        got = torch.autograd.grad(out, wanted, cotangent, allow_unused=True)
+        for i, grad in enumerate(got[1:]):
+            if grad is not None:
+                prev = self.leaf_grads[i]
+                self.leaf_grads[i] = grad if prev is None else prev + grad
+        if got[0] is not None:
+            self.inner.backward(got[0].reshape(ds.shape), r0, r1, k0, k1)

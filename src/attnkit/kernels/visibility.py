@@ -1,0 +1,299 @@
+"""Which keys each query may see: described once per call, asked tile by tile by every kernel.
+
+Positions: query row ``i`` of batch entry ``b`` sits at key position ``p = offset + i``
+(``offset = Lk − Lq``, bottom-right alignment, by default; ``0``, top-left), plus
+``shifts[b]`` when each sequence of a padded batch is aligned on its own; key ``j`` sits at
+position ``j``. Key ``j`` is visible to query ``i`` of batch entry ``b`` and head ``h`` when all
+of these hold:
+
+* the band: ``p − left ≤ j ≤ p + right`` (``causal`` clips ``right`` to ``min(right, 0)``;
+  ``None`` leaves a side unbounded);
+* lengths: ``0 ≤ j < key_lengths[b]`` and ``i < query_lengths[b]``;
+* the bool ``mask[b, h, i, j]`` (True = may attend);
+* the block mask: ``mask_mod(b, h, i, j)`` in its partial tiles, every key of its full tiles,
+  none of its empty ones.
+
+A float ``bias[b, h, i, j]`` is added to the scores (``−inf`` hides too).
+
+A kernel asks :meth:`Visibility.span` for the keys a block of queries may see,
+:meth:`Visibility.tile` whether a tile is empty (skip it), full (no mask) or partial (its mask),
+and :meth:`Visibility.at` for the mask and bias at any index grid (the band layout of ``local``).
+
+Shape legend: B batch, H query heads, Lq/Lk query/key length, q/k a tile's rows/keys, E the
+broadcast shape of an index grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnkit.kernels.block_mask import EMPTY, PARTIAL, BlockMask
+
+
+def clip_band(causal: bool, window: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    """``(left, right)`` of ``window`` (``None``: unbounded), ``right`` clipped to 0 by causal."""
+    left, right = window if window is not None else (None, None)
+    if causal:
+        right = 0 if right is None else min(right, 0)
+    return left, right
+
+
+def in_band(diff: Tensor, left: int | None, right: int | None) -> Tensor | None:
+    """Bool: key-minus-query position ``diff`` lies in ``[−left, right]`` (``None`` if both
+    sides are unbounded)."""
+    out = None if left is None else diff >= -left
+    if right is not None:
+        out = diff <= right if out is None else out & (diff <= right)
+    return out
+
+
+@dataclass(frozen=True)
+class Tile:
+    """What a non-empty tile needs: ``mask`` bool ``(B|1, H|1, q, k)`` and ``bias`` float
+    ``(B|1, H|1, q|1, k|1)``, each ``None`` when it hides/adds nothing."""
+
+    mask: Tensor | None = None
+    bias: Tensor | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.mask is None and self.bias is None
+
+
+def _lengths(t: Tensor | None, default: int) -> tuple[int, int]:
+    if t is None:
+        return default, default
+    lo, hi = t.aminmax()
+    return int(lo), int(hi)
+
+
+class Visibility:
+    """The visibility of one attention call (see the module docstring).
+
+    Args:
+        batch, heads, q_len, kv_len: ``B``, ``H`` (query heads), ``Lq``, ``Lk``.
+        device: where masks are built.
+        left, right: the band (already clipped for causal); ``None``: unbounded.
+        offset: key position of query row 0.
+        shifts: ``(B,)`` int64 added to each batch entry's query positions, or ``None``.
+        key_lengths, query_lengths: ``(B,)`` int64, or ``None``.
+        mask: bool ``(B|1, H|1, Lq, Lk)``; bias: float ``(B|1, H|1, Lq|1, Lk|1)``.
+        block_mask: a :class:`BlockMask` for ``(Lq, Lk)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch: int,
+        heads: int,
+        q_len: int,
+        kv_len: int,
+        device: torch.device,
+        left: int | None = None,
+        right: int | None = None,
+        offset: int | None = None,
+        shifts: Tensor | None = None,
+        key_lengths: Tensor | None = None,
+        query_lengths: Tensor | None = None,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        block_mask: BlockMask | None = None,
+    ) -> None:
+        self.batch, self.heads, self.q_len, self.kv_len = batch, heads, q_len, kv_len
+        self.device, self.left, self.right = device, left, right
+        self.offset = kv_len - q_len if offset is None else offset
+        self.shifts, self.key_lengths, self.query_lengths = shifts, key_lengths, query_lengths
+        self.mask, self.bias, self.block_mask = mask, bias, block_mask
+        self.shift_min, self.shift_max = _lengths(shifts, 0)
+        lengths = None if key_lengths is None else key_lengths.clamp(0, kv_len)
+        self.k_min, self.k_max = _lengths(lengths, kv_len)
+        self.q_min, self.q_max = _lengths(query_lengths, q_len)
+
+    # -- what the call holds ------------------------------------------------------------------
+
+    @property
+    def banded(self) -> bool:
+        return self.left is not None or self.right is not None
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether any key may be hidden from a query (anything but a float bias)."""
+        return (
+            self.banded or self.key_lengths is not None or self.query_lengths is not None
+            or self.mask is not None or self.block_mask is not None
+        )
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every batch entry has the same query positions and all query rows are real."""
+        return self.shifts is None and self.query_lengths is None
+
+    @property
+    def top_left_causal(self) -> bool:
+        """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
+        return (
+            (self.left, self.right, self.offset) == (None, 0, 0) and self.uniform
+            and self.key_lengths is None and self.mask is None and self.bias is None
+            and self.block_mask is None
+        )
+
+    def dense_shape(self) -> tuple[int, int, int, int] | None:
+        """The shape of the dense bool mask and bias this call needs at most (``None``: none)."""
+        shape = [1, 1, 1, 1]
+        if self.banded or self.block_mask is not None:
+            shape[2:] = [self.q_len, self.kv_len]
+        if self.shifts is not None:
+            shape[0] = self.batch
+        if self.key_lengths is not None:
+            shape[0], shape[3] = self.batch, self.kv_len
+        if self.query_lengths is not None:
+            shape[0], shape[2] = self.batch, self.q_len
+        parts = [t.shape for t in (self.mask, self.bias) if t is not None]
+        if self.block_mask is not None:
+            parts.append((*self.block_mask.table.shape[:2], 1, 1))
+        for part in parts:
+            shape = [max(a, int(n)) for a, n in zip(shape, part, strict=True)]
+        return None if shape == [1, 1, 1, 1] else (shape[0], shape[1], shape[2], shape[3])
+
+    # -- blocks of queries and tiles -----------------------------------------------------------
+
+    def _positions(self, q0: int, q1: int) -> tuple[int, int]:
+        """Lowest and highest key position of the queries ``q0:q1`` over the batch."""
+        return self.offset + self.shift_min + q0, self.offset + self.shift_max + q1 - 1
+
+    def span(self, q0: int, q1: int) -> tuple[int, int]:
+        """Keys ``[lo, hi)`` that some query of ``q0:q1`` may see (``hi <= lo``: none)."""
+        if q0 >= self.q_max:
+            return 0, 0
+        first, last = self._positions(q0, q1)
+        lo, hi = 0, self.k_max
+        if self.left is not None:
+            lo = max(lo, first - self.left)
+        if self.right is not None:
+            hi = min(hi, last + self.right + 1)
+        if self.block_mask is not None:
+            b_lo, b_hi = self.block_mask.span(q0, q1)
+            lo, hi = max(lo, b_lo), min(hi, b_hi)
+        return lo, max(lo, hi)
+
+    def _band_covers(self, q0: int, q1: int, k0: int, k1: int) -> bool:
+        """Whether keys ``k0:k1`` lie in the band of every query of ``q0:q1``."""
+        first, last = self._positions(q0, q1)
+        return (self.left is None or k0 >= last - self.left) and (
+            self.right is None or k1 - 1 <= first + self.right
+        )
+
+    def only_band(self, q0: int, q1: int, k0: int, k1: int) -> bool:
+        """Whether nothing but the band hides or adds anything in the tile (its keys all real,
+        its queries all real, no mask, bias or block mask)."""
+        return (
+            k0 >= 0 and k1 <= self.k_min and q1 <= self.q_min and self.shifts is None
+            and self.mask is None and self.bias is None and self.block_mask is None
+        )
+
+    def tile(self, q0: int, q1: int, k0: int, k1: int) -> Tile | None:
+        """``None`` if no query of ``q0:q1`` may see a key of ``k0:k1`` (skip the tile), else
+        its :class:`Tile` (full when nothing is hidden or added)."""
+        lo, hi = self.span(q0, q1)
+        if min(hi, k1) <= max(lo, k0):
+            return None
+        status = PARTIAL
+        if self.block_mask is not None:
+            status = self.block_mask.status(q0, q1, k0, k1)
+            if status == EMPTY:
+                return None
+        return self._parts(q0, q1, k0, k1, block_partial=status == PARTIAL)
+
+    def mask_of(self, q0: int, q1: int, k0: int, k1: int) -> Tensor | None:
+        """Bool ``(B|1, H|1, q, k)`` of the tile (True = may attend), or ``None`` if every key
+        is visible; unlike :meth:`tile`, an empty tile gives its all-False mask."""
+        status = PARTIAL if self.block_mask is None else self.block_mask.status(q0, q1, k0, k1)
+        if status == EMPTY:
+            return torch.zeros(1, 1, q1 - q0, k1 - k0, dtype=torch.bool, device=self.device)
+        return self._parts(q0, q1, k0, k1, block_partial=status == PARTIAL).mask
+
+    def _parts(self, q0: int, q1: int, k0: int, k1: int, *, block_partial: bool) -> Tile:
+        mask = None
+        structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.k_min
+                          and q1 <= self.q_min)
+        if structured or (block_partial and self.block_mask is not None):
+            rows = torch.arange(q0, q1, device=self.device).unsqueeze(-1)  # (q, 1)
+            cols = torch.arange(k0, k1, device=self.device)  # (k,)
+            if structured:
+                mask = self._structure(rows, cols, (q1, k0, k1))
+            if block_partial and self.block_mask is not None:
+                mask = _and(mask, self.block_mask.allowed(self.batch, self.heads, rows, cols))
+        if self.mask is not None:
+            mask = _and(mask, self.mask[:, :, q0:q1, k0:k1])
+        bias = None
+        if self.bias is not None:
+            b = self.bias
+            rows_ = slice(q0, q1) if b.shape[2] > 1 else slice(None)
+            bias = b[:, :, rows_, slice(k0, k1) if b.shape[3] > 1 else slice(None)]
+        return Tile(mask, bias)
+
+    # -- any index grid -------------------------------------------------------------------------
+
+    def _structure(
+        self, rows: Tensor, cols: Tensor, bounds: tuple[int, int, int]
+    ) -> Tensor | None:
+        """Band and lengths at query indices ``rows`` and key indices ``cols`` (which may lie
+        outside ``0..Lk − 1``: hidden): bool ``(B|1, 1, *E)``, or ``None``. ``bounds`` are
+        ``(q_end, k_start, k_end)``: every row is below ``q_end``, every key in
+        ``k_start..k_end − 1``."""
+        q_end, k_start, k_end = bounds
+        extra = max(rows.dim(), cols.dim())
+        per_batch = (-1,) + (1,) * extra
+
+        def batched(t: Tensor) -> Tensor:
+            return t.to(self.device).view(per_batch)  # (B, 1...)
+
+        out = None
+        if self.banded:
+            diff = cols - (rows + self.offset)  # (E)
+            if self.shifts is not None:
+                diff = diff - batched(self.shifts)  # (B, E)
+            out = in_band(diff, self.left, self.right)
+        outside = k_start < 0 or k_end > self.k_min
+        if self.key_lengths is not None and outside:
+            out = _and(out, (cols >= 0) & (cols < batched(self.key_lengths)))
+        elif outside:
+            out = _and(out, (cols >= 0) & (cols < self.kv_len))
+        if self.query_lengths is not None and q_end > self.q_min:
+            out = _and(out, rows < batched(self.query_lengths))
+        if out is None:
+            return None
+        if out.dim() == extra:
+            out = out.unsqueeze(0)
+        return out.unsqueeze(1)  # (B|1, 1, *E)
+
+    def band_at(self, rows: Tensor, cols: Tensor) -> Tensor | None:
+        """The band alone at an index grid (uniform positions): bool ``E`` or ``None``."""
+        return in_band(cols - (rows + self.offset), self.left, self.right)
+
+    def at(self, rows: Tensor, cols: Tensor) -> Tile:
+        """Mask and bias at query indices ``rows`` and key indices ``cols`` (broadcastable int64
+        tensors; keys outside ``0..Lk − 1`` are hidden): ``(B|1, H|1, *E)``."""
+        bounds = (int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+        mask = self._structure(rows, cols, bounds)
+        if self.block_mask is not None:
+            mask = _and(mask, self.block_mask.allowed(self.batch, self.heads, rows, cols))
+        r = rows.clamp(0, self.q_len - 1)
+        c = cols.clamp(0, self.kv_len - 1)
+        if self.mask is not None:
+            mask = _and(mask, self.mask[:, :, r, c])
+        bias = None
+        if self.bias is not None:
+            b = self.bias
+            r = r if b.shape[2] > 1 else torch.zeros_like(r)
+            bias = b[:, :, r, c if b.shape[3] > 1 else torch.zeros_like(c)]
+        return Tile(mask, bias)
+
+
+def _and(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a & b

@@ -1,0 +1,43 @@
+"""The visibility every kernel asks: key spans of query blocks and tile masks, against the
+contract's loops in tests/oracle.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit import KeyLengths
+from attnkit.functional import build_plan
+from tests.oracle import allowed_matrix
+
+
+@pytest.mark.parametrize(
+    ("lq", "lk", "kwargs"),
+    [
+        (7, 19, {"causal": True}),
+        (19, 7, {"causal": True}),
+        (23, 23, {"window": (4, 2)}),
+        (9, 30, {"window": (3, 0), "causal": True}),
+        (30, 30, {"window": (0, 5), "mask": KeyLengths(torch.tensor([30, 11]))}),
+    ],
+)
+def test_block_masks_and_spans_follow_the_contract(lq: int, lk: int, kwargs: dict) -> None:
+    q, k = torch.randn(2, 1, lq, 4), torch.randn(2, 1, lk, 4)
+    vis = build_plan(q, k, k, **kwargs).visibility
+    window = kwargs.get("window")
+    lengths = kwargs["mask"].lengths.tolist() if "mask" in kwargs else [lk, lk]
+    for b in range(2):
+        expected = torch.from_numpy(
+            allowed_matrix(lq, lk, causal=kwargs.get("causal", False), window=window,
+                           key_length=lengths[b])
+        )
+        for q0, q1 in ((0, lq), (2, min(lq, 5)), (lq - 1, lq)):
+            lo, hi = vis.span(q0, q1)
+            seen = expected[q0:q1].any(dim=0).nonzero().flatten().tolist()
+            assert all(lo <= j < hi for j in seen), (q0, q1, lo, hi)
+            for k0, k1 in ((0, lk), (1, min(lk, 6)), (lk - 3, lk)):
+                mask = vis.mask_of(q0, q1, k0, k1)
+                got = torch.ones(q1 - q0, k1 - k0, dtype=torch.bool) if mask is None else (
+                    mask.expand(2, 1, q1 - q0, k1 - k0)[b, 0]
+                )
+                assert torch.equal(got, expected[q0:q1, k0:k1]), (b, q0, q1, k0, k1)
