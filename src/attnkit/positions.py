@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from attnkit.masks import causal, query_positions
+
 
 def sinusoidal(
     length: int, dim: int, *, start: int = 0, base: float = 10000.0, device=None
@@ -84,7 +86,7 @@ def alibi_bias(num_heads: int, q_len: int, kv_len: int, *, device=None) -> Tenso
     Returns ``(H, Lq, Lk)`` float32. For a causal model (``j ≤ i``) this is the paper's
     ``−m_h (i − j)``; keys after the query get the mirrored penalty (for encoders).
     """
-    i = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(-1)  # (Lq, 1)
+    i = query_positions(q_len, kv_len, device).unsqueeze(-1)  # (Lq, 1)
     j = torch.arange(kv_len, device=device).unsqueeze(0)  # (1, Lk)
     return alibi_at((i - j).expand(num_heads, -1, -1))  # (H, Lq, Lk)
 
@@ -188,7 +190,7 @@ def relative_skew(q: Tensor, embeddings: Tensor, *, zero_future: bool = True) ->
     )  # (B, H, Lq, Lk): [i, j] = rel[i, Lq - 1 + j - i]
     if not zero_future:
         return skewed
-    future = torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu(lk - lq + 1)  # (Lq, Lk)
+    future = ~causal(lq, lk, device=q.device)  # (Lq, Lk)
     return skewed.masked_fill(future, 0.0)
 
 

@@ -64,6 +64,7 @@ class BlockMask:
         first = torch.where(seen, cols, seen.shape[1]).amin(dim=1)  # (nq,)
         last = torch.where(seen, cols + 1, 0).amax(dim=1)  # (nq,)
         self._first, self._last = first.tolist(), last.tolist()
+        self.density = _rect(self._seen, 0, seen.shape[0], 0, seen.shape[1]) / max(1, seen.numel())
 
     @classmethod
     def build(

@@ -61,6 +61,9 @@ def tiling(plan: AttentionPlan) -> Tiling:
     n = s.batch * s.kv_heads
     kb = max(16, min(s.kv_len, _KEY_BLOCK))
     qb = max(16, min(1024, _BLOCK_ELEMENTS // (n * kb)))
+    if plan.visibility.block_mask is not None:  # whole blocks: a table's full tiles stay full
+        qbs, kbs = plan.visibility.block_mask.block_size
+        qb, kb = max(qbs, qb // qbs * qbs), max(kbs, kb // kbs * kbs)
     dropout = online.dropout_for(plan.dropout_p, plan.device)
     return Tiling(plan.visibility, s.kv_heads, qb, kb, dropout)
 

@@ -23,6 +23,7 @@ from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 
 DENSE_LIMIT = 128 << 20  # bytes of dense mask/weights beyond which auto prefers block kernels
+SPARSE = 0.5  # block masks leaving at most this fraction of blocks go to the block kernels
 
 
 def dense_bytes(plan: AttentionPlan) -> int:
@@ -38,6 +39,12 @@ def dense_bytes(plan: AttentionPlan) -> int:
 
 
 def _declines(plan: AttentionPlan) -> str | None:
+    block_mask = plan.visibility.block_mask
+    if block_mask is not None and block_mask.density <= SPARSE:
+        return (
+            f"the block mask hides {1 - block_mask.density:.0%} of its blocks entirely: "
+            f"the block kernels skip them"
+        )
     dense = dense_bytes(plan)
     if dense > DENSE_LIMIT:
         return (
