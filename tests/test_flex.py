@@ -121,7 +121,7 @@ def test_block_table_equals_pytorchs() -> None:
     mask_mod = and_masks(document, causal)
     ours = create_block_mask(mask_mod, None, None, L, L, BLOCK_SIZE=32)
     theirs = torch_flex.create_block_mask(mask_mod, None, None, L, L, "cpu", BLOCK_SIZE=32)
-    converted = attnkit.BlockMask.from_torch(theirs)
+    converted = attnkit.flex.from_torch(theirs)
     assert torch.equal(ours.table, converted.table)
     assert set(ours.table.unique().tolist()) == {0, 1, 2}  # all three kinds occur
 

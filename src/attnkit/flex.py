@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels.block_mask import BlockMask, MaskMod, index_grid
+from attnkit.kernels.block_mask import EMPTY, FULL, PARTIAL, BlockMask, MaskMod, index_grid
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+EVAL_ELEMENTS = 1 << 22  # mask_mod elements evaluated at once while building a table
 
 _FROM_TORCH: weakref.WeakKeyDictionary[Any, BlockMask] = weakref.WeakKeyDictionary()
 
@@ -97,7 +98,56 @@ def create_block_mask(
     dev = torch.device("cpu" if device is None else device)
     b, h = sizes["B"], sizes["H"]
     check_mask_mod(mask_mod, b, h, Q_LEN, KV_LEN, dev)
-    return BlockMask.build(mask_mod, b, h, (Q_LEN, KV_LEN), (block[0], block[1]), dev)
+    return build_block_mask(mask_mod, b, h, (Q_LEN, KV_LEN), (block[0], block[1]), dev)
+
+
+def build_block_mask(
+    mask_mod: MaskMod, batch: int, heads: int, seq_lengths: tuple[int, int],
+    block_size: tuple[int, int], device: torch.device,
+) -> BlockMask:
+    """Evaluate ``mask_mod`` on every query × key pair (a few query blocks at a time, so
+    memory stays bounded) and classify each block: no pair visible, some, all."""
+    (lq, lk), (qbs, kbs) = seq_lengths, block_size
+    nq, nk = -(-lq // qbs), -(-lk // kbs)
+    cols = torch.arange(lk, device=device)
+    rows_per = max(qbs, (EVAL_ELEMENTS // max(1, lk * batch * heads)) // qbs * qbs)
+    parts = []
+    for r0 in range(0, lq, rows_per):
+        r1 = min(lq, r0 + rows_per)
+        rows = torch.arange(r0, r1, device=device).unsqueeze(-1)  # (r, 1)
+        allowed = mask_mod(*index_grid(batch, heads, rows, cols))  # (B|1, H|1, r|1, Lk|1)
+        allowed = allowed.expand(*allowed.shape[:2], r1 - r0, lk).to(torch.int32)
+        nr = -(-(r1 - r0) // qbs)
+        padded = torch.nn.functional.pad(allowed, (0, nk * kbs - lk, 0, nr * qbs - (r1 - r0)))
+        counts = padded.view(*padded.shape[:2], nr, qbs, nk, kbs).sum(dim=(3, 5))
+        parts.append(counts)  # (B|1, H|1, nr, nk): visible pairs per block
+    counts = torch.cat(parts, dim=2)  # (B|1, H|1, nq, nk)
+    row_sizes = (lq - torch.arange(nq, device=device) * qbs).clamp_(max=qbs)  # (nq,)
+    col_sizes = (lk - torch.arange(nk, device=device) * kbs).clamp_(max=kbs)  # (nk,)
+    size = row_sizes.view(-1, 1) * col_sizes  # (nq, nk): pairs per block
+    table = torch.where(counts == 0, EMPTY, torch.where(counts == size, FULL, PARTIAL))
+    return BlockMask(mask_mod, table.to(torch.int8), block_size, seq_lengths)
+
+
+def from_torch(block_mask: Any) -> BlockMask:
+    """The table of a ``torch.nn.attention.flex_attention.BlockMask`` (its partial and full
+    ``kv`` block lists made dense)."""
+    q_len, kv_len = (int(n) for n in block_mask.seq_lengths)
+    size = (int(block_mask.BLOCK_SIZE[0]), int(block_mask.BLOCK_SIZE[1]))
+    nq, nk = -(-q_len // size[0]), -(-kv_len // size[1])
+
+    def dense(num: Tensor, indices: Tensor) -> Tensor:
+        listed = torch.arange(indices.shape[-1], device=num.device) < num.unsqueeze(-1)
+        where = torch.where(listed, indices.long(), nk)  # unlisted: one column past the end
+        out = torch.zeros(*indices.shape[:-1], nk + 1, dtype=torch.bool, device=num.device)
+        return out.scatter_(-1, where, True)[..., :nq, :nk]  # (B, H, nq, nk)
+
+    table = dense(block_mask.kv_num_blocks, block_mask.kv_indices).to(torch.int8)
+    if block_mask.full_kv_num_blocks is not None:
+        table = table.masked_fill(
+            dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices), FULL
+        )
+    return BlockMask(block_mask.mask_mod, table, size, (q_len, kv_len))
 
 
 def as_block_mask(mask: object, batch: int, heads: int, q_len: int, kv_len: int,
@@ -112,7 +162,7 @@ def as_block_mask(mask: object, batch: int, heads: int, q_len: int, kv_len: int,
         if type(mask).__name__ != "BlockMask" or not hasattr(mask, "kv_num_blocks"):
             return None
         if mask not in _FROM_TORCH:
-            _FROM_TORCH[mask] = BlockMask.from_torch(mask)
+            _FROM_TORCH[mask] = from_torch(mask)
         mask = _FROM_TORCH[mask]
     table = mask.table
     if tuple(mask.seq_lengths) != (q_len, kv_len) or table.shape[0] not in (1, batch) or (

@@ -18,9 +18,9 @@ from attnkit import flex
 from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
 from attnkit import statistics
+from attnkit._validate import check_qkv, check_window
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select
-from attnkit.kernels.plan import check_qkv, check_window
 from attnkit.kernels.visibility import clip_band
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
@@ -350,7 +350,7 @@ def _visibility(
         mask = None
     elif mask_mod is not None:
         flex.check_mask_mod(mask_mod, b, hq, lq, lk, q.device)
-        block_mask = BlockMask.build(mask_mod, b, hq, (lq, lk), (128, 128), q.device)
+        block_mask = flex.build_block_mask(mask_mod, b, hq, (lq, lk), (128, 128), q.device)
     user_mask, bias, lengths = _split_mask(mask, q, target)
     left, right = clip_band(causal is not False, window)
     offset = 0 if causal == "top_left" else lk - lq

@@ -33,9 +33,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from attnkit._validate import check_qkv, check_window
 from attnkit.kernels import online
 from attnkit.kernels.online import DotScores, Tiling, compute_dtype, to_rows
-from attnkit.kernels.plan import check_qkv, check_window
 from attnkit.kernels.visibility import Visibility, clip_band
 
 DEFAULT_CHUNK = 256

@@ -36,11 +36,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from attnkit._validate import check_qkv, check_window
 from attnkit.distributed.block import DEFAULT_CHUNK, Block, block_backward, block_forward, runs
 from attnkit.distributed.group import agree, dtype_code, resolve_group
 from attnkit.distributed.layout import LAYOUTS, sequence_positions
 from attnkit.kernels.online import compute_dtype
-from attnkit.kernels.plan import check_qkv, check_window
 
 WHAT = "ring_attention"
 _NAMES = (

@@ -146,23 +146,15 @@ class _AdditiveAttention(torch.autograd.Function):
         s = call.plan.shapes
         qr, kr = to_rows(qa, s.kv_heads, cd), to_rows(ka, s.kv_heads, cd)  # (n, G·Lq | Lk, A)
         vr, vc = to_rows(v, s.kv_heads, cd), vec.to(cd)  # (n, Lk, Dv), (A,)
-        sb = call.scores(qr, kr, vc)
-        out = torch.zeros(*qr.shape[:2], vr.shape[2], dtype=cd, device=qa.device)
-        lse = torch.full(qr.shape[:2], float("-inf"), dtype=cd, device=qa.device)
-        online.forward(sb, vr, out, lse, call.tiling)
-        weights = None
-        if call.weights:
-            weights = torch.zeros(s.batch, s.q_heads, s.q_len, s.kv_len, dtype=cd,
-                                  device=qa.device)  # (B, Hq, Lq, Lk)
-            w3 = weights.view(*qr.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
-            online.probabilities(sb, lse, call.tiling, online.write_weights(w3, s.q_len))
+        out, lse, weights = online.attention(call.scores(qr, kr, vc), vr, call.tiling, call.weights)
         ctx.save_for_backward(qr, kr, vc, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (qa.dtype, ka.dtype, vec.dtype, v.dtype, None if bias is None else bias.dtype)
         out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
         lse_user = from_rows(lse, s.batch, s.q_heads).float()  # (B, Hq, Lq)
         ctx.mark_non_differentiable(lse_user)
-        return out_user, lse_user, None if weights is None else weights.to(v.dtype)
+        w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
+        return out_user, lse_user, w_user
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
@@ -178,14 +170,7 @@ class _AdditiveAttention(torch.autograd.Function):
             dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
         sb = call.scores(qr, kr, vc, grads=True)
         tiles = sb.inner if isinstance(sb, ModScores) else sb
-        row_dot = (dout_rows * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D
-        dw = None
-        if weights is not None and dweights is not None:
-            w3 = weights.view(*lse.shape, -1)  # (n, G·Lq, Lk)
-            dw = dweights.reshape(w3.shape).to(w3.dtype)
-            row_dot = row_dot + (w3 * dw).sum(dim=-1, keepdim=True)
-        dv = torch.zeros_like(vr)
-        online.backward(sb, dout_rows, vr, lse, row_dot, dv, call.tiling, dw=dw, dbias=dbias)
+        dv = online.gradients(sb, dout_rows, (vr, out, lse, weights), dweights, call.tiling, dbias)
         leaf_grads = sb.leaf_grads if isinstance(sb, ModScores) else []
         qa_t, ka_t, vec_t, v_t, bias_t = ctx.dtypes
         return (

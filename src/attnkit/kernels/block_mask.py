@@ -4,7 +4,8 @@ FlexAttention's idea (He et al. 2024; ``torch.nn.attention.flex_attention.BlockM
 queries × keys grid is cut into blocks of ``(Q_BLOCK, K_BLOCK)``, and each block is marked
 **empty** (``mask_mod`` is False everywhere: never computed), **full** (True everywhere: no
 mask needed) or **partial** (``mask_mod`` is evaluated on the tile). The table is built once per
-mask (:func:`attnkit.create_block_mask`) and reused by every call and layer with that mask.
+mask (:func:`attnkit.create_block_mask`, which also converts PyTorch's ``BlockMask``) and
+reused by every call and layer with that mask.
 
 The table is per ``(B|1, H|1)``; kernels process every batch entry and head of a tile at once,
 so a tile is empty only if it is empty for all of them, and full only if full for all.
@@ -23,7 +24,6 @@ from torch import Tensor
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 EMPTY, PARTIAL, FULL = 0, 1, 2
-_EVAL_ELEMENTS = 1 << 22  # mask_mod elements evaluated at once while building the table
 
 
 def index_grid(batch: int, heads: int, rows: Tensor, cols: Tensor) -> tuple[Tensor, ...]:
@@ -42,8 +42,8 @@ class BlockMask:
     """``mask_mod`` plus its ``(B|1, H|1, nq, nk)`` table of :data:`EMPTY`/:data:`PARTIAL`/
     :data:`FULL` blocks of ``block_size = (Q_BLOCK, K_BLOCK)``, for ``seq_lengths = (Lq, Lk)``.
 
-    The table must describe ``mask_mod`` (as the one :meth:`build` makes does): empty blocks
-    are skipped and full blocks see every key without evaluating ``mask_mod``.
+    The table must describe ``mask_mod`` (as :func:`attnkit.create_block_mask`'s does): empty
+    blocks are skipped and full blocks see every key without evaluating ``mask_mod``.
     """
 
     def __init__(
@@ -65,60 +65,6 @@ class BlockMask:
         last = torch.where(seen, cols + 1, 0).amax(dim=1)  # (nq,)
         self._first, self._last = first.tolist(), last.tolist()
         self.density = _rect(self._seen, 0, seen.shape[0], 0, seen.shape[1]) / max(1, seen.numel())
-
-    @classmethod
-    def build(
-        cls,
-        mask_mod: MaskMod,
-        batch: int,
-        heads: int,
-        seq_lengths: tuple[int, int],
-        block_size: tuple[int, int],
-        device: torch.device,
-    ) -> BlockMask:
-        """Evaluate ``mask_mod`` on every query × key pair (a few query blocks at a time, so
-        memory stays bounded) and classify each block."""
-        (lq, lk), (qbs, kbs) = seq_lengths, block_size
-        nq, nk = -(-lq // qbs), -(-lk // kbs)
-        cols = torch.arange(lk, device=device)
-        rows_per = max(qbs, (_EVAL_ELEMENTS // max(1, lk * batch * heads)) // qbs * qbs)
-        parts = []
-        for r0 in range(0, lq, rows_per):
-            r1 = min(lq, r0 + rows_per)
-            allowed = mask_mod(*index_grid(batch, heads, torch.arange(r0, r1, device=device)
-                                           .unsqueeze(-1), cols))  # (B|1, H|1, r, Lk)
-            allowed = allowed.expand(*allowed.shape[:2], r1 - r0, lk).to(torch.int32)
-            nr = -(-(r1 - r0) // qbs)
-            padded = torch.nn.functional.pad(allowed, (0, nk * kbs - lk, 0, nr * qbs - (r1 - r0)))
-            counts = padded.view(*padded.shape[:2], nr, qbs, nk, kbs).sum(dim=(3, 5))
-            parts.append(counts)  # (B|1, H|1, nr, nk): visible pairs per block
-        counts = torch.cat(parts, dim=2)  # (B|1, H|1, nq, nk)
-        row_sizes = (torch.arange(nq, device=device) * qbs).neg_().add_(lq).clamp_(max=qbs)
-        col_sizes = (torch.arange(nk, device=device) * kbs).neg_().add_(lk).clamp_(max=kbs)
-        size = row_sizes.view(-1, 1) * col_sizes  # (nq, nk): pairs per block
-        table = torch.where(counts == 0, EMPTY, torch.where(counts == size, FULL, PARTIAL))
-        return cls(mask_mod, table.to(torch.int8), block_size, seq_lengths)
-
-    @classmethod
-    def from_torch(cls, block_mask: object) -> BlockMask:
-        """The table of a ``torch.nn.attention.flex_attention.BlockMask`` (its partial and
-        full ``kv`` block lists made dense)."""
-        bm: object = block_mask
-        q_len, kv_len = (int(n) for n in bm.seq_lengths)  # type: ignore[attr-defined]
-        size = tuple(int(n) for n in bm.BLOCK_SIZE)  # type: ignore[attr-defined]
-        nq, nk = -(-q_len // size[0]), -(-kv_len // size[1])
-
-        def dense(num: Tensor, indices: Tensor) -> Tensor:
-            listed = torch.arange(indices.shape[-1], device=num.device) < num.unsqueeze(-1)
-            where = torch.where(listed, indices.long(), nk)  # unlisted: one column past the end
-            out = torch.zeros(*indices.shape[:-1], nk + 1, dtype=torch.bool, device=num.device)
-            return out.scatter_(-1, where, True)[..., :nq, :nk]  # (B, H, nq, nk)
-
-        table = dense(bm.kv_num_blocks, bm.kv_indices).to(torch.int8)  # type: ignore[attr-defined]
-        if bm.full_kv_num_blocks is not None:  # type: ignore[attr-defined]
-            full = dense(bm.full_kv_num_blocks, bm.full_kv_indices)  # type: ignore[attr-defined]
-            table = table.masked_fill(full, FULL)
-        return cls(bm.mask_mod, table, size, (q_len, kv_len))  # type: ignore[attr-defined]
 
     def _blocks(self, q0: int, q1: int, k0: int, k1: int) -> tuple[int, int, int, int]:
         qbs, kbs = self.block_size

@@ -92,20 +92,12 @@ class _ChunkedAttention(torch.autograd.Function):
         s = call.plan.shapes
         qs = to_rows(q, s.kv_heads, cd) * call.scale  # (n, G·Lq, D)
         kr, vr = to_rows(k, s.kv_heads, cd), to_rows(v, s.kv_heads, cd)  # (n, Lk, D|Dv)
-        weights = lse = None
-        shape = (s.batch, s.q_heads, s.q_len, s.kv_len)  # of the weights
+        lse = None
         if call.weights and call.mod is None:  # the backward pass reads the weights
-            weights = torch.empty(shape, dtype=cd, device=q.device)
+            weights = qs.new_empty(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
             out = rows_forward(qs, kr, vr, call.tiling, weights)
         else:
-            sb = call.scores(qs, kr)
-            out = torch.zeros(*qs.shape[:2], vr.shape[2], dtype=cd, device=q.device)
-            lse = torch.full(qs.shape[:2], float("-inf"), dtype=cd, device=q.device)
-            online.forward(sb, vr, out, lse, call.tiling)
-            if call.weights:
-                weights = torch.zeros(shape, dtype=cd, device=q.device)
-                w3 = weights.view(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
-                online.probabilities(sb, lse, call.tiling, online.write_weights(w3, s.q_len))
+            out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights)
         ctx.save_for_backward(qs, kr, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)
@@ -113,7 +105,8 @@ class _ChunkedAttention(torch.autograd.Function):
         lse_user = None if lse is None else from_rows(lse, s.batch, s.q_heads).float()
         if lse_user is not None:
             ctx.mark_non_differentiable(lse_user)
-        return out_user, lse_user, None if weights is None else weights.to(v.dtype)
+        w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
+        return out_user, lse_user, w_user
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
@@ -132,15 +125,10 @@ class _ChunkedAttention(torch.autograd.Function):
             dqs, dk, dv = rows_backward(dout_rows, dweights, (qs, kr, vr, weights), call.tiling,
                                         dbias)
         else:
-            dqs, dk, dv = torch.zeros_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
+            dqs, dk = torch.zeros_like(qs), torch.zeros_like(kr)
             sb = call.scores(qs, kr, (dqs, dk))
-            row_dot = (dout_rows * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D
-            dw = None
-            if weights is not None and dweights is not None:
-                w3 = weights.view(*lse.shape, -1)  # (n, G·Lq, Lk)
-                dw = dweights.reshape(w3.shape).to(w3.dtype)
-                row_dot = row_dot + (w3 * dw).sum(dim=-1, keepdim=True)
-            online.backward(sb, dout_rows, vr, lse, row_dot, dv, call.tiling, dw=dw, dbias=dbias)
+            saved = (vr, out, lse, weights)
+            dv = online.gradients(sb, dout_rows, saved, dweights, call.tiling, dbias)
             if isinstance(sb, ModScores):
                 leaf_grads = sb.leaf_grads
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes

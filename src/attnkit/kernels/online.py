@@ -369,6 +369,40 @@ def backward(
                 sb.backward(ds, r0, r1, k0, k1)
 
 
+def attention(
+    sb: TileScores, vr: Tensor, tiling: Tiling, weights: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A whole call on fresh state: ``out (n, G·Lq, Dv)``, ``lse (n, G·Lq)`` and, with
+    ``weights``, the exact weights ``(n, G·Lq, Lk)`` from a second pass."""
+    vis, n = tiling.vis, vr.shape[0]
+    rows = vis.heads // tiling.kv_heads * vis.q_len
+    out = vr.new_zeros(n, rows, vr.shape[2])
+    lse = vr.new_full((n, rows), NEG_INF)
+    forward(sb, vr, out, lse, tiling)
+    if not weights:
+        return out, lse, None
+    w = vr.new_zeros(n, rows, vis.kv_len)
+    probabilities(sb, lse, tiling, write_weights(w, vis.q_len))
+    return out, lse, w
+
+
+def gradients(
+    sb: TileScores, dout: Tensor, saved: tuple[Tensor, Tensor, Tensor, Tensor | None],
+    dweights: Tensor | None, tiling: Tiling, dbias: Tensor | None,
+) -> Tensor:
+    """The backward of :func:`attention`: returns ``dv``; score gradients go to ``sb``.
+    ``saved = (vr, out, lse, weights)``; ``dweights`` the weights' gradient (or ``None``)."""
+    vr, out, lse, weights = saved
+    row_dot = (dout * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D = rowsum(dO ∘ O)
+    dw = None
+    if weights is not None and dweights is not None:
+        dw = dweights.reshape(weights.shape).to(weights.dtype)
+        row_dot = row_dot + (weights * dw).sum(dim=-1, keepdim=True)  # + rowsum(W ∘ dW)
+    dv = torch.zeros_like(vr)
+    backward(sb, dout, vr, lse, row_dot, dv, tiling, dw=dw, dbias=dbias)
+    return dv
+
+
 # ---------------------------------------------------------------------------------------------
 # How tiles' scores are made
 

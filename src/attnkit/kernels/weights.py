@@ -62,12 +62,11 @@ def _tiles(
 
 
 def rows_forward(
-    qs: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, weights: Tensor
+    qs: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, w3: Tensor
 ) -> Tensor:
-    """The output; ``weights (B, Hq, Lq, Lk)`` is filled with the exact weights."""
+    """The output; ``w3 (n, G·Lq, Lk)`` is filled with the exact weights."""
     n, rows_all, _ = qs.shape
     lq, lk = tiling.vis.q_len, kr.shape[1]
-    w3 = weights.view(n, rows_all, lk)  # (n, G·Lq, Lk)
     out = torch.empty(n, rows_all, vr.shape[2], dtype=qs.dtype, device=qs.device)
     kt = kr.transpose(1, 2)  # (n, D, Lk)
     tile, current, dropout = None, (-1, -1), tiling.dropout
@@ -99,12 +98,12 @@ def rows_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(dqs, dk, dv)`` in the rows layout; ``dbias`` is accumulated in place.
 
-    ``saved = (qs, kr, vr, weights)``; ``dout (n, G·Lq, Dv)``; ``dweights (B, Hq, Lq, Lk)``.
+    ``saved = (qs, kr, vr, w3)`` with the weights ``w3 (n, G·Lq, Lk)``; ``dout (n, G·Lq, Dv)``;
+    ``dweights (B, Hq, Lq, Lk)``.
     """
-    qs, kr, vr, weights = saved
+    qs, kr, vr, w3 = saved
     n, rows_all, _ = qs.shape
     lq, lk = tiling.vis.q_len, kr.shape[1]
-    w3 = weights.view(n, rows_all, lk)  # (n, G·Lq, Lk)
     dw3 = None if dweights is None else dweights.reshape(n, rows_all, lk).to(qs.dtype)
     dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
