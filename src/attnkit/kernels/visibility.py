@@ -257,11 +257,12 @@ class Visibility:
             if self.shifts is not None:
                 diff = diff - batched(self.shifts)  # (B, E)
             out = in_band(diff, self.left, self.right)
-        outside = k_start < 0 or k_end > self.k_min
-        if self.key_lengths is not None and outside:
-            out = _and(out, (cols >= 0) & (cols < batched(self.key_lengths)))
-        elif outside:
-            out = _and(out, (cols >= 0) & (cols < self.kv_len))
+        if k_start < 0:
+            out = _and(out, cols >= 0)
+        if self.key_lengths is not None and k_end > self.k_min:
+            out = _and(out, cols < batched(self.key_lengths))
+        elif k_end > self.kv_len:
+            out = _and(out, cols < self.kv_len)
         if self.query_lengths is not None and q_end > self.q_min:
             out = _and(out, rows < batched(self.query_lengths))
         if out is None:
