@@ -21,7 +21,7 @@ from attnkit import statistics
 from attnkit._validate import check_qkv, check_window
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select
-from attnkit.kernels.visibility import clip_band
+from attnkit.kernels.visibility import bottom_right, clip_band
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
 from attnkit.torch_inputs import causal_bias, check_readable, refuse_nested
@@ -353,7 +353,7 @@ def _visibility(
         block_mask = flex.build_block_mask(mask_mod, b, hq, (lq, lk), (128, 128), q.device)
     user_mask, bias, lengths = _split_mask(mask, q, target)
     left, right = clip_band(causal is not False, window)
-    offset = 0 if causal == "top_left" else lk - lq
+    offset = 0 if causal == "top_left" else bottom_right(lq, lk)
     shifts = query_lengths = None
     if lengths is not None and lengths.align == "end":
         if causal == "top_left":

@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnkit.kernels.visibility import in_band
+from attnkit.kernels.visibility import bottom_right, in_band
 
 
 def query_positions(q_len: int, kv_len: int, device: torch.device | str | None = None) -> Tensor:
     """Key position of each query under bottom-right alignment: ``(Lq,)`` int64."""
-    return torch.arange(kv_len - q_len, kv_len, device=device)
+    return torch.arange(q_len, device=device) + bottom_right(q_len, kv_len)
 
 
 def causal(

@@ -41,6 +41,7 @@ from attnkit.distributed.block import DEFAULT_CHUNK, Block, block_backward, bloc
 from attnkit.distributed.group import agree, dtype_code, resolve_group
 from attnkit.distributed.layout import LAYOUTS, sequence_positions
 from attnkit.kernels.online import compute_dtype
+from attnkit.kernels.visibility import bottom_right
 
 WHAT = "ring_attention"
 _NAMES = (
@@ -305,7 +306,7 @@ def ring_attention(
         problem = error
     agree(WHAT, _NAMES, values, problem, group, world, rank)
     lq, lk = q.shape[2], k.shape[2]
-    offset = world * lk - world * lq  # bottom-right alignment of the gathered sequences
+    offset = bottom_right(world * lq, world * lk)  # of the gathered sequences
     q_positions = sequence_positions(lq, rank=rank, world=world, layout=layout) + offset
     bounds = [lk * i // kv_chunks for i in range(kv_chunks + 1)]
     plan = _Plan(

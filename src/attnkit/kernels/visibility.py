@@ -33,6 +33,12 @@ from torch import Tensor
 from attnkit.kernels.block_mask import EMPTY, PARTIAL, BlockMask
 
 
+def bottom_right(q_len: int, kv_len: int) -> int:
+    """Key position of query 0 when the last query sits at the last key (what a KV cache
+    needs; attnkit's default alignment)."""
+    return kv_len - q_len
+
+
 def clip_band(causal: bool, window: tuple[int, int] | None) -> tuple[int | None, int | None]:
     """``(left, right)`` of ``window`` (``None``: unbounded), ``right`` clipped to 0 by causal."""
     left, right = window if window is not None else (None, None)
@@ -104,7 +110,7 @@ class Visibility:
     ) -> None:
         self.batch, self.heads, self.q_len, self.kv_len = batch, heads, q_len, kv_len
         self.device, self.left, self.right = device, left, right
-        self.offset = kv_len - q_len if offset is None else offset
+        self.offset = bottom_right(q_len, kv_len) if offset is None else offset
         self.shifts, self.key_lengths, self.query_lengths = shifts, key_lengths, query_lengths
         self.mask, self.bias, self.block_mask = mask, bias, block_mask
         self.shift_min, self.shift_max = _lengths(shifts, 0)
