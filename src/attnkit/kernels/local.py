@@ -133,11 +133,18 @@ class Band:
         if inside is not None:
             band.masked_fill_(~inside, NEG_INF)
         self.band = band.repeat(self.group, 1)  # (G·qb, W): the same for every head of a group
-        self.plain = [  # blocks where nothing but the band hides a key
+        plain = [  # blocks where nothing but the band hides a key
             vis.only_band(b * qb, min(b * qb + qb, s.q_len), self.lo + b * qb, self.lo + b * qb + w)
             for b in range(self.nb)
         ]
-        self._extras: dict[tuple[int, int], Tile | None] = {}
+        self.groups = []  # (segment, b0, b1, nothing but the band hides a key there)
+        for seg in self.segments:
+            count = seg.end - seg.start
+            size = -(-count // -(-count // self.gb))  # ceil(count / number of groups)
+            for b0 in range(seg.start, seg.end, size):
+                b1 = min(b0 + size, seg.end)
+                self.groups.append((seg, b0, b1, all(plain[b0:b1])))
+        self._extras: dict[tuple[int, int], Tile] = {}
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -186,22 +193,18 @@ class Band:
             rows[:, :span] += grad[:, s0 : s0 + span]
 
     def tiles(self):
-        """``(h, seg, b0, b1)``: batch entry of ``B·Hkv``, segment, group of its blocks (the
-        groups of a segment are of equal size, at most ``gb``)."""
+        """``(h, seg, b0, b1, plain)``: batch entry of ``B·Hkv``, segment, group of its blocks
+        (the groups of a segment are of equal size, at most ``gb``), and whether nothing but
+        the band hides a key there."""
         for h in range(self.n):
-            for seg in self.segments:
-                count = seg.end - seg.start
-                size = -(-count // -(-count // self.gb))  # ceil(count / number of groups)
-                for b0 in range(seg.start, seg.end, size):
-                    yield h, seg, b0, min(b0 + size, seg.end)
+            for group in self.groups:
+                yield h, *group
 
     # -- masks ------------------------------------------------------------------------------
 
-    def _extra(self, b0: int, b1: int) -> Tile | None:
+    def _extra(self, b0: int, b1: int) -> Tile:
         """What hides or adds beyond the band in blocks ``b0:b1`` (``(B|1, Hq|1, gb, qb, W)``),
-        or ``None``; computed once per call (the backward pass reuses it)."""
-        if all(self.plain[b0:b1]):
-            return None
+        computed once per call (the backward pass reuses it)."""
         if (b0, b1) not in self._extras:
             device, qb = self.plan.device, self.qb
             blocks = torch.arange(b0, b1, device=device).view(-1, 1, 1) * qb  # (gb, 1, 1)
@@ -210,15 +213,19 @@ class Band:
             self._extras[(b0, b1)] = self.vis.at(rows, cols)
         return self._extras[(b0, b1)]
 
-    def scores(self, ws: Tensor, qloc: Tensor, kwin: Tensor, h: int, b0: int, b1: int) -> Tensor:
-        """Masked scores ``scale · q kᵀ`` (+ band bias) of blocks ``b0:b1``, in ``ws``."""
+    def scores(
+        self, ws: Tensor, qloc: Tensor, kwin: Tensor, tile: tuple[int, int, int, bool]
+    ) -> Tensor:
+        """Masked scores ``scale · q kᵀ`` (+ band bias) of a ``tile = (h, b0, b1, plain)``,
+        in ``ws``."""
+        h, b0, b1, plain = tile
         gb = b1 - b0
         s = ws[:gb]  # (gb, G·qb, W)
         torch.baddbmm(self.band.expand(gb, *self.band.shape), qloc[h, b0:b1], kwin,
                       alpha=self.scale, out=s)
-        extra = self._extra(b0, b1)
-        if extra is None:
+        if plain:
             return s
+        extra = self._extra(b0, b1)
         s4 = s.view(gb, self.group, self.qb, self.width)  # (gb, G, qb, W)
         bi, hi = divmod(h, self.kv_heads)
         for part in (extra.bias, extra.mask):
@@ -280,13 +287,13 @@ class _LocalAttention(torch.autograd.Function):
         for seg in band.segments:
             kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
             windows[seg] = (band.windows(kb, seg), band.windows(vb, seg).transpose(-1, -2))
-        for h, seg, b0, b1 in band.tiles():
+        for h, seg, b0, b1, plain in band.tiles():
             kwin, vwin = windows[seg]  # (n, blocks, D, W), (n, blocks, W, Dv)
             i0, i1 = b0 - seg.start, b1 - seg.start
-            s = band.scores(ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
+            s = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
             keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
             online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], None, first=True,
-                           may_be_empty=not all(band.plain[b0:b1]), keep=keep)
+                           may_be_empty=not plain, keep=keep)
         ctx.save_for_backward(qr, kr, vr, out)
         ctx.band, ctx.dtypes = band, (q.dtype, k.dtype, v.dtype)
         return from_rows(band.from_local(out), band.n // hkv, band.group * hkv).to(v.dtype)
@@ -316,11 +323,11 @@ class _LocalAttention(torch.autograd.Function):
                 dkb = kr.new_zeros(kr.shape[0], seg.length + qb, kr.shape[2])
                 dvb = vr.new_zeros(vr.shape[0], seg.length + qb, vr.shape[2])
             tiles[seg] = (band.windows(kb, seg), band.windows(vb, seg), dkb, dvb)
-        for h, seg, b0, b1 in band.tiles():
+        for h, seg, b0, b1, plain in band.tiles():
             kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
             i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
-            p = band.scores(ws, qloc, kwin[h, i0:i1], h, b0, b1)  # (gb, G·qb, W)
-            online.softmax_(p, not all(band.plain[b0:b1]), lse=False)  # P again, in place
+            p = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
+            online.softmax_(p, not plain, lse=False)  # P again, in place
             keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), p.shape, p.dtype)
             ds = online.tile_grads(
                 p, do_loc[h, b0:b1], vwin_t[h, i0:i1], wdv[:gb], row_dot=row_dot[h, b0:b1],

@@ -119,19 +119,19 @@ def attend_(
     may_be_empty: bool,
     keep: Tensor | None = None,
 ) -> None:
-    """One tile of the online softmax. ``s (..., q, k)`` masked scores (overwritten by the
-    tile's probabilities, before dropout); ``v (..., k, Dv)``; ``acc (..., q, Dv)`` and
-    ``lse (..., q)`` the running output and log-sum-exp, updated in place (``first``:
+    """One tile of the online softmax. ``s (n, q, k)`` masked scores (overwritten by the
+    tile's probabilities, before dropout); ``v (n, k, Dv)``; ``acc (n, q, Dv)`` and
+    ``lse (n, q)`` the running output and log-sum-exp, updated in place (``first``:
     overwritten; ``lse=None``: a tile of whole rows, whose lse nobody needs); ``keep``: the
     dropout multiplier."""
     lse_b = softmax_(s, may_be_empty, lse=lse is not None)  # (..., q, 1)
     p = s if keep is None else s * keep  # s may be the returned weights: keep them undropped
     if first:
-        torch.matmul(p, v, out=acc)  # (..., q, Dv)
+        torch.bmm(p, v, out=acc)  # (..., q, Dv)
         if lse is not None:
             lse.copy_(lse_b.squeeze(-1))
         return
-    merge_(acc, lse, torch.matmul(p, v), lse_b.squeeze(-1))
+    merge_(acc, lse, torch.bmm(p, v), lse_b.squeeze(-1))
 
 
 def tile_grads(
@@ -148,13 +148,13 @@ def tile_grads(
 ) -> Tensor:
     """FlashAttention-2's backward of one tile; returns ``dS (..., q, k)``.
 
-    ``p (..., q, k)`` the probabilities ``P``; ``do (..., q, Dv)``; ``v_t (..., Dv, k)``;
-    ``dv (..., k, Dv)`` receives ``Pᵀ dO`` (added, or written when not ``accumulate``);
-    ``row_dot (..., q, 1)`` is ``D`` (``None``: ``rowsum(P ∘ dP)``, for tiles of whole rows);
-    ``keep`` the dropout multiplier; ``dw (..., q, k)`` the gradient of the returned weights;
+    ``p (n, q, k)`` the probabilities ``P``; ``do (n, q, Dv)``; ``v_t (n, Dv, k)``;
+    ``dv (n, k, Dv)`` receives ``Pᵀ dO`` (added, or written when not ``accumulate``);
+    ``row_dot (n, q, 1)`` is ``D`` (``None``: ``rowsum(P ∘ dP)``, for tiles of whole rows);
+    ``keep`` the dropout multiplier; ``dw (n, q, k)`` the gradient of the returned weights;
     ``work`` a buffer of ``dS``'s shape.
     """
-    dp = torch.matmul(do, v_t, out=work)  # (..., q, k)
+    dp = torch.bmm(do, v_t, out=work)  # (..., q, k)
     kept = p if keep is None else p * keep
     dv.baddbmm_(kept.transpose(-1, -2), do, beta=1.0 if accumulate else 0.0)
     if keep is not None:
