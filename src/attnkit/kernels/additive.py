@@ -83,10 +83,7 @@ class _Call:
 
     def scores(self, qa: Tensor, ka: Tensor, vec: Tensor, grads: bool = False):
         tiles = _AdditiveScores(qa, ka, vec, self.scale, self.tiling, grads)
-        mod = self.plan.score.mod
-        if mod is None:
-            return tiles
-        return ModScores(tiles, mod, self.tiling, self.plan.score.mod_leaves, grads=grads)
+        return online.modded(tiles, self.plan.score, self.tiling, grads)
 
 
 class _AdditiveScores:

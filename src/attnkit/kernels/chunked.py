@@ -78,10 +78,7 @@ class _Call:
 
     def scores(self, qs: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None):
         dots = DotScores(qs, kr, self.tiling, grads)
-        if self.mod is None:
-            return dots
-        leaves = self.plan.score.mod_leaves
-        return ModScores(dots, self.mod, self.tiling, leaves, grads=grads is not None)
+        return online.modded(dots, self.plan.score, self.tiling, grads is not None)
 
 
 class _ChunkedAttention(torch.autograd.Function):

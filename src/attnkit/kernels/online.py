@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
+from attnkit.kernels.plan import Scoring
 from attnkit.kernels.visibility import Tile, Visibility
 
 NEG_INF = float("-inf")
@@ -429,21 +430,20 @@ class DotScores:
         dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1])
 
 
+def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
+    """``inner``'s tiles through the plan's ``score_mod``, if it has one."""
+    return inner if score.mod is None else ModScores(inner, score, tiling, grads)
+
+
 class ModScores:
     """The tiles of ``inner`` passed through a FlexAttention ``score_mod(score, b, h, q_idx,
     kv_idx)`` (He et al. 2024). With ``grads``, the backward pass chains ``score_mod``'s
     derivative (autograd on the recomputed tile) into ``inner`` and sums the gradients of the
-    tensors ``score_mod`` reads (``leaves``) into ``leaf_grads``."""
+    tensors ``score_mod`` reads (``score.mod_leaves``) into ``leaf_grads``."""
 
-    def __init__(
-        self,
-        inner: TileScores,
-        mod: Callable[..., Tensor],
-        tiling: Tiling,
-        leaves: Sequence[Tensor] = (),
-        grads: bool = False,
-    ) -> None:
-        self.inner, self.mod, self.tiling, self.leaves = inner, mod, tiling, tuple(leaves)
+    def __init__(self, inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> None:
+        assert score.mod is not None
+        self.inner, self.mod, self.tiling, self.leaves = inner, score.mod, tiling, score.mod_leaves
         self.grads = grads
         self.leaf_grads: list[Tensor | None] = [None] * len(self.leaves)
         self._saved: tuple[Tensor, Tensor] | None = None

@@ -76,47 +76,37 @@ def _lengths(t: Tensor | None, default: int) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+@dataclass(eq=False, kw_only=True)
 class Visibility:
-    """The visibility of one attention call (see the module docstring).
+    """The visibility of one attention call (see the module docstring): ``batch``, ``heads``
+    (query heads), ``q_len``, ``kv_len``; the band ``left``/``right`` (already clipped for
+    causal; ``None``: unbounded); ``offset``, the key position of query row 0 (default
+    bottom-right); ``shifts (B,)`` added to each batch entry's query positions;
+    ``key_lengths``/``query_lengths (B,)``; the bool ``mask (B|1, H|1, Lq, Lk)``; the float
+    ``bias (B|1, H|1, Lq|1, Lk|1)``; a :class:`BlockMask` for ``(Lq, Lk)``."""
 
-    Args:
-        batch, heads, q_len, kv_len: ``B``, ``H`` (query heads), ``Lq``, ``Lk``.
-        device: where masks are built.
-        left, right: the band (already clipped for causal); ``None``: unbounded.
-        offset: key position of query row 0.
-        shifts: ``(B,)`` int64 added to each batch entry's query positions, or ``None``.
-        key_lengths, query_lengths: ``(B,)`` int64, or ``None``.
-        mask: bool ``(B|1, H|1, Lq, Lk)``; bias: float ``(B|1, H|1, Lq|1, Lk|1)``.
-        block_mask: a :class:`BlockMask` for ``(Lq, Lk)``.
-    """
+    batch: int
+    heads: int
+    q_len: int
+    kv_len: int
+    device: torch.device
+    left: int | None = None
+    right: int | None = None
+    offset: int | None = None  # type: ignore[assignment]  # an int after __post_init__
+    shifts: Tensor | None = None
+    key_lengths: Tensor | None = None
+    query_lengths: Tensor | None = None
+    mask: Tensor | None = None
+    bias: Tensor | None = None
+    block_mask: BlockMask | None = None
 
-    def __init__(
-        self,
-        *,
-        batch: int,
-        heads: int,
-        q_len: int,
-        kv_len: int,
-        device: torch.device,
-        left: int | None = None,
-        right: int | None = None,
-        offset: int | None = None,
-        shifts: Tensor | None = None,
-        key_lengths: Tensor | None = None,
-        query_lengths: Tensor | None = None,
-        mask: Tensor | None = None,
-        bias: Tensor | None = None,
-        block_mask: BlockMask | None = None,
-    ) -> None:
-        self.batch, self.heads, self.q_len, self.kv_len = batch, heads, q_len, kv_len
-        self.device, self.left, self.right = device, left, right
-        self.offset = bottom_right(q_len, kv_len) if offset is None else offset
-        self.shifts, self.key_lengths, self.query_lengths = shifts, key_lengths, query_lengths
-        self.mask, self.bias, self.block_mask = mask, bias, block_mask
-        self.shift_min, self.shift_max = _lengths(shifts, 0)
-        lengths = None if key_lengths is None else key_lengths.clamp(0, kv_len)
-        self.k_min, self.k_max = _lengths(lengths, kv_len)
-        self.q_min, self.q_max = _lengths(query_lengths, q_len)
+    def __post_init__(self) -> None:
+        if self.offset is None:
+            self.offset = bottom_right(self.q_len, self.kv_len)
+        self.shift_min, self.shift_max = _lengths(self.shifts, 0)
+        lengths = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
+        self.k_min, self.k_max = _lengths(lengths, self.kv_len)
+        self.q_min, self.q_max = _lengths(self.query_lengths, self.q_len)
 
     # -- what the call holds ------------------------------------------------------------------
 
@@ -140,10 +130,8 @@ class Visibility:
     @property
     def top_left_causal(self) -> bool:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
-        return (
-            (self.left, self.right, self.offset) == (None, 0, 0) and self.uniform
-            and self.key_lengths is None and self.mask is None and self.bias is None
-            and self.block_mask is None
+        return (self.left, self.right, self.offset) == (None, 0, 0) and self.only_band(
+            0, self.q_len, 0, self.kv_len
         )
 
     def dense_shape(self) -> tuple[int, int, int, int] | None:
