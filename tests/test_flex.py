@@ -186,8 +186,9 @@ def test_additive_scores_take_mask_mod_and_score_mod() -> None:
 def test_gradcheck_through_score_mod_and_the_tensor_it_reads() -> None:
     """Finite differences of the chunked kernel, including the learned bias table that the
     score_mod reads (FlexAttention has no backward pass on CPU)."""
-    q, k, v = _small(lq=9, lk=11)
-    table = torch.randn(4, 40, dtype=torch.float64, requires_grad=True)
+    q, k, v = _small(hq=2, hkv=1, lq=9, lk=11)
+    q, k, v = (t[:1].detach().requires_grad_() for t in (q, k, v))  # batch 1, grouped heads
+    table = torch.randn(2, 40, dtype=torch.float64, requires_grad=True)
 
     def learned(score, b, h, q_idx, kv_idx):
         return score + table[h, q_idx - kv_idx + 20]
