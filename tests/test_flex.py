@@ -132,7 +132,7 @@ def _tiles_against_dense(mask_mod: Callable, lq: int, lk: int, qb: int, kb: int)
     grid = index_grid(1, 1, torch.arange(lq).unsqueeze(-1), torch.arange(lk))
     dense = mask_mod(*grid).expand(1, 1, lq, lk)[0, 0]  # (Lq, Lk)
     covered = torch.zeros(lq, lk, dtype=torch.bool)
-    for q0, q1, row in Tiling(plan.visibility, H, qb, kb).tiles():
+    for q0, q1, row in Tiling(plan.visibility, H, qb, kb, torch.float32).tiles():
         for k0, k1, tile in row:
             part = dense[q0:q1, k0:k1]
             assert part.any(), "an empty tile was computed"
@@ -293,3 +293,29 @@ def test_a_block_mask_is_reused_across_calls_and_layers() -> None:
     want = attnkit.attention(q, k, v, mask_mod=counted, backend="reference")
     torch.testing.assert_close(first, want)
     assert math.isfinite(float(first.sum()))
+
+
+def test_a_mask_that_is_exactly_a_band_runs_as_one() -> None:
+    """Sliding windows and causal masks written as mask_mods are recognised (every visible
+    pair counted against the band's): they then run on the band kernels, and agree with the
+    reference evaluating the mask_mod itself."""
+
+    def holed(b, h, q_idx, kv_idx):
+        return sliding(b, h, q_idx, kv_idx) & (kv_idx != 7)
+
+    def strict(b, h, q_idx, kv_idx):
+        return (q_idx > kv_idx) & (q_idx - kv_idx <= 40)
+
+    assert create_block_mask(sliding, None, None, L, L).band == (40, 0)
+    assert create_block_mask(causal, None, None, L, L).band == (None, 0)
+    assert create_block_mask(strict, None, None, L, L).band == (40, -1)
+    assert create_block_mask(holed, None, None, L, L).band is None
+    assert create_block_mask(document, None, None, L, L).band is None
+    q, k, v = (t.detach().double() for t in _qkv())
+    kernels = {"sliding": "local", "causal": "sdpa", "strict": "local"}
+    for name, mask_mod in (("sliding", sliding), ("causal", causal), ("strict", strict)):
+        block_mask = create_block_mask(mask_mod, None, None, L, L)
+        assert attnkit.explain_dispatch(q, k, v, mask=block_mask).kernel == kernels[name]
+        dense = mask_mod(*index_grid(1, 1, torch.arange(L).unsqueeze(-1), torch.arange(L)))
+        want = attnkit.attention(q, k, v, mask=dense, backend="reference")  # the mask itself
+        torch.testing.assert_close(attnkit.attention(q, k, v, mask=block_mask), want)

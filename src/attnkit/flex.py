@@ -112,11 +112,17 @@ def build_block_mask(
     cols = torch.arange(lk, device=device)
     rows_per = max(qbs, (EVAL_ELEMENTS // max(1, lk * batch * heads)) // qbs * qbs)
     parts = []
+    low, high = lk, -lq  # the range of kv_idx − q_idx over the visible pairs
     for r0 in range(0, lq, rows_per):
         r1 = min(lq, r0 + rows_per)
         rows = torch.arange(r0, r1, device=device).unsqueeze(-1)  # (r, 1)
         allowed = mask_mod(*index_grid(batch, heads, rows, cols))  # (B|1, H|1, r|1, Lk|1)
-        allowed = allowed.expand(*allowed.shape[:2], r1 - r0, lk).to(torch.int32)
+        allowed = allowed.expand(*allowed.shape[:2], r1 - r0, lk)
+        diff = (cols - rows).expand(allowed.shape)  # (B|1, H|1, r, Lk)
+        if bool(allowed.any()):
+            low = min(low, int(diff[allowed].min()))
+            high = max(high, int(diff[allowed].max()))
+        allowed = allowed.to(torch.int32)
         nr = -(-(r1 - r0) // qbs)
         padded = torch.nn.functional.pad(allowed, (0, nk * kbs - lk, 0, nr * qbs - (r1 - r0)))
         counts = padded.view(*padded.shape[:2], nr, qbs, nk, kbs).sum(dim=(3, 5))
@@ -126,7 +132,22 @@ def build_block_mask(
     col_sizes = (lk - torch.arange(nk, device=device) * kbs).clamp_(max=kbs)  # (nk,)
     size = row_sizes.view(-1, 1) * col_sizes  # (nq, nk): pairs per block
     table = torch.where(counts == 0, EMPTY, torch.where(counts == size, FULL, PARTIAL))
-    return BlockMask(mask_mod, table.to(torch.int8), block_size, seq_lengths)
+    band = _exact_band(int(counts.sum()) // (counts.shape[0] * counts.shape[1]), low, high,
+                       seq_lengths) if high >= low else None
+    return BlockMask(mask_mod, table.to(torch.int8), block_size, seq_lengths, band)
+
+
+def _exact_band(
+    visible: int, low: int, high: int, seq_lengths: tuple[int, int]
+) -> tuple[int | None, int | None] | None:
+    """``(left, right)`` if the ``visible`` pairs (per batch entry and head) are every pair
+    with ``low ≤ kv_idx − q_idx ≤ high``, i.e. the mask is exactly that band, else ``None``."""
+    lq, lk = seq_lengths
+    i = torch.arange(lq)
+    in_band = (i + high).clamp(max=lk - 1) - (i + low).clamp(min=0) + 1  # (Lq,)
+    if int(in_band.clamp(min=0).sum()) != visible:
+        return None
+    return (None if -low >= lq - 1 else -low), (None if high >= lk - 1 else high)
 
 
 def from_torch(block_mask: Any) -> BlockMask:

@@ -83,6 +83,7 @@ class Block:
     def __init__(
         self, shapes: tuple[int, int, int, int, int], q_runs: Runs, k_runs: Runs, *,
         causal: bool, window: tuple[int, int] | None, chunk: int, device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         batch, q_heads, kv_heads, q_len, kv_len = shapes
         left, right = clip_band(causal, window)
@@ -90,7 +91,7 @@ class Block:
             Tiling(
                 Visibility(batch=batch, heads=q_heads, q_len=q_len, kv_len=kv_len, device=device,
                            left=left, right=right, offset=pq - q0 - pk + k0),
-                kv_heads, chunk, kv_len, q_range=(q0, q1), k_range=(k0, k1),
+                kv_heads, chunk, kv_len, dtype, q_range=(q0, q1), k_range=(k0, k1),
             )
             for q0, q1, pq in q_runs
             for k0, k1, pk in k_runs
@@ -214,12 +215,13 @@ def block_forward(
     out, lse = into
     if block is None:
         block = Block((b, hq, hkv, lq, lk), runs(q_positions), runs(k_positions), causal=causal,
-                      window=window, chunk=chunk, device=q.device)
-    qs = to_rows(q, hkv, cdt) * scale  # (B·Hkv, G·Lq, D)
+                      window=window, chunk=chunk, device=q.device, dtype=cdt)
+    qr = to_rows(q, hkv, cdt)  # (B·Hkv, G·Lq, D), a view of q in float32
     kr, vr = to_rows(k, hkv, cdt), to_rows(v, hkv, cdt)  # (B·Hkv, Lk, D|Dv)
     out_rows, lse_rows = to_rows(out, hkv, cdt), lse.view(b * hkv, -1)  # views
     for tiling in block.visible():
-        online.forward(DotScores(qs, kr, tiling), vr, out_rows, lse_rows, tiling, fresh=False)
+        scores = DotScores(qr, kr, tiling, scale=scale)
+        online.forward(scores, vr, out_rows, lse_rows, tiling, fresh=False)
     return out, lse
 
 
@@ -287,16 +289,14 @@ def block_backward(
     dq, dk, dvv = into
     if block is None:
         block = Block((b, hq, hkv, lq, lk), runs(q_positions), runs(k_positions), causal=causal,
-                      window=window, chunk=chunk, device=q.device)
-    qs = to_rows(q, hkv, cdt) * scale  # (B·Hkv, G·Lq, D)
+                      window=window, chunk=chunk, device=q.device, dtype=cdt)
+    qr = to_rows(q, hkv, cdt)  # (B·Hkv, G·Lq, D), a view of q in float32
     kr, vr = to_rows(k, hkv, cdt), to_rows(v, hkv, cdt)  # (B·Hkv, Lk, D|Dv)
-    dqs = torch.zeros_like(qs)  # gradient of the scaled queries
-    grads = (dqs, to_rows(dk, hkv, cdt))  # views of dk
+    grads = (to_rows(dq, hkv, cdt), to_rows(dk, hkv, cdt))  # views of dq, dk
     dout_rows = to_rows(dout, hkv, cdt)  # (B·Hkv, G·Lq, Dv)
     lse_rows = lse.to(cdt).reshape(b * hkv, -1)  # (B·Hkv, G·Lq)
     row_dot = delta.to(cdt).reshape(b * hkv, -1, 1)  # (B·Hkv, G·Lq, 1)
     for tiling in block.visible():
-        online.backward(DotScores(qs, kr, tiling, grads), dout_rows, vr, lse_rows, row_dot,
-                        to_rows(dvv, hkv, cdt), tiling)
-    dq += dqs.mul_(scale).view(dq.shape)
+        online.backward(DotScores(qr, kr, tiling, grads, scale), dout_rows, vr, lse_rows,
+                        row_dot, to_rows(dvv, hkv, cdt), tiling)
     return dq, dk, dvv

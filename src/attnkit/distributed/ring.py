@@ -80,6 +80,7 @@ class _Plan:
             self.blocks[(src, piece)] = Block(
                 shapes, runs(self.q_positions), runs(self.k_positions(src, piece)),
                 causal=self.causal, window=self.window, chunk=self.chunk, device=q.device,
+                dtype=compute_dtype(q.dtype),
             )
         return self.blocks[(src, piece)]
 

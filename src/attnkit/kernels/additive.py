@@ -79,7 +79,8 @@ class _Call:
         kb = max(1, min(s.kv_len, 64, pairs // 16))
         qb = max(1, min(s.q_len, pairs // kb))
         dropout = online.dropout_for(plan.dropout_p, plan.device)
-        self.tiling = Tiling(plan.visibility, s.kv_heads, qb, kb, dropout)
+        self.tiling = Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype),
+                             dropout)
 
     def scores(self, qa: Tensor, ka: Tensor, vec: Tensor, grads: bool = False):
         tiles = _AdditiveScores(qa, ka, vec, self.scale, self.tiling, grads)
@@ -108,14 +109,14 @@ class _AdditiveScores:
             self.dqa, self.dka = torch.zeros_like(qa), torch.zeros_like(ka)
             self.dvec = torch.zeros_like(vec)
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
         n, width = self.qa2.shape[0], self.qa2.shape[-1]
         hidden = self._work[: n * (r1 - r0) * (k1 - k0) * width].view(n, r1 - r0, k1 - k0, width)
         torch.add(self.qa2[:, r0:r1].unsqueeze(2), self.ka2[:, k0:k1].unsqueeze(1), out=hidden)
         sig = hidden.sigmoid_()  # σ(2x), x = qa + ka: (n, q, k, A)
         self._sig = sig
-        s = torch.matmul(sig, self.vec)  # (n, q, k)
-        return s.mul_(2.0 * self.scale).sub_(self.shift)
+        s = torch.matmul(sig, self.vec).mul_(2.0 * self.scale).sub_(self.shift)  # (n, q, k)
+        return s if add is None else s.add_(add)
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
         sig = self._sig  # the tile just recomputed by scores()

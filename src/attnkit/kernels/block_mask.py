@@ -43,7 +43,10 @@ class BlockMask:
     :data:`FULL` blocks of ``block_size = (Q_BLOCK, K_BLOCK)``, for ``seq_lengths = (Lq, Lk)``.
 
     The table must describe ``mask_mod`` (as :func:`attnkit.create_block_mask`'s does): empty
-    blocks are skipped and full blocks see every key without evaluating ``mask_mod``.
+    blocks are skipped and full blocks see every key without evaluating ``mask_mod``. ``band``
+    is ``(left, right)`` when ``mask_mod`` is exactly the band ``−left ≤ kv_idx − q_idx ≤
+    right`` (a sliding window, causal, ...; ``None`` for an unbounded side), which the
+    :class:`~attnkit.kernels.visibility.Visibility` then takes instead of the table.
     """
 
     def __init__(
@@ -52,8 +55,9 @@ class BlockMask:
         table: Tensor,
         block_size: tuple[int, int],
         seq_lengths: tuple[int, int],
+        band: tuple[int | None, int | None] | None = None,
     ) -> None:
-        self.mask_mod, self.table = mask_mod, table
+        self.mask_mod, self.table, self.band = mask_mod, table, band
         self.block_size, self.seq_lengths = block_size, seq_lengths
         # Aggregated over (B, H), as Python lists: each lookup of a tile is a few additions.
         flat = table.reshape(-1, *table.shape[-2:]).cpu()  # (B·H, nq, nk)

@@ -61,11 +61,11 @@ def tiling(plan: AttentionPlan) -> Tiling:
     n = s.batch * s.kv_heads
     kb = max(16, min(s.kv_len, _KEY_BLOCK))
     qb = max(16, min(1024, _BLOCK_ELEMENTS // (n * kb)))
-    if plan.visibility.block_mask is not None:  # whole blocks: a table's full tiles stay full
-        qbs, kbs = plan.visibility.block_mask.block_size
-        qb, kb = max(qbs, qb // qbs * qbs), max(kbs, kb // kbs * kbs)
+    if plan.visibility.block_mask is not None:  # whole blocks, one block of queries at a time:
+        qb, kbs = plan.visibility.block_mask.block_size  # the keys a block sees fit the tiles
+        kb = max(kbs, kb // kbs * kbs)  # closely, and a table's full tiles stay full
     dropout = online.dropout_for(plan.dropout_p, plan.device)
-    return Tiling(plan.visibility, s.kv_heads, qb, kb, dropout)
+    return Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype), dropout)
 
 
 class _Call:
@@ -94,7 +94,8 @@ class _ChunkedAttention(torch.autograd.Function):
             weights = qs.new_empty(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
             out = rows_forward(qs, kr, vr, call.tiling, weights)
         else:
-            out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights)
+            out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights,
+                                                 need_lse=call.plan.needs_grad)
         ctx.save_for_backward(qs, kr, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)

@@ -201,8 +201,9 @@ def dropout_for(p: float, device: torch.device) -> BlockDropout | None:
 
 
 class TileScores(Protocol):
-    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
-        """A fresh ``(B·Hkv, r1-r0, k1-k0)`` tensor of scores (before bias and mask)."""
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
+        """A fresh ``(B·Hkv, r1-r0, k1-k0)`` tensor of scores plus ``add`` (the tile's mask
+        and bias as one additive term, :meth:`Tiling.additive`), if given."""
         ...
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
@@ -219,6 +220,7 @@ class Tiling:
     kv_heads: int
     qb: int
     kb: int
+    dtype: torch.dtype
     dropout: BlockDropout | None = None
     q_range: tuple[int, int] | None = None
     k_range: tuple[int, int] | None = None
@@ -256,15 +258,22 @@ class Tiling:
         b, h = divmod(entry, hkv)
         return t[b if t.shape[0] > 1 else 0, h if t.shape[1] > 1 else 0]  # (q|1, k|1)
 
-    def apply_(self, s: Tensor, tile: Tile, g: int, entry: int | None = None) -> Tensor:
-        """Add the tile's bias and hide its masked keys (``−inf``) in ``s (n, q, k)``: the
-        rows of group ``g`` of every entry of ``B·Hkv``, or ``(1, q, k)`` of one ``entry``."""
-        target = s.view(-1, self.kv_heads, *s.shape[1:]) if entry is None else s
-        if tile.bias is not None:
-            target.add_(self.piece(tile.bias, g, entry).to(s.dtype))
+    def additive(self, tile: Tile, g: int, dtype: torch.dtype, entry: int | None = None) -> Tensor:
+        """The tile's bias, and ``−inf`` where its mask hides a key, as one term to add to the
+        scores of group ``g``: ``(n|1, q|1, k|1)`` for every entry of ``B·Hkv`` (or ``(1, q|1,
+        k|1)`` for one ``entry``). Adding it is cheaper than filling a mask over every head."""
+        zero = torch.zeros((), dtype=dtype, device=self.vis.device)
+        add = zero if tile.bias is None else self.piece(tile.bias, g, entry).to(dtype)
         if tile.mask is not None:
-            target.masked_fill_(~self.piece(tile.mask, g, entry), NEG_INF)
-        return s
+            add = torch.where(self.piece(tile.mask, g, entry), add, zero - float("inf"))
+        if entry is not None:
+            return add.unsqueeze(0)  # (1, q|1, k|1)
+        if add.shape[0] > 1 and add.shape[1] > 1:
+            return add.reshape(-1, *add.shape[2:])  # (B·Hkv, q|1, k|1)
+        if add.shape[0] > 1 or add.shape[1] > 1:
+            full = (self.vis.batch, self.kv_heads, *add.shape[2:])
+            return add.expand(full).reshape(-1, *add.shape[2:])  # (B·Hkv, q|1, k|1)
+        return add[0]  # (1, q|1, k|1)
 
     def add_bias_grad(
         self, dbias: Tensor, ds: Tensor, g: int, box: tuple[int, int, int, int],
@@ -285,26 +294,29 @@ class Tiling:
 
 def _scores(sb: TileScores, tiling: Tiling, tile: Tile, g: int, box) -> Tensor:
     q0, q1, k0, k1 = box
-    s = sb.scores(*tiling.rows(g, q0, q1), k0, k1)  # (n, q, k)
-    return s if tile.full else tiling.apply_(s, tile, g)
+    add = None if tile.full else tiling.additive(tile, g, tiling.dtype)
+    return sb.scores(*tiling.rows(g, q0, q1), k0, k1, add)  # (n, q, k)
 
 
 def forward(
-    sb: TileScores, vr: Tensor, out: Tensor, lse: Tensor, tiling: Tiling, *, fresh: bool = True
+    sb: TileScores, vr: Tensor, out: Tensor, lse: Tensor, tiling: Tiling, *, fresh: bool = True,
+    need_lse: bool = True,
 ) -> None:
     """The online softmax over every visible tile, into ``out (n, G·Lq, Dv)`` and
     ``lse (n, G·Lq)`` in place: ``fresh`` ones (zeros and ``−inf``) or running results over
-    other keys (ring attention), which are merged with."""
+    other keys (ring attention), which are merged with. Without ``need_lse`` the rows whose
+    keys fit in one tile skip their log-sum-exp (``lse`` is then not to be read)."""
     dropout = tiling.dropout
     for q0, q1, row in tiling.tiles():
+        whole = fresh and not need_lse and len(row) == 1  # one tile holds the whole rows
         for g in range(tiling.group):
             r0, r1 = tiling.rows(g, q0, q1)
             for i, (k0, k1, tile) in enumerate(row):
                 s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))  # (n, q, k)
                 keep = None if dropout is None else dropout.keep((g, q0, k0), s.shape, s.dtype)
                 attend_(
-                    s, vr[:, k0:k1], out[:, r0:r1], lse[:, r0:r1], first=fresh and i == 0,
-                    may_be_empty=not tile.full, keep=keep,
+                    s, vr[:, k0:k1], out[:, r0:r1], None if whole else lse[:, r0:r1],
+                    first=fresh and i == 0, may_be_empty=not tile.full, keep=keep,
                 )
 
 
@@ -371,17 +383,18 @@ def backward(
 
 
 def attention(
-    sb: TileScores, vr: Tensor, tiling: Tiling, weights: bool
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A whole call on fresh state: ``out (n, G·Lq, Dv)``, ``lse (n, G·Lq)`` and, with
-    ``weights``, the exact weights ``(n, G·Lq, Lk)`` from a second pass."""
+    sb: TileScores, vr: Tensor, tiling: Tiling, weights: bool, need_lse: bool = True
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A whole call on fresh state: ``out (n, G·Lq, Dv)``, ``lse (n, G·Lq)`` (``None`` unless
+    ``need_lse`` or ``weights``) and, with ``weights``, the exact weights ``(n, G·Lq, Lk)``
+    from a second pass."""
     vis, n = tiling.vis, vr.shape[0]
     rows = vis.heads // tiling.kv_heads * vis.q_len
     out = vr.new_zeros(n, rows, vr.shape[2])
     lse = vr.new_full((n, rows), NEG_INF)
-    forward(sb, vr, out, lse, tiling)
+    forward(sb, vr, out, lse, tiling, need_lse=need_lse or weights)
     if not weights:
-        return out, lse, None
+        return out, lse if need_lse else None, None
     w = vr.new_zeros(n, rows, vis.kv_len)
     probabilities(sb, lse, tiling, write_weights(w, vis.q_len))
     return out, lse, w
@@ -409,25 +422,30 @@ def gradients(
 
 
 class DotScores:
-    """Tiles ``qs kᵀ`` of the rows layout (``qs (n, G·Lq, D)`` already scaled, ``kr
-    (n, Lk, D)``), and their gradients into ``grads = (dqs, dk)`` when given."""
+    """Tiles ``scale · q kᵀ`` of the rows layout (``qs (n, G·Lq, D)``, ``kr (n, Lk, D)``), and
+    their gradients accumulated into ``grads = (dqs, dk)`` when given."""
 
     def __init__(
-        self, qs: Tensor, kr: Tensor, tiling: Tiling, grads: tuple[Tensor, Tensor] | None = None
+        self, qs: Tensor, kr: Tensor, tiling: Tiling, grads: tuple[Tensor, Tensor] | None = None,
+        scale: float = 1.0,
     ) -> None:
         self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (n, D, Lk)
         self._work = qs.new_empty(qs.shape[0] * tiling.qb * tiling.kb)  # reused by every tile
-        self.grads = grads
+        self.grads, self.scale = grads, scale
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
         n = self.qs.shape[0]
         out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
-        return torch.bmm(self.qs[:, r0:r1], self.kt[:, :, k0:k1], out=out)  # (n, q, k)
+        q, kt = self.qs[:, r0:r1], self.kt[:, :, k0:k1]
+        if add is None and self.scale == 1.0:
+            return torch.bmm(q, kt, out=out)  # (n, q, k)
+        base, beta = (out, 0.0) if add is None else (add.expand(out.shape), 1.0)
+        return torch.baddbmm(base, q, kt, beta=beta, alpha=self.scale, out=out)  # + add
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
         dqs, dk = self.grads  # type: ignore[misc]
-        dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1])
-        dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1])
+        dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1], alpha=self.scale)
+        dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1], alpha=self.scale)
 
 
 def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
@@ -448,7 +466,7 @@ class ModScores:
         self.leaf_grads: list[Tensor | None] = [None] * len(self.leaves)
         self._saved: tuple[Tensor, Tensor] | None = None
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int) -> Tensor:
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
         t = self.tiling
         g, q0 = divmod(r0, t.vis.q_len)
         raw = self.inner.scores(r0, r1, k0, k1)  # (n, q, k)
@@ -459,14 +477,14 @@ class ModScores:
         h = h * t.group + g  # the query heads of group g
         if not self.grads:
             with torch.no_grad():
-                raw4.copy_(self.mod(raw4, b, h, qi, ki))  # the caller masks in place
-            return raw
-        leaf = raw4.clone().requires_grad_()
-        with torch.enable_grad():
-            out = self.mod(leaf, b, h, qi, ki)
-        self._saved = (leaf, out)
-        raw4.copy_(out.detach())
-        return raw
+                raw4.copy_(self.mod(raw4, b, h, qi, ki))  # the caller works in place
+        else:
+            leaf = raw4.clone().requires_grad_()
+            with torch.enable_grad():
+                out = self.mod(leaf, b, h, qi, ki)
+            self._saved = (leaf, out)
+            raw4.copy_(out.detach())
+        return raw if add is None else raw.add_(add)  # masks after the score_mod
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
         assert self._saved is not None

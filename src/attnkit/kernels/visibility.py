@@ -69,6 +69,10 @@ class Tile:
         return self.mask is None and self.bias is None
 
 
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _lengths(t: Tensor | None, default: int) -> tuple[int, int]:
     if t is None:
         return default, default
@@ -103,6 +107,13 @@ class Visibility:
     def __post_init__(self) -> None:
         if self.offset is None:
             self.offset = bottom_right(self.q_len, self.kv_len)
+        band = None if self.block_mask is None else self.block_mask.band
+        if band is not None and (not self.banded or self.offset == 0):
+            # The block mask is exactly a band of indices: describe it as the band (query i
+            # at key position i), intersected with the call's own.
+            self.offset, self.block_mask = 0, None
+            self.left = _tighter(self.left, band[0])
+            self.right = _tighter(self.right, band[1])
         self.shift_min, self.shift_max = _lengths(self.shifts, 0)
         lengths = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
         self.k_min, self.k_max = _lengths(lengths, self.kv_len)

@@ -80,9 +80,11 @@ def rows_forward(
             s.zero_()
             out[e0:e1, r0:r1].zero_()
             continue
-        torch.bmm(qs[e0:e1, r0:r1], kt[e0:e1], out=s)
-        if not tile.full:
-            tiling.apply_(s, tile, g, entry)
+        if tile.full:
+            torch.bmm(qs[e0:e1, r0:r1], kt[e0:e1], out=s)
+        else:  # the tile's mask and bias added by the matmul
+            add = tiling.additive(tile, g, s.dtype, entry).expand(s.shape)
+            torch.baddbmm(add, qs[e0:e1, r0:r1], kt[e0:e1], out=s)
         keep = None if dropout is None else dropout.keep((g, q0, e0), s.shape, s.dtype)
         attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True, may_be_empty=not tile.full,
                 keep=keep)
