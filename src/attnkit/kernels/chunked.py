@@ -61,11 +61,14 @@ def tiling(plan: AttentionPlan) -> Tiling:
     n = s.batch * s.kv_heads
     kb = max(16, min(s.kv_len, _KEY_BLOCK))
     qb = max(16, min(1024, _BLOCK_ELEMENTS // (n * kb)))
+    merge = 0
     if plan.visibility.block_mask is not None:  # whole blocks, one block of queries at a time:
         qb, kbs = plan.visibility.block_mask.block_size  # the keys a block sees fit the tiles
-        kb = max(kbs, kb // kbs * kbs)  # closely, and a table's full tiles stay full
+        kb = max(kbs, kb // kbs * kbs)  # closely; a table's full tiles stay full
+        merge = _BLOCK_ELEMENTS
     dropout = online.dropout_for(plan.dropout_p, plan.device)
-    return Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype), dropout)
+    return Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype), dropout,
+                  merge=merge)
 
 
 class _Call:

@@ -214,7 +214,9 @@ class TileScores(Protocol):
 @dataclass
 class Tiling:
     """How a kernel cuts the rows layout: ``qb`` queries by ``kb`` keys, over the queries
-    ``q_range`` and keys ``k_range`` (default all) that ``vis`` leaves visible."""
+    ``q_range`` and keys ``k_range`` (default all) that ``vis`` leaves visible; consecutive
+    blocks of queries that see the same keys are taken together while a tile's scores stay
+    within ``merge`` elements (fewer, larger products: the documents of a packed batch)."""
 
     vis: Visibility
     kv_heads: int
@@ -224,20 +226,36 @@ class Tiling:
     dropout: BlockDropout | None = None
     q_range: tuple[int, int] | None = None
     k_range: tuple[int, int] | None = None
+    merge: int = 0
 
     @property
     def group(self) -> int:
         return self.vis.heads // self.kv_heads
+
+    @property
+    def elements(self) -> int:
+        """The most scores one tile holds: the size of a work buffer."""
+        return max(self.vis.batch * self.kv_heads * self.qb * self.kb, self.merge)
 
     def tiles(self) -> Iterator[tuple[int, int, list[tuple[int, int, Tile]]]]:
         """``(q0, q1, [(k0, k1, tile), ...])`` per block of queries; empty tiles left out."""
         vis = self.vis
         q_lo, q_hi = self.q_range or (0, vis.q_len)
         k_lo, k_hi = self.k_range or (0, vis.kv_len)
-        for q0 in range(q_lo, q_hi, self.qb):
-            q1 = min(q0 + self.qb, q_hi)
+
+        def span(q0: int, q1: int) -> tuple[int, int]:
             lo, hi = vis.span(q0, q1)
-            lo, hi = max(lo, k_lo), min(hi, k_hi)
+            return max(lo, k_lo), min(hi, k_hi)
+
+        q1 = q_lo
+        while q1 < q_hi:
+            q0, q1 = q1, min(q1 + self.qb, q_hi)
+            lo, hi = span(q0, q1)
+            n = vis.batch * self.kv_heads
+            while q1 < q_hi and (q1 - q0 + self.qb) * (hi - lo) * n <= self.merge:
+                if span(q1, min(q1 + self.qb, q_hi)) != (lo, hi):
+                    break
+                q1 = min(q1 + self.qb, q_hi)
             row = []
             for k0 in range(lo, hi, self.kb):
                 k1 = min(k0 + self.kb, hi)
@@ -364,7 +382,7 @@ def backward(
     dropout = tiling.dropout
     lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
-    work = vr.new_empty(vr.shape[0] * tiling.qb * tiling.kb)  # dP of one tile, reused
+    work = vr.new_empty(tiling.elements)  # dP of one tile, reused
     for q0, q1, row in tiling.tiles():
         for k0, k1, tile in row:
             for g in range(tiling.group):
@@ -430,7 +448,7 @@ class DotScores:
         scale: float = 1.0,
     ) -> None:
         self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (n, D, Lk)
-        self._work = qs.new_empty(qs.shape[0] * tiling.qb * tiling.kb)  # reused by every tile
+        self._work = qs.new_empty(tiling.elements)  # reused by every tile
         self.grads, self.scale = grads, scale
 
     def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
