@@ -9,6 +9,8 @@
 * :func:`create_block_mask` evaluates a ``mask_mod`` once and classifies each block of
   queries × keys as empty, partial or full; pass the result as ``mask=`` to every call and
   layer that uses the mask. A ``torch.nn.attention.flex_attention.BlockMask`` is accepted too.
+  A ``mask_mod`` that is exactly a band of indices (a sliding window, causal) is recognised
+  while the table is built, and then runs on the band kernels (``local``, ``sdpa``).
 * :func:`and_masks` / :func:`or_masks` combine ``mask_mod``s, as FlexAttention's do.
 
 A callable is checked once, when the call is planned: its number of positional arguments, and

@@ -11,7 +11,8 @@ of these hold:
 * lengths: ``0 ≤ j < key_lengths[b]`` and ``i < query_lengths[b]``;
 * the bool ``mask[b, h, i, j]`` (True = may attend);
 * the block mask: ``mask_mod(b, h, i, j)`` in its partial tiles, every key of its full tiles,
-  none of its empty ones.
+  none of its empty ones. A block mask that is exactly a band of indices (a sliding window,
+  causal) is taken as that band, so the band kernels serve it.
 
 A float ``bias[b, h, i, j]`` is added to the scores (``−inf`` hides too).
 
