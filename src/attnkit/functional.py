@@ -14,10 +14,9 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor
 
-from attnkit import flex
+from attnkit import flex, statistics
 from attnkit import normalizers as normalizers_
 from attnkit import scores as scores_
-from attnkit import statistics
 from attnkit._validate import check_qkv, check_window
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select

@@ -294,7 +294,7 @@ def test_set_window_runs_the_local_kernel(monkeypatch) -> None:
     calls = []
 
     def counting(q, k, v, plan):
-        calls.append(plan.window)
+        calls.append((plan.visibility.left, plan.visibility.right))  # the window
         return local.fn(q, k, v, plan)
 
     register(Kernel("local", counting, local.capabilities, local.priority, local.description,

@@ -27,9 +27,11 @@ broadcast shape of an index grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from attnkit.kernels.block_mask import EMPTY, PARTIAL, BlockMask
 
@@ -109,16 +111,44 @@ class Visibility:
         if self.offset is None:
             self.offset = bottom_right(self.q_len, self.kv_len)
         band = None if self.block_mask is None else self.block_mask.band
-        if band is not None and (not self.banded or self.offset == 0):
+        if band is not None and (not self.banded or statically_known_true(self.offset == 0)):
             # The block mask is exactly a band of indices: describe it as the band (query i
             # at key position i), intersected with the call's own.
             self.offset, self.block_mask = 0, None
             self.left = _tighter(self.left, band[0])
             self.right = _tighter(self.right, band[1])
-        self.shift_min, self.shift_max = _lengths(self.shifts, 0)
+
+    # The ranges of the per-sequence tensors, read (once) only by the block kernels' tiling:
+    # the dense path (sdpa, reference) never reads tensor values, so it traces.
+
+    @cached_property
+    def _shift_range(self) -> tuple[int, int]:
+        return _lengths(self.shifts, 0)
+
+    @cached_property
+    def _key_range(self) -> tuple[int, int]:
         lengths = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
-        self.k_min, self.k_max = _lengths(lengths, self.kv_len)
-        self.q_min, self.q_max = _lengths(self.query_lengths, self.q_len)
+        return _lengths(lengths, self.kv_len)
+
+    @cached_property
+    def _query_range(self) -> tuple[int, int]:
+        return _lengths(self.query_lengths, self.q_len)
+
+    @property
+    def k_min(self) -> int:
+        return self._key_range[0]
+
+    @property
+    def k_max(self) -> int:
+        return self._key_range[1]
+
+    @property
+    def q_min(self) -> int:
+        return self._query_range[0]
+
+    @property
+    def q_max(self) -> int:
+        return self._query_range[1]
 
     # -- what the call holds ------------------------------------------------------------------
 
@@ -142,8 +172,10 @@ class Visibility:
     @property
     def top_left_causal(self) -> bool:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
-        return (self.left, self.right, self.offset) == (None, 0, 0) and self.only_band(
-            0, self.q_len, 0, self.kv_len
+        return (
+            (self.left, self.right) == (None, 0) and statically_known_true(self.offset == 0)
+            and self.uniform and self.key_lengths is None and self.mask is None
+            and self.bias is None and self.block_mask is None
         )
 
     def dense_shape(self) -> tuple[int, int, int, int] | None:
@@ -168,7 +200,8 @@ class Visibility:
 
     def _positions(self, q0: int, q1: int) -> tuple[int, int]:
         """Lowest and highest key position of the queries ``q0:q1`` over the batch."""
-        return self.offset + self.shift_min + q0, self.offset + self.shift_max + q1 - 1
+        low, high = self._shift_range
+        return self.offset + low + q0, self.offset + high + q1 - 1
 
     def span(self, q0: int, q1: int) -> tuple[int, int]:
         """Keys ``[lo, hi)`` that some query of ``q0:q1`` may see (``hi <= lo``: none)."""
@@ -186,10 +219,14 @@ class Visibility:
         return lo, max(lo, hi)
 
     def _band_covers(self, q0: int, q1: int, k0: int, k1: int) -> bool:
-        """Whether keys ``k0:k1`` lie in the band of every query of ``q0:q1``."""
+        """Whether keys ``k0:k1`` lie in the band of every query of ``q0:q1``. With symbolic
+        sizes (under ``torch.export``) only what holds for every size counts: the traced graph
+        keeps the mask rather than guard on the length."""
+        if not self.banded:
+            return True
         first, last = self._positions(q0, q1)
-        return (self.left is None or k0 >= last - self.left) and (
-            self.right is None or k1 - 1 <= first + self.right
+        return (self.left is None or statically_known_true(k0 >= last - self.left)) and (
+            self.right is None or statically_known_true(k1 - 1 <= first + self.right)
         )
 
     def only_band(self, q0: int, q1: int, k0: int, k1: int) -> bool:
@@ -214,28 +251,38 @@ class Visibility:
         return self._parts(q0, q1, k0, k1, block_partial=status == PARTIAL)
 
     def mask_of(self, q0: int, q1: int, k0: int, k1: int) -> Tensor | None:
-        """Bool ``(B|1, H|1, q, k)`` of the tile (True = may attend), or ``None`` if every key
-        is visible; unlike :meth:`tile`, an empty tile gives its all-False mask."""
+        """Bool ``(B|1, H|1, q, k)`` of the tile (True = may attend), or ``None`` if nothing
+        may hide a key there; unlike :meth:`tile`, an empty tile gives its all-False mask, and
+        no tensor's values are read (the dense path of ``sdpa``/``reference`` traces)."""
         status = PARTIAL if self.block_mask is None else self.block_mask.status(q0, q1, k0, k1)
         if status == EMPTY:
             return torch.zeros(1, 1, q1 - q0, k1 - k0, dtype=torch.bool, device=self.device)
-        return self._parts(q0, q1, k0, k1, block_partial=status == PARTIAL).mask
+        return self._parts(q0, q1, k0, k1, block_partial=status == PARTIAL, exact=False).mask
 
-    def _parts(self, q0: int, q1: int, k0: int, k1: int, *, block_partial: bool) -> Tile:
+    def _parts(
+        self, q0: int, q1: int, k0: int, k1: int, *, block_partial: bool, exact: bool = True
+    ) -> Tile:
+        """The tile's mask and bias; ``exact``: skip the lengths where their values show they
+        hide nothing in the tile (reading them), else apply them wherever they are given."""
         mask = None
-        structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.k_min
-                          and q1 <= self.q_min)
+        if exact:
+            structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.k_min
+                              and q1 <= self.q_min)
+        else:
+            structured = not self.uniform or self.key_lengths is not None or not (
+                self._band_covers(q0, q1, k0, k1)
+            )
         if structured or (block_partial and self.block_mask is not None):
             rows = torch.arange(q0, q1, device=self.device).unsqueeze(-1)  # (q, 1)
             cols = torch.arange(k0, k1, device=self.device)  # (k,)
             if structured:
-                mask = self._structure(rows, cols, (q1, k0, k1))
+                mask = self._structure(rows, cols, (q1, k0, k1), exact)
             if block_partial and self.block_mask is not None:
                 mask = _and(mask, self.block_mask.allowed(self.batch, self.heads, rows, cols))
         if self.mask is not None:
             mask = _and(mask, self.mask[:, :, q0:q1, k0:k1])
         bias = None
-        if self.bias is not None:
+        if self.bias is not None and exact:  # the dense path reads self.bias itself
             b = self.bias
             rows_ = slice(q0, q1) if b.shape[2] > 1 else slice(None)
             bias = b[:, :, rows_, slice(k0, k1) if b.shape[3] > 1 else slice(None)]
@@ -244,7 +291,7 @@ class Visibility:
     # -- any index grid -------------------------------------------------------------------------
 
     def _structure(
-        self, rows: Tensor, cols: Tensor, bounds: tuple[int, int, int]
+        self, rows: Tensor, cols: Tensor, bounds: tuple[int, int, int], exact: bool = True
     ) -> Tensor | None:
         """Band and lengths at query indices ``rows`` and key indices ``cols`` (which may lie
         outside ``0..Lk − 1``: hidden): bool ``(B|1, 1, *E)``, or ``None``. ``bounds`` are
@@ -265,11 +312,11 @@ class Visibility:
             out = in_band(diff, self.left, self.right)
         if k_start < 0:
             out = _and(out, cols >= 0)
-        if self.key_lengths is not None and k_end > self.k_min:
+        if self.key_lengths is not None and (not exact or k_end > self.k_min):
             out = _and(out, cols < batched(self.key_lengths))
-        elif k_end > self.kv_len:
+        elif not statically_known_true(k_end <= self.kv_len):
             out = _and(out, cols < self.kv_len)
-        if self.query_lengths is not None and q_end > self.q_min:
+        if self.query_lengths is not None and (not exact or q_end > self.q_min):
             out = _and(out, rows < batched(self.query_lengths))
         if out is None:
             return None

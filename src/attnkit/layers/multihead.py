@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit import statistics
-from attnkit._validate import check_positive_ints
+from attnkit._validate import check_positive_ints, check_window
 from attnkit.functional import KeyLengths, attention
-from attnkit.kernels.plan import check_window
 from attnkit.layers import masking
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.kv_cache import KVCache
