@@ -319,3 +319,17 @@ def test_a_mask_that_is_exactly_a_band_runs_as_one() -> None:
         dense = mask_mod(*index_grid(1, 1, torch.arange(L).unsqueeze(-1), torch.arange(L)))
         want = attnkit.attention(q, k, v, mask=dense, backend="reference")  # the mask itself
         torch.testing.assert_close(attnkit.attention(q, k, v, mask=block_mask), want)
+
+
+@pytest.mark.parametrize("summary", ["heads_mean", "key_totals"])
+def test_weight_summaries_see_the_same_masks(monkeypatch, summary: str) -> None:
+    """A summary of the weights (cut into blocks of rows when they are large) equals the
+    summary of the full weights for index-based masks and top-left alignment."""
+    monkeypatch.setattr(attnkit.statistics, "_BLOCK_ELEMENTS", 64)  # many blocks of rows
+    q, k, v = (t.detach() for t in _small(lq=29, lk=29))
+    for kwargs in ({"mask_mod": small_document, "score_mod": softcap},
+                   {"causal": "top_left"}, {"mask": create_block_mask(small_document, 2, 4, 29, 29)}):
+        _, weights = attnkit.attention(q, k, v, return_weights=True, **kwargs)
+        want = weights.mean(dim=1) if summary == "heads_mean" else weights.sum(dim=2)
+        _, got = attnkit.attention(q, k, v, return_weights=summary, **kwargs)
+        torch.testing.assert_close(got, want)
