@@ -42,7 +42,6 @@ from attnkit.kernels import online
 from attnkit.kernels.online import NEG_INF, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
-from attnkit.kernels.visibility import Tile
 
 _GROUP_ELEMENTS = 1 << 19  # window scores per group of blocks of one batch entry (2 MiB)
 
@@ -144,7 +143,7 @@ class Band:
             for b0 in range(seg.start, seg.end, size):
                 b1 = min(b0 + size, seg.end)
                 self.groups.append((seg, b0, b1, all(plain[b0:b1])))
-        self._extras: dict[tuple[int, int], Tile] = {}
+        self._extras: dict[tuple[int, int], Tensor] = {}
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -202,15 +201,20 @@ class Band:
 
     # -- masks ------------------------------------------------------------------------------
 
-    def _extra(self, b0: int, b1: int) -> Tile:
-        """What hides or adds beyond the band in blocks ``b0:b1`` (``(B|1, Hq|1, gb, qb, W)``),
-        computed once per call (the backward pass reuses it)."""
+    def _extra(self, b0: int, b1: int) -> Tensor:
+        """What hides (``−inf``) or adds beyond the band in blocks ``b0:b1``, as one term
+        ``(B|1, Hq|1, gb, qb, W)``; computed once per call (the backward pass reuses it)."""
         if (b0, b1) not in self._extras:
             device, qb = self.plan.device, self.qb
             blocks = torch.arange(b0, b1, device=device).view(-1, 1, 1) * qb  # (gb, 1, 1)
             rows = blocks + torch.arange(qb, device=device).view(1, -1, 1)  # (gb, qb, 1)
             cols = self.lo + blocks + torch.arange(self.width, device=device)  # (gb, 1, W)
-            self._extras[(b0, b1)] = self.vis.at(rows, cols)
+            tile = self.vis.at(rows, cols)
+            add = torch.zeros((), dtype=self.dtype, device=device)
+            add = add if tile.bias is None else tile.bias.to(self.dtype)
+            if tile.mask is not None:
+                add = torch.where(tile.mask, add, NEG_INF)
+            self._extras[(b0, b1)] = add
         return self._extras[(b0, b1)]
 
     def scores(
@@ -225,19 +229,10 @@ class Band:
                       alpha=self.scale, out=s)
         if plain:
             return s
-        extra = self._extra(b0, b1)
-        s4 = s.view(gb, self.group, self.qb, self.width)  # (gb, G, qb, W)
-        bi, hi = divmod(h, self.kv_heads)
-        for part in (extra.bias, extra.mask):
-            if part is None:
-                continue
-            t = part[bi if part.shape[0] > 1 else 0]  # (Hq|1, gb, qb, W)
-            g = self.group
-            t = (t[hi * g : (hi + 1) * g] if t.shape[0] > 1 else t).transpose(0, 1)
-            if part is extra.bias:  # (gb, G|1, qb, W)
-                s4.add_(t.to(s.dtype))
-            else:
-                s4.masked_fill_(~t, NEG_INF)
+        add, (bi, hi), g = self._extra(b0, b1), divmod(h, self.kv_heads), self.group
+        add = add[bi if add.shape[0] > 1 else 0]  # (Hq|1, gb, qb, W)
+        add = add[hi * g : (hi + 1) * g] if add.shape[0] > 1 else add  # (G|1, gb, qb, W)
+        s.view(gb, g, self.qb, self.width).add_(add.transpose(0, 1))  # (gb, G, qb, W)
         return s
 
     # -- query layout -----------------------------------------------------------------------

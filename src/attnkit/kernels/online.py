@@ -200,6 +200,9 @@ def dropout_for(p: float, device: torch.device) -> BlockDropout | None:
 # Tiles of the rows layout
 
 
+Box = tuple[int, int, int, int]  # queries q0:q1, keys k0:k1
+
+
 class TileScores(Protocol):
     def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
         """A fresh ``(B·Hkv, r1-r0, k1-k0)`` tensor of scores plus ``add`` (the tile's mask
@@ -280,22 +283,18 @@ class Tiling:
         """The tile's bias, and ``−inf`` where its mask hides a key, as one term to add to the
         scores of group ``g``: ``(n|1, q|1, k|1)`` for every entry of ``B·Hkv`` (or ``(1, q|1,
         k|1)`` for one ``entry``). Adding it is cheaper than filling a mask over every head."""
-        zero = torch.zeros((), dtype=dtype, device=self.vis.device)
-        add = zero if tile.bias is None else self.piece(tile.bias, g, entry).to(dtype)
+        add = torch.zeros((), dtype=dtype, device=self.vis.device)
+        if tile.bias is not None:
+            add = self.piece(tile.bias, g, entry).to(dtype)
         if tile.mask is not None:
-            add = torch.where(self.piece(tile.mask, g, entry), add, zero - float("inf"))
-        if entry is not None:
-            return add.unsqueeze(0)  # (1, q|1, k|1)
-        if add.shape[0] > 1 and add.shape[1] > 1:
-            return add.reshape(-1, *add.shape[2:])  # (B·Hkv, q|1, k|1)
-        if add.shape[0] > 1 or add.shape[1] > 1:
-            full = (self.vis.batch, self.kv_heads, *add.shape[2:])
-            return add.expand(full).reshape(-1, *add.shape[2:])  # (B·Hkv, q|1, k|1)
-        return add[0]  # (1, q|1, k|1)
+            add = torch.where(self.piece(tile.mask, g, entry), add, NEG_INF)
+        if entry is not None or add.shape[:2] == (1, 1):
+            return add.reshape(1, *add.shape[-2:])  # (1, q|1, k|1)
+        full = (self.vis.batch, self.kv_heads, *add.shape[2:])
+        return add.expand(full).reshape(-1, *add.shape[2:])  # (B·Hkv, q|1, k|1)
 
     def add_bias_grad(
-        self, dbias: Tensor, ds: Tensor, g: int, box: tuple[int, int, int, int],
-        entry: int | None = None,
+        self, dbias: Tensor, ds: Tensor, g: int, box: Box, entry: int | None = None,
     ) -> None:
         """Accumulate the score gradient ``ds (n, q, k)`` of one tile into ``dbias``."""
         q0, q1, k0, k1 = box
@@ -310,10 +309,15 @@ class Tiling:
         return g * self.vis.q_len + q0, g * self.vis.q_len + q1
 
 
-def _scores(sb: TileScores, tiling: Tiling, tile: Tile, g: int, box) -> Tensor:
-    q0, q1, k0, k1 = box
-    add = None if tile.full else tiling.additive(tile, g, tiling.dtype)
-    return sb.scores(*tiling.rows(g, q0, q1), k0, k1, add)  # (n, q, k)
+def scored(sb: TileScores, tiling: Tiling) -> Iterator[tuple[Box, int, int, Tile, Tensor]]:
+    """``(box, i, g, tile, s)`` for every visible tile and group: ``i`` the tile's place in its
+    row of tiles, ``s (n, q, k)`` its masked scores (valid until the next item)."""
+    for q0, q1, row in tiling.tiles():
+        for i, (k0, k1, tile) in enumerate(row):
+            for g in range(tiling.group):
+                add = None if tile.full else tiling.additive(tile, g, tiling.dtype)
+                s = sb.scores(*tiling.rows(g, q0, q1), k0, k1, add)  # (n, q, k)
+                yield (q0, q1, k0, k1), i if len(row) > 1 else -1, g, tile, s
 
 
 def forward(
@@ -325,38 +329,32 @@ def forward(
     other keys (ring attention), which are merged with. Without ``need_lse`` the rows whose
     keys fit in one tile skip their log-sum-exp (``lse`` is then not to be read)."""
     dropout = tiling.dropout
-    for q0, q1, row in tiling.tiles():
-        whole = fresh and not need_lse and len(row) == 1  # one tile holds the whole rows
-        for g in range(tiling.group):
-            r0, r1 = tiling.rows(g, q0, q1)
-            for i, (k0, k1, tile) in enumerate(row):
-                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))  # (n, q, k)
-                keep = None if dropout is None else dropout.keep((g, q0, k0), s.shape, s.dtype)
-                attend_(
-                    s, vr[:, k0:k1], out[:, r0:r1], None if whole else lse[:, r0:r1],
-                    first=fresh and i == 0, may_be_empty=not tile.full, keep=keep,
-                )
+    for (q0, q1, k0, k1), i, g, tile, s in scored(sb, tiling):
+        r0, r1 = tiling.rows(g, q0, q1)
+        whole = fresh and not need_lse and i < 0  # one tile holds the whole rows
+        keep = None if dropout is None else dropout.keep((g, q0, k0), s.shape, s.dtype)
+        attend_(
+            s, vr[:, k0:k1], out[:, r0:r1], None if whole else lse[:, r0:r1],
+            first=fresh and i <= 0, may_be_empty=not tile.full, keep=keep,
+        )
 
 
-Consumer = Callable[[Tensor, int, tuple[int, int, int, int]], None]
+Consumer = Callable[[Tensor, int, Box], None]
 
 
 def probabilities(sb: TileScores, lse: Tensor, tiling: Tiling, consume: Consumer) -> None:
     """The second pass with the final ``lse (n, G·Lq)``: ``consume(p, g, (q0, q1, k0, k1))``
     receives the exact probabilities ``p = exp(S − lse) (n, q, k)`` of every visible tile."""
     lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
-    for q0, q1, row in tiling.tiles():
-        for k0, k1, tile in row:
-            for g in range(tiling.group):
-                r0, r1 = tiling.rows(g, q0, q1)
-                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))
-                consume(s.sub_(lse_safe[:, r0:r1]).exp_(), g, (q0, q1, k0, k1))
+    for box, _, g, _, s in scored(sb, tiling):
+        r0, r1 = tiling.rows(g, box[0], box[1])
+        consume(s.sub_(lse_safe[:, r0:r1]).exp_(), g, box)
 
 
 def write_weights(weights: Tensor, q_len: int) -> Consumer:
     """A :func:`probabilities` consumer writing each tile into ``weights (n, G·Lq, Lk)``."""
 
-    def consume(p: Tensor, g: int, box: tuple[int, int, int, int]) -> None:
+    def consume(p: Tensor, g: int, box: Box) -> None:
         q0, q1, k0, k1 = box
         weights[:, g * q_len + q0 : g * q_len + q1, k0:k1] = p
 
@@ -383,21 +381,18 @@ def backward(
     lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
     work = vr.new_empty(tiling.elements)  # dP of one tile, reused
-    for q0, q1, row in tiling.tiles():
-        for k0, k1, tile in row:
-            for g in range(tiling.group):
-                r0, r1 = tiling.rows(g, q0, q1)
-                s = _scores(sb, tiling, tile, g, (q0, q1, k0, k1))
-                p = s.sub_(lse_safe[:, r0:r1]).exp_()  # P; 0 where masked
-                keep = None if dropout is None else dropout.keep((g, q0, k0), p.shape, p.dtype)
-                ds = tile_grads(
-                    p, dout[:, r0:r1], vt[:, :, k0:k1], dv[:, k0:k1], row_dot=row_dot[:, r0:r1],
-                    keep=keep, dw=None if dw is None else dw[:, r0:r1, k0:k1],
-                    work=work[: p.numel()].view(p.shape),
-                )
-                if dbias is not None:
-                    tiling.add_bias_grad(dbias, ds, g, (q0, q1, k0, k1))
-                sb.backward(ds, r0, r1, k0, k1)
+    for (q0, q1, k0, k1), _, g, _, s in scored(sb, tiling):
+        r0, r1 = tiling.rows(g, q0, q1)
+        p = s.sub_(lse_safe[:, r0:r1]).exp_()  # P; 0 where masked
+        keep = None if dropout is None else dropout.keep((g, q0, k0), p.shape, p.dtype)
+        ds = tile_grads(
+            p, dout[:, r0:r1], vt[:, :, k0:k1], dv[:, k0:k1], row_dot=row_dot[:, r0:r1],
+            keep=keep, dw=None if dw is None else dw[:, r0:r1, k0:k1],
+            work=work[: p.numel()].view(p.shape),
+        )
+        if dbias is not None:
+            tiling.add_bias_grad(dbias, ds, g, (q0, q1, k0, k1))
+        sb.backward(ds, r0, r1, k0, k1)
 
 
 def attention(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -70,6 +71,15 @@ class Tile:
     @property
     def full(self) -> bool:
         return self.mask is None and self.bias is None
+
+
+class Ranges(NamedTuple):
+    shift_min: int
+    shift_max: int
+    k_min: int  # key lengths, clamped to 0..Lk
+    k_max: int
+    q_min: int  # query lengths
+    q_max: int
 
 
 def _tighter(a: int | None, b: int | None) -> int | None:
@@ -118,37 +128,14 @@ class Visibility:
             self.left = _tighter(self.left, band[0])
             self.right = _tighter(self.right, band[1])
 
-    # The ranges of the per-sequence tensors, read (once) only by the block kernels' tiling:
-    # the dense path (sdpa, reference) never reads tensor values, so it traces.
-
     @cached_property
-    def _shift_range(self) -> tuple[int, int]:
-        return _lengths(self.shifts, 0)
-
-    @cached_property
-    def _key_range(self) -> tuple[int, int]:
-        lengths = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
-        return _lengths(lengths, self.kv_len)
-
-    @cached_property
-    def _query_range(self) -> tuple[int, int]:
-        return _lengths(self.query_lengths, self.q_len)
-
-    @property
-    def k_min(self) -> int:
-        return self._key_range[0]
-
-    @property
-    def k_max(self) -> int:
-        return self._key_range[1]
-
-    @property
-    def q_min(self) -> int:
-        return self._query_range[0]
-
-    @property
-    def q_max(self) -> int:
-        return self._query_range[1]
+    def ranges(self) -> Ranges:
+        """The per-sequence tensors' smallest and largest values: read once, and only by the
+        block kernels' tiling (the dense path of sdpa/reference reads no tensor's values, so
+        it traces)."""
+        keys = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
+        return Ranges(*_lengths(self.shifts, 0), *_lengths(keys, self.kv_len),
+                      *_lengths(self.query_lengths, self.q_len))
 
     # -- what the call holds ------------------------------------------------------------------
 
@@ -200,15 +187,15 @@ class Visibility:
 
     def _positions(self, q0: int, q1: int) -> tuple[int, int]:
         """Lowest and highest key position of the queries ``q0:q1`` over the batch."""
-        low, high = self._shift_range
-        return self.offset + low + q0, self.offset + high + q1 - 1
+        shifts = self.ranges
+        return self.offset + shifts.shift_min + q0, self.offset + shifts.shift_max + q1 - 1
 
     def span(self, q0: int, q1: int) -> tuple[int, int]:
         """Keys ``[lo, hi)`` that some query of ``q0:q1`` may see (``hi <= lo``: none)."""
-        if q0 >= self.q_max:
+        if q0 >= self.ranges.q_max:
             return 0, 0
         first, last = self._positions(q0, q1)
-        lo, hi = 0, self.k_max
+        lo, hi = 0, self.ranges.k_max
         if self.left is not None:
             lo = max(lo, first - self.left)
         if self.right is not None:
@@ -233,7 +220,7 @@ class Visibility:
         """Whether nothing but the band hides or adds anything in the tile (its keys all real,
         its queries all real, no mask, bias or block mask)."""
         return (
-            k0 >= 0 and k1 <= self.k_min and q1 <= self.q_min and self.shifts is None
+            k0 >= 0 and k1 <= self.ranges.k_min and q1 <= self.ranges.q_min and self.shifts is None
             and self.mask is None and self.bias is None and self.block_mask is None
         )
 
@@ -266,8 +253,8 @@ class Visibility:
         hide nothing in the tile (reading them), else apply them wherever they are given."""
         mask = None
         if exact:
-            structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.k_min
-                              and q1 <= self.q_min)
+            structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.ranges.k_min
+                              and q1 <= self.ranges.q_min)
         else:
             structured = not self.uniform or self.key_lengths is not None or not (
                 self._band_covers(q0, q1, k0, k1)
@@ -312,11 +299,11 @@ class Visibility:
             out = in_band(diff, self.left, self.right)
         if k_start < 0:
             out = _and(out, cols >= 0)
-        if self.key_lengths is not None and (not exact or k_end > self.k_min):
+        if self.key_lengths is not None and (not exact or k_end > self.ranges.k_min):
             out = _and(out, cols < batched(self.key_lengths))
         elif not statically_known_true(k_end <= self.kv_len):
             out = _and(out, cols < self.kv_len)
-        if self.query_lengths is not None and (not exact or q_end > self.q_min):
+        if self.query_lengths is not None and (not exact or q_end > self.ranges.q_min):
             out = _and(out, rows < batched(self.query_lengths))
         if out is None:
             return None

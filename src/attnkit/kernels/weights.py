@@ -105,25 +105,22 @@ def rows_backward(
     """
     qs, kr, vr, w3 = saved
     n, rows_all, _ = qs.shape
-    lq, lk = tiling.vis.q_len, kr.shape[1]
+    lk = kr.shape[1]
     dw3 = None if dweights is None else dweights.reshape(n, rows_all, lk).to(qs.dtype)
     dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
     work = qs.new_empty(_tile_rows(lk) * lk)  # dP of one tile, reused
     dropout = tiling.dropout
-    for q0, q1, g, entry in _tiles(tiling, n):
-        e0 = entry  # _tiles gives one entry at a time here
-        assert e0 is not None
-        r0, r1 = g * lq + q0, g * lq + q1
-        p = w3[e0 : e0 + 1, r0:r1]  # (1, q, Lk)
-        keep = None if dropout is None else dropout.keep((g, q0, e0), p.shape, p.dtype)
+    for q0, q1, g, entry in _tiles(tiling, n):  # one entry of B·Hkv at a time here
+        e, (r0, r1) = slice(entry, entry + 1), tiling.rows(g, q0, q1)  # type: ignore[operator]
+        p = w3[e, r0:r1]  # (1, q, Lk)
+        keep = None if dropout is None else dropout.keep((g, q0, entry), p.shape, p.dtype)
         ds = tile_grads(
-            p, dout[e0 : e0 + 1, r0:r1], vt[e0 : e0 + 1], dv[e0 : e0 + 1], row_dot=None,
-            keep=keep, dw=None if dw3 is None else dw3[e0 : e0 + 1, r0:r1],
-            work=work[: p.numel()].view(p.shape),
+            p, dout[e, r0:r1], vt[e], dv[e], row_dot=None, keep=keep,
+            dw=None if dw3 is None else dw3[e, r0:r1], work=work[: p.numel()].view(p.shape),
         )  # (1, q, Lk)
         if dbias is not None:
-            tiling.add_bias_grad(dbias, ds, g, (q0, q1, 0, lk), e0)
-        torch.bmm(ds, kr[e0 : e0 + 1], out=dqs[e0 : e0 + 1, r0:r1])  # (1, q, D)
-        dk[e0 : e0 + 1].baddbmm_(ds.transpose(1, 2), qs[e0 : e0 + 1, r0:r1])
+            tiling.add_bias_grad(dbias, ds, g, (q0, q1, 0, lk), entry)
+        torch.bmm(ds, kr[e], out=dqs[e, r0:r1])  # (1, q, D)
+        dk[e].baddbmm_(ds.transpose(1, 2), qs[e, r0:r1])
     return dqs, dk, dv
