@@ -19,17 +19,26 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def subcommands() -> list[str]:
+def subcommands() -> list[list[str]]:
     import typer.main
 
-    group = typer.main.get_command(app)
-    return sorted(group.commands)
+    found: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
 
 
-@pytest.mark.parametrize("name", subcommands())
-def test_every_subcommand_has_help(name: str) -> None:
-    result = runner.invoke(app, [name, "--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
+@pytest.mark.parametrize("path", subcommands(), ids=lambda path: " ".join(path) or "attnkit")
+def test_every_command_has_help_with_h_too(path: list[str]) -> None:
+    for flag in ("--help", "-h"):
+        result = runner.invoke(app, [*path, flag])
+        assert result.exit_code == 0 and "Usage" in result.output, result.output
+    assert "<bool>" not in result.output  # flags take no value
 
 
 def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
@@ -43,7 +52,7 @@ def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
     for args in (["no-such-command"], ["demo", "--no-such-option"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "attnkit.cli", *args], capture_output=True, text=True
+            [sys.executable, "-m", "attnkit", *args], capture_output=True, text=True
         )
         assert proc.returncode == 2, args
         assert "Traceback" not in proc.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -27,14 +29,31 @@ def test_split_nproc_strips_the_option() -> None:
             launch.split_nproc(bad)
 
 
+class FakeTorchrun:
+    """Stands for the torchrun process: records its command line and environment."""
+
+    calls: ClassVar[list[tuple[list[str], dict[str, str]]]] = []
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.calls.append((cmd, env))
+
+    def wait(self) -> int:
+        return 7
+
+
 def test_run_relaunches_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(launch.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(launch.subprocess, "Popen", FakeTorchrun)
+    FakeTorchrun.calls.clear()
     assert run([*TRAIN, "--nproc", "2"]) == 7
-    assert calls == [[sys.executable, "-m", "attnkit.distributed._torchrun", "--standalone",
-                      "--nproc-per-node", "2", "-m", "attnkit.cli", *TRAIN]]
+    [(cmd, env)] = FakeTorchrun.calls
+    assert cmd == [sys.executable, "-m", "attnkit.distributed._torchrun", "--standalone",
+                   "--nproc-per-node", "2", "-m", "attnkit", *TRAIN]
+    # The workers share the cores (and torchrun has no OMP_NUM_THREADS warning to print).
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert env[launch.NPROC_ENV] == "2"
 
 
 def test_a_worker_runs_the_command_itself(
@@ -43,7 +62,7 @@ def test_a_worker_runs_the_command_itself(
     """Under torchrun (RANK and WORLD_SIZE set) nothing is re-launched; --nproc is dropped."""
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(launch.subprocess, "call", lambda cmd: pytest.fail(f"launched {cmd}"))
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: pytest.fail(f"launched {a}"))
     seen: list[list[str]] = []
 
     class Command:

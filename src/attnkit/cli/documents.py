@@ -10,8 +10,15 @@ import typer
 
 from attnkit.cli import options as opt
 
-Run = Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train summarize'.")]
+Run = Annotated[
+    Path, typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train summarize'.")
+]
 
+
+Minutes = opt.minutes(
+    "Needs: about 35 minutes on 2 cores for ROUGE-L 26.5 (30 without coverage, then 5 with "
+    "--coverage --init-from)."
+)
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     app.command("ask")(ask)
@@ -21,7 +28,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 def ask(
     question: Annotated[
-        str | None, typer.Argument(help="The question, e.g. 'what computes a matrix inverse?'.")
+        str | None,
+        typer.Argument(
+            metavar="QUESTION", help="The question, e.g. 'what computes a matrix inverse?'."
+        ),
     ] = None,
     docs: Annotated[
         Path | None,
@@ -127,7 +137,7 @@ def train_summarize(
             "last phase, as See et al. did).",
         ),
     ] = None,
-    minutes: opt.Minutes = None,
+    minutes: Minutes = None,
     epochs: opt.Epochs = None,
     max_steps: opt.MaxSteps = None,
     lr: opt.LearningRate = 2e-3,
@@ -160,6 +170,8 @@ def train_summarize(
         init_from=None if init_from is None else str(init_from),
     )
     training = opt.train_config(
+        out=out,
+        resume=resume,
         minutes=minutes,
         epochs=epochs,
         max_steps=max_steps,
@@ -189,7 +201,8 @@ def _rouge_line(split: str, scores: dict[str, dict[str, float]]) -> str:
 def summarize(
     run: Run,
     files: Annotated[
-        list[Path] | None, typer.Argument(help="Text files to summarise (UTF-8).")
+        list[Path] | None,
+        typer.Argument(metavar="FILES", help="Text files to summarise (UTF-8)."),
     ] = None,
     beam: Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)] = 1,
     evaluate: Annotated[

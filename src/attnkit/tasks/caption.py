@@ -150,6 +150,7 @@ class CaptionTask:
         self.data, self.tokenizer, self.settings = data, tokenizer, settings
         self.metric = "exact"
         self.higher_is_better = True
+        self.description = f"{data.name}: {data.description}; {len(data.valid):,} validation images"
 
     def train_batches(
         self, epoch: int, generator: torch.Generator

@@ -152,6 +152,10 @@ class SpeechTask:
         self.lengths = [int(f.shape[0]) for f in train.features]
         self.metric = "cer"  # smooth where WER sits at 100 early in training
         self.higher_is_better = False
+        self.description = (
+            f"{splits.name}: {len(train.texts):,} training utterances, {len(valid.texts):,} "
+            f"validation (held-out voices); {tokenizer.vocab_size} characters"
+        )
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> list[SpeechBatch]:
         groups = speech_batches(

@@ -202,6 +202,10 @@ class SummarizationTask:
         self, splits: PairSplits, tokenizer: WordTokenizer, settings: SummarizeSettings
     ) -> None:
         self.splits, self.tokenizer, self.settings = splits, tokenizer, settings
+        self.description = (
+            f"{settings.data}: {len(splits.train):,} (body, summary) training pairs, "
+            f"{len(splits.valid):,} validation; {settings.vocab_size:,} words"
+        )
         encoded = [encode_pair(tokenizer, b, s, settings) for b, s in splits.train]
         self.examples = [(e.source, e.target) for e in encoded]
 

@@ -154,6 +154,11 @@ class TranslationTask:
         )
         self.metric = "chrf"  # smooth where exact match and BLEU sit at 0 early in training
         self.higher_is_better = True
+        self.description = (
+            f"{splits.name}: {len(splits.train):,} training pairs, {len(splits.valid):,} "
+            f"validation; {source.kind} source tokens ({source.vocab_size:,}), {target.kind} "
+            f"target tokens ({target.vocab_size:,})"
+        )
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> list[Batch]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
