@@ -79,3 +79,20 @@ def test_a_worker_runs_the_command_itself(
 def test_a_bad_nproc_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*TRAIN, "--nproc", "0"]) == 2
     assert "--nproc must be a positive integer" in capsys.readouterr().err
+
+
+def test_two_processes_train_without_torchrun_warnings(tmp_path) -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RANK")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnkit", "train", "translate", "--data",
+         "num2words:de-en:max=99", "--hidden-dim", "8", "--embed-dim", "8", "--max-steps", "2",
+         "--out", str(tmp_path / "run"), "--nproc", "2"],
+        capture_output=True, text=True, timeout=300, env={**env, "CI": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "x 2 processes (data-parallel)" in proc.stderr
+    # torchrun warns (W1202 ... "Setting OMP_NUM_THREADS ...") when it picks the threads itself
+    assert "OMP_NUM_THREADS environment variable" not in proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("W1")]
