@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,16 @@ def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_documents_demo_shows_words_of_the_documents_not_stems() -> None:
+    from attnkit.tasks import documents_demo
+
+    result = documents_demo.run()
+    text = " ".join(documents_demo.module_text(name).lower() for name in documents_demo.MODULES)
+    shown = {word for row in result.top_terms for word in row}
+    assert len(shown) > 10
+    assert [w for w in shown if not re.search(rf"(?<![a-z]){w}(?![a-z])", text)] == []
+
+
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
     for args in (["no-such-command"], ["demo", "--no-such-option"]):
         proc = subprocess.run(
@@ -62,6 +73,10 @@ def test_translation_demo_with_a_short_budget(tmp_path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--minutes", "0.1"])
     assert result.exit_code == 0, result.output
     assert "Held-out test numbers: exact match" in result.output
+    assert "exact match by number length:" in result.output
+    lengths = [line.split()[0] for line in result.output.splitlines()
+               if re.match(r"\s+\d\s+(-|\d)", line)]
+    assert lengths == ["1", "2", "3", "4"]  # every number length is scored
     assert "some held-out numbers" in result.output
     assert (tmp_path / "demo_alignment.png").read_bytes()[:4] == b"\x89PNG"
 

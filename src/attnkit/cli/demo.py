@@ -14,6 +14,13 @@ Minutes = opt.minutes(
     default=2.5,
 )
 
+MISSES_SHOWN = 5
+
+
+def _mark(output: str, reference: str) -> str:
+    return "ok" if output == reference else f"wrong, expected {reference!r}"
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
@@ -51,6 +58,7 @@ def demo(
     if which != "translate":
         raise typer.BadParameter(f"expected translate or documents, got {which!r}")
     from attnkit.tasks import translation_demo
+    from attnkit.tasks.magnitudes import render_table
 
     typer.echo("training RNNsearch on num2words:de-en (German -> English number words) ...")
     summary = translation_demo.run(out, minutes=minutes)
@@ -59,8 +67,14 @@ def demo(
         f"\ntrained {summary.steps} steps in {summary.minutes:.1f} min. Held-out test numbers: "
         f"exact match {scores['exact']:.1f} %, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}"
     )
+    typer.echo("exact match by number length:")
+    typer.echo(render_table(summary.magnitudes))
     typer.echo("some held-out numbers (never seen in training):")
     for german, english, reference in summary.translations:
-        mark = "ok" if english == reference else f"wrong, expected {reference!r}"
-        typer.echo(f"  {german:<44} -> {english}  ({mark})")
+        typer.echo(f"  {german:<44} -> {english}  ({_mark(english, reference)})")
+    if summary.misses:
+        typer.echo(f"wrong: {len(summary.misses)} of the numbers scored above, the smallest:")
+        for miss in summary.misses[:MISSES_SHOWN]:
+            mark = _mark(miss.output, miss.reference)
+            typer.echo(f"  {miss.source:<44} -> {miss.output}  ({mark})")
     typer.echo(f"\nwhere each English word looked in the German: {summary.heatmap}")

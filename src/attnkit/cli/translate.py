@@ -59,15 +59,26 @@ def train_translate(
     heads: Annotated[int, typer.Option(min=1)] = 4,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     source_tokens: Annotated[
-        str, typer.Option(help="Source tokens: auto (the data's suggestion), char, word or bpe.")
+        str,
+        typer.Option(
+            help="Source tokens: auto (the data's suggestion: for num2words, words for English "
+            "and BPE pieces for compound number words such as German vierundzwanzig, which "
+            "become morphemes vier|und|zwanzig), char, word or bpe."
+        ),
     ] = "auto",
     target_tokens: Annotated[str, typer.Option(help="Target tokens, as --source-tokens.")] = "auto",
     source_vocab: Annotated[
-        int, typer.Option(help="Source vocabulary size (bpe, word).", min=8)
-    ] = 8000,
+        int | None,
+        typer.Option(
+            help="Source vocabulary size (bpe, word). Default: the data's suggestion (60 BPE "
+            "pieces for German number words), else 8000.",
+            min=8,
+        ),
+    ] = None,
     target_vocab: Annotated[
-        int, typer.Option(help="Target vocabulary size (bpe, word).", min=8)
-    ] = 8000,
+        int | None,
+        typer.Option(help="Target vocabulary size (bpe, word), as --source-vocab.", min=8),
+    ] = None,
     minutes: Minutes = None,
     epochs: opt.Epochs = None,
     max_steps: opt.MaxSteps = None,

@@ -109,7 +109,7 @@ def run(
     hidden_dim: int = 128,
     buckets: int = 6,
     seed: int = 0,
-    source_tokens: str = "auto",
+    source_tokens: str = "char",
     source_vocab: int = 8000,
 ) -> dict:
     """Train both models for ``minutes`` each into ``out/rnnsearch`` and ``out/rnnenc``, score
