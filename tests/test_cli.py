@@ -95,3 +95,15 @@ def test_explain_a_sentence_with_minilm(tmp_path) -> None:
 def test_explain_rejects_a_missing_run(tmp_path) -> None:
     result = runner.invoke(app, ["explain", str(tmp_path / "nope"), "zwei"])
     assert result.exit_code == 2
+
+
+def test_caption_and_transcribe_name_their_shared_options_alike() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    options = {
+        name: {o for p in group.commands[name].params for o in (*p.opts, *p.secondary_opts)}
+        for name in ("caption", "transcribe")
+    }
+    shared = {"--out", "--plot", "--no-plot", "--beam"}
+    assert shared <= options["caption"] and shared <= options["transcribe"]

@@ -39,7 +39,7 @@ def test_train_then_transcribe(tmp_path, monkeypatch) -> None:
     bad.write_text("not audio")
     out = tmp_path / "pictures"
     result = runner.invoke(app, [
-        "transcribe", str(run), str(root / "0_yes.wav"), str(bad), "--png-dir", str(out),
+        "transcribe", str(run), str(root / "0_yes.wav"), str(bad), "--out", str(out),
         "--beam", "1",
     ])
     assert result.exit_code == 2  # one file failed; the other was still transcribed

@@ -125,14 +125,22 @@ def caption(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for the attention pictures (NAME.attention.png).")
+        Path,
+        typer.Option(
+            "--out", metavar="DIR", help="Folder for the pictures (NAME.attention.png)."
+        ),
     ] = Path("."),
     beam: Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)] = 1,
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write the attention picture of each image.")
     ] = True,
     columns: Annotated[
-        int | None, typer.Option("--columns", help="Panels per row (default: one row).", min=1)
+        int | None,
+        typer.Option(
+            "--columns",
+            help="Panels per row (default: as many as fit in 16 inches; longer captions wrap).",
+            min=1,
+        ),
     ] = None,
 ) -> None:
     """Caption IMAGES with a trained model: print 'file<TAB>caption' and draw where each word

@@ -119,16 +119,18 @@ def transcribe(
     run: Run,
     files: Annotated[list[Path], typer.Argument(metavar="WAVS", help="WAV files to transcribe.")],
     beam: Beam = 1,
-    png_dir: Annotated[
+    out: Annotated[
         Path,
         typer.Option(
-            "--png-dir",
-            help="Where to write FILE.alignment.png (the characters' attention over time).",
+            "--out",
+            metavar="DIR",
+            help="Folder for the pictures (FILE.alignment.png: the characters' attention over "
+            "time).",
         ),
     ] = Path("."),
-    no_png: Annotated[
-        bool, typer.Option("--no-png", help="Do not draw the alignment pictures.")
-    ] = False,
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Draw the alignment picture of each file.")
+    ] = True,
 ) -> None:
     """Print the transcript of each WAV file and draw where each character attended in time.
 
@@ -145,11 +147,11 @@ def transcribe(
             failed = True
             continue
         typer.echo(f"{result.path}\t{result.text}")
-        if no_png:
+        if not plot:
             continue
         alignment = transcriber.align(result.features, result.text)
         picture = transcriber.plot_alignment(
-            alignment, png_dir / f"{result.path.stem}.alignment.png",
+            alignment, out / f"{result.path.stem}.alignment.png",
             title=f"{result.path.name}: {result.text}",
         )
         typer.echo(f"alignment: {picture}", err=True)
