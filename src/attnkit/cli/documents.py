@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.tasks.summarize import NO_REPEAT_NGRAM
 
 Run = Annotated[
     Path, typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train summarize'.")
@@ -89,8 +90,13 @@ def ask(
         return
     if question is None:
         raise typer.BadParameter("give a QUESTION (or --evaluate)")
+    def announce(line: str) -> None:
+        typer.echo(f"attnkit: {line}", err=True)
+
     if docs is not None:
-        asker, report = ask_task.Asker.from_folder(docs, progress=True, temperature=tau)
+        asker, report = ask_task.Asker.from_folder(
+            docs, progress=True, announce=announce, temperature=tau
+        )
         for name, reason in report.problems:
             typer.echo(f"attnkit: skipped {name}: {reason}", err=True)
     else:
@@ -98,7 +104,8 @@ def ask(
         entries = s.train + s.valid + s.test
         documents = [Document.from_text(e.name, e.body) for e in entries]
         asker = ask_task.Asker.from_documents(
-            documents, collection="docstrings:all", progress=True, temperature=tau
+            documents, collection="docstrings:all", progress=True, announce=announce,
+            shipped=ask_task.shipped_index(), temperature=tau,
         )
     answer = asker.ask(question, top=top)
     typer.echo(ask_task.render_text(answer))
@@ -205,6 +212,14 @@ def summarize(
         typer.Argument(metavar="FILES", help="Text files to summarise (UTF-8)."),
     ] = None,
     beam: Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)] = 1,
+    no_repeat_ngram: Annotated[
+        int,
+        typer.Option(
+            "--no-repeat-ngram",
+            help="Never repeat a word n-gram of the summary (0: allow repeats).",
+            min=0,
+        ),
+    ] = NO_REPEAT_NGRAM,
     evaluate: Annotated[
         bool,
         typer.Option(
@@ -219,7 +234,8 @@ def summarize(
     summarizer = Summarizer.load(run)
     if evaluate:
         test = load_summary_pairs(summarizer.settings.data, seed=summarizer.settings.seed).test
-        scores = {"model": summarizer.evaluate(test, beam=beam), "lead": baseline_scores(test)}
+        model = summarizer.evaluate(test, beam=beam, no_repeat_ngram=no_repeat_ngram)
+        scores = {"model": model, "lead": baseline_scores(test)}
         typer.echo(_rouge_line(f"{len(test)} test pairs, beam {beam},", scores))
         typer.echo(json.dumps(scores, indent=2))
         return
@@ -239,5 +255,6 @@ def summarize(
         kept.append(path)
     if not kept:
         raise ValueError(f"none of the {len(files)} files could be read (see above)")
-    for path, summary in zip(kept, summarizer.summarize(texts, beam=beam), strict=True):
+    summaries = summarizer.summarize(texts, beam=beam, no_repeat_ngram=no_repeat_ngram)
+    for path, summary in zip(kept, summaries, strict=True):
         typer.echo(f"{path}\t{summary}")
