@@ -216,7 +216,8 @@ def summarize(
         int,
         typer.Option(
             "--no-repeat-ngram",
-            help="Never repeat a word n-gram of the summary (0: allow repeats).",
+            help="Never repeat a word n-gram of the summary, nor a word right after itself "
+            "(0: allow repeats).",
             min=0,
         ),
     ] = NO_REPEAT_NGRAM,

@@ -36,6 +36,7 @@ from attnkit.data.documents import (
     split_sentences,
 )
 from attnkit.models import beam_search, greedy
+from attnkit.models.decoding import no_repeats
 from attnkit.models.pointer_generator import (
     PointerGenerator,
     PointerGeneratorConfig,
@@ -54,8 +55,9 @@ from attnkit.training import (
 )
 
 Pair = tuple[str, str]  # (body, summary)
-# Decoding never repeats one of its own trigrams: a briefly trained model otherwise loops
-# ("Return a given given given the given given."); docs/experiments.md measures the effect.
+# Decoding never repeats one of its own trigrams nor a word right after itself: a briefly
+# trained model otherwise loops ("Return a given given given the given given."), which the
+# reference summaries never do; docs/experiments.md measures the effect.
 NO_REPEAT_NGRAM = 3
 
 
@@ -278,11 +280,17 @@ class Summarizer:
         no_repeat_ngram: int = NO_REPEAT_NGRAM,
     ) -> list[str]:
         """One-line summaries of ``texts`` (greedy, or beam search when ``beam`` > 1) that
-        never repeat one of their own ``no_repeat_ngram``-grams (0: no such rule).
+        never repeat one of their own ``no_repeat_ngram``-grams nor a word right after itself
+        (:func:`~attnkit.models.decoding.no_repeats`; 0: no such rule).
 
         Raises:
             ValueError: ``texts`` is a bare string, ``beam`` < 1 or ``no_repeat_ngram`` < 0.
         """
+        if isinstance(no_repeat_ngram, bool) or not isinstance(no_repeat_ngram, int) or (
+            no_repeat_ngram < 0
+        ):
+            raise ValueError(f"no_repeat_ngram must be an integer >= 0, got {no_repeat_ngram!r}")
+        banned = no_repeats(no_repeat_ngram) if no_repeat_ngram else None
         if isinstance(texts, str):
             raise ValueError("texts must be a list of strings, not a single string")
         if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
@@ -298,13 +306,12 @@ class Summarizer:
             batch = collate([(encoded[i].source, [1]) for i in chunk]).to(model_device(self.model))
             if beam == 1:
                 decoded = greedy(
-                    self.model, batch.src, batch.src_lengths, max_len=max_len,
-                    no_repeat_ngram=no_repeat_ngram,
+                    self.model, batch.src, batch.src_lengths, max_len=max_len, banned=banned
                 )
             else:
                 decoded = beam_search(
                     self.model, batch.src, batch.src_lengths, beam_size=beam, max_len=max_len,
-                    no_repeat_ngram=no_repeat_ngram,
+                    banned=banned,
                 )
             for i, ids in zip(chunk, decoded.tokens, strict=True):
                 out[i] = self.tokenizer.decode(ids, encoded[i].oovs)
