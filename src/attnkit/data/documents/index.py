@@ -32,7 +32,7 @@ from torch import Tensor
 
 from attnkit.data.cache import cache_dir
 from attnkit.data.documents.folder import Document
-from attnkit.data.documents.shipped import ShippedIndex
+from attnkit.data.documents.shipped import ShippedIndex, read_embeddings
 from attnkit.data.documents.text import split_passages
 from attnkit.explain._files import write_atomic
 
@@ -133,19 +133,16 @@ def _cache_path(collection: str, encoder_id: str, max_words: int) -> Path:
 
 
 def _read(path: Path) -> tuple[dict[tuple[str, str], tuple[list[Passage], Tensor]], int] | None:
-    """The cached passages and rows of each ``(name, digest)``, or ``None`` if unusable."""
-    from safetensors import safe_open
-
+    """The cached passages and rows of each ``(name, digest)``, or ``None`` if unusable (a
+    corrupt or foreign cache is rebuilt, never trusted)."""
+    found = read_embeddings(path, _FORMAT, _FORMAT_VERSION)
+    if found is None or "passages" not in found[0]:
+        return None
+    meta, documents, embeddings = found
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            embeddings = fh.get_tensor("embeddings")
-        if meta.get("format") != _FORMAT or int(meta.get("version", -1)) != _FORMAT_VERSION:
-            return None
-        documents = json.loads(meta["documents"])
         passages = json.loads(meta["passages"])
-    except Exception:  # safetensors raises its own SafetensorError; any failure: rebuild
-        return None  # a corrupt or foreign cache is rebuilt, never trusted
+    except ValueError:
+        return None
     out: dict[tuple[str, str], tuple[list[Passage], Tensor]] = {}
     row = 0
     for (name, digest, count), group in zip(documents, _group(passages, documents), strict=True):

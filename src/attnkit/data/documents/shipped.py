@@ -50,6 +50,26 @@ def file_fingerprint(path: Path) -> str:
     return f"{path.stat().st_size}:{digest.hexdigest()[:16]}"
 
 
+def read_embeddings(
+    path: Path, format_name: str, version: int
+) -> tuple[dict[str, str], list, Tensor] | None:
+    """The metadata, the parsed ``documents`` list and the ``embeddings`` tensor of a
+    safetensors index of ``format_name`` and ``version``, or ``None`` when it is missing,
+    unreadable or of another kind (such a file is rebuilt or ignored, never trusted)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            embeddings = fh.get_tensor("embeddings")
+        if meta.get("format") != format_name or int(meta.get("version", -1)) != version:
+            return None
+        documents = json.loads(meta["documents"])
+    except Exception:  # safetensors raises its own SafetensorError; any failure: not used
+        return None
+    return meta, documents, embeddings
+
+
 def quantize(rows: Tensor) -> Tensor:
     """``(N, E)`` float rows as int8, each divided by its largest absolute value × 127."""
     scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # (N, 1)
@@ -73,18 +93,13 @@ class ShippedIndex:
     @classmethod
     def read(cls, path: Path = SHIPPED_INDEX) -> ShippedIndex | None:
         """The index at ``path``, or ``None`` when it is missing or unreadable."""
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-                embeddings = fh.get_tensor("embeddings")
-            if meta.get("format") != _FORMAT or int(meta.get("version", -1)) != _VERSION:
-                return None
-            documents = json.loads(meta["documents"])
-            encoder, max_words = meta["encoder"], int(meta["max_words"])
-        except Exception:  # safetensors raises its own errors; any failure: not used
+        found = read_embeddings(path, _FORMAT, _VERSION)
+        if found is None or "encoder" not in found[0] or "max_words" not in found[0]:
             return None
+        meta, documents, embeddings = found
+        if not meta["max_words"].isdigit():
+            return None
+        encoder, max_words = meta["encoder"], int(meta["max_words"])
         values = embeddings.float()  # (N, E)
         rows, start = {}, 0
         for name, digest, count in documents:
