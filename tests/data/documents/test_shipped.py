@@ -67,3 +67,25 @@ def test_a_missing_or_foreign_file_is_no_index(tmp_path) -> None:
     assert ShippedIndex.read(tmp_path / "nothing.safetensors") is None
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     assert ShippedIndex.read(tmp_path / "bad.safetensors") is None
+
+
+def test_the_shipped_index_covers_the_built_in_collection() -> None:
+    """With the pinned packages every built-in docstring is in the shipped index (else rebuild
+    it: python -m attnkit.tasks.ask_index), and the file stays small."""
+    from attnkit.data.documents import load_docstrings, split_passages
+    from attnkit.data.documents.shipped import SHIPPED_INDEX
+    from attnkit.tasks.ask import MAX_WORDS, shipped_index
+
+    assert SHIPPED_INDEX.stat().st_size < 8e6
+    shipped = shipped_index()
+    assert shipped is not None  # fits the installed MiniLM and the passage size
+    s = load_docstrings()
+    documents = [Document.from_text(e.name, e.body) for e in s.train + s.valid + s.test]
+    missing = [
+        d.name for d in documents
+        if shipped.lookup(d.name, d.digest, len(split_passages(d.text, max_words=MAX_WORDS)))
+        is None
+    ]
+    # A docstring that prints a set (scipy.signal.lombscargle's deprecation note) changes with
+    # Python's hash seed from one process to the next; such a one is encoded on first use.
+    assert len(missing) <= 3, f"{len(missing)} documents missing, e.g. {missing[:3]}"
