@@ -96,3 +96,33 @@ def test_two_processes_train_without_torchrun_warnings(tmp_path) -> None:
     # torchrun warns (W1202 ... "Setting OMP_NUM_THREADS ...") when it picks the threads itself
     assert "OMP_NUM_THREADS environment variable" not in proc.stderr
     assert not [line for line in proc.stderr.splitlines() if line.startswith("W1")]
+
+
+def test_ctrl_c_on_two_processes_saves_and_prints_one_line(tmp_path) -> None:
+    """Ctrl-C reaches the whole process group (the launcher, torchrun, both workers): one
+    checkpoint, one line with the command that resumes (with --nproc), status 130."""
+    import signal
+    import subprocess
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RANK")}
+    err = tmp_path / "stderr.txt"
+    argv = ["train", "translate", "--data", "num2words:de-en:max=99", "--hidden-dim", "8",
+            "--embed-dim", "8", "--max-steps", "1000000", "--eval-every", "1000000",
+            "--out", str(tmp_path / "run"), "--nproc", "2"]
+    with open(err, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "attnkit", *argv], stderr=stderr,
+                                   stdout=subprocess.DEVNULL, env={**env, "CI": "1"},
+                                   start_new_session=True)
+        deadline = time.monotonic() + 180
+        while "checkpoints:" not in err.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, err.read_text()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert process.wait(timeout=120) == 130
+    lines = [line for line in err.read_text().splitlines()
+             if not line.startswith(("eval ", "step "))]
+    assert lines[-1].startswith("attnkit: SIGINT at step ")
+    assert lines[-1].endswith(" --resume --nproc 2")
+    assert not [line for line in lines[5:-1]], lines  # after the 5 header lines: only that one

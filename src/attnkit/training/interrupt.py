@@ -3,19 +3,22 @@
 While :class:`StopSignals` is active (the Trainer's ``fit()``), the first SIGINT or SIGTERM
 only records that a stop was asked for; the Trainer finishes the update in progress, saves a
 checkpoint (atomically, like every checkpoint) and raises :class:`TrainingInterrupted`, which
-says where the checkpoint is. A second SIGINT interrupts at once (``KeyboardInterrupt``), for
-when saving is not wanted.
+says where the checkpoint is. A second SIGINT, a second or more after the first, interrupts at
+once (``KeyboardInterrupt``), for when saving is not wanted; an echo of the first (torchrun
+forwards the Ctrl-C its workers also received) is not a second one.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ECHO_SECONDS = 1.0  # a SIGINT this soon after the first is the same interrupt
 
 
 class TrainingInterrupted(Exception):
@@ -45,6 +48,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested: int | None = None
+        self._when = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -59,9 +63,10 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
-        if self.requested is not None and number == signal.SIGINT:
+        if self.requested is None:
+            self.requested, self._when = number, time.monotonic()
+        elif number == signal.SIGINT and time.monotonic() - self._when > ECHO_SECONDS:
             raise KeyboardInterrupt  # asked twice: stop now, without saving
-        self.requested = number
 
     @property
     def name(self) -> str:
