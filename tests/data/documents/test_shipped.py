@@ -45,7 +45,7 @@ def test_documents_in_the_shipped_index_are_not_encoded(tmp_path) -> None:
     edited = Document.from_text("b", "Rivers flow to the sea, slowly.")  # its digest changed
     encoder, heard = CountingEncoder(), []
     index = build_index([DOCS[0], edited, DOCS[2]], encoder, collection="x", encoder_id="e",
-                        max_words=4, shipped=shipped, announce=heard.append)
+                        max_words=4, shipped=shipped, announce=heard.append, batch_size=1)
     assert index.encoded == ["b", "c"]  # "a" came from the shipped rows
     assert not any("Snow" in text for text in encoder.seen)
     rows_a = index.embeddings[: counts["a"]]

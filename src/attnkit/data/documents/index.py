@@ -279,8 +279,8 @@ def build_index(
 
 
 class _Watch:
-    """The progress of encoding: after the first batch, one line with the time it will take
-    (measured per character of text on this machine), then a progress bar."""
+    """The progress of encoding: after the first batch, when more remain, one line with the
+    time it will take (measured per character of text on this machine), then a progress bar."""
 
     def __init__(
         self,
@@ -293,12 +293,15 @@ class _Watch:
         self.chars = sum(len(p.text) for _, passages in fresh for p in passages)
         self.progress, self.announce = progress, announce
         self.start = time.monotonic()
-        self.done_chars = 0
+        self.done_chars = self.done = 0
         self.bar = None
+        self.announced = False
 
     def batch(self, texts: list[str]) -> None:
         self.done_chars += sum(len(t) for t in texts)
-        if self.bar is None and self.done_chars and self.total:
+        self.done += len(texts)
+        if not self.announced and self.done < self.total:  # more to come: say how long
+            self.announced = True
             seconds = (time.monotonic() - self.start) * self.chars / self.done_chars
             if self.announce is not None:
                 self.announce(
@@ -308,8 +311,9 @@ class _Watch:
             if self.progress:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=self.total, desc="encoding passages", unit="passage",
-                                leave=False)
+                self.bar = tqdm(total=self.total, initial=self.done, desc="encoding passages",
+                                unit="passage", leave=False)
+            return
         if self.bar is not None:
             self.bar.update(len(texts))
 
