@@ -304,3 +304,15 @@ def test_the_header_says_data_model_threads_budget_and_checkpoints(tmp_path: Pat
     assert head[2].startswith(f"threads:     {torch.get_num_threads()} (")
     assert head[3].startswith("budget:      2 updates or 5 min, whichever comes first;")
     assert head[4].startswith(f"checkpoints: {tmp_path}/")
+
+
+def test_an_explicit_decay_steps_is_not_moved_by_the_time_budget() -> None:
+    clock = FakeClock()
+    config = TrainConfig(lr=0.01, warmup_steps=3, decay_steps=100, min_lr_ratio=0.2,
+                         minutes=2.0, log_every=1)
+    task = _timed(RegressionTask(), clock, 10.0)
+    result = Trainer(_mlp(0), task, config, clock=clock, stream=io.StringIO()).fit()
+    lrs = {h["step"]: h["lr"] for h in result.history if h["split"] == "train"}
+    assert result.steps == 12 and result.stop_reason == "time"
+    want = 0.01 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (12 - 3) / 97)))
+    assert lrs[12] == pytest.approx(want, rel=1e-12)  # far from the floor: steps decide

@@ -12,6 +12,7 @@ from torch import nn
 
 from attnkit import _threads
 from attnkit.training.config import TrainConfig
+from attnkit.training.schedule import time_budget
 from attnkit.training.task import model_device
 
 
@@ -30,7 +31,7 @@ def budget_text(config: TrainConfig) -> str:
 
 def schedule_text(config: TrainConfig, decay_steps: int | None) -> str:
     """How the learning rate moves, in words."""
-    if decay_steps is not None and config.minutes is not None:
+    if decay_steps is not None and time_budget(config) is not None:
         over = f"over {decay_steps:,} updates or the time budget, whichever ends first"
     elif decay_steps is not None:
         over = f"over {decay_steps:,} updates"

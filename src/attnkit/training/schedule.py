@@ -11,7 +11,8 @@ seconds gives ``p = (s_t - s_W) / (S - s_W)`` with ``s_t`` the time at which upd
 time so far, projected by the mean update) and ``s_W`` the time at the end of the warm-up, so
 a run given only minutes decays as a run given only steps (exactly so when every update
 takes as long). With both, ``p`` is the larger share: the schedule follows whichever budget will
-end the run first. After ``p = 1`` the rate stays at ``lr * m``.
+end the run first. A ``TrainConfig.decay_steps`` given explicitly fixes ``T`` and time does not
+move the schedule. After ``p = 1`` the rate stays at ``lr * m``.
 """
 
 from __future__ import annotations
@@ -91,11 +92,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
+def time_budget(config: TrainConfig) -> float | None:
+    """The seconds the schedule follows: the time budget, unless ``config.decay_steps`` fixes
+    the schedule's length in updates (then time does not move it)."""
+    if config.minutes is None or config.decay_steps is not None:
+        return None
+    return config.minutes * 60.0
+
+
 def build_optimizer(
     model: nn.Module, config: TrainConfig, decay_steps: int | None
 ) -> tuple[torch.optim.AdamW, LambdaLR]:
     """AdamW over ``model``'s trainable parameters and its warm-up + cosine ``LambdaLR``: over
-    ``decay_steps`` updates, over ``config.minutes``, or over whichever ends first.
+    ``decay_steps`` updates, over the time budget (:func:`time_budget`), or over whichever
+    ends first.
 
     Raises:
         ValueError: the model has no trainable parameters, ``decay_steps`` does not exceed
@@ -114,6 +124,7 @@ def build_optimizer(
         betas=config.betas,
         eps=config.eps,
     )
-    budget = None if config.minutes is None else config.minutes * 60.0
-    schedule = WarmupCosine(config.warmup_steps, decay_steps, config.min_lr_ratio, budget)
+    schedule = WarmupCosine(
+        config.warmup_steps, decay_steps, config.min_lr_ratio, time_budget(config)
+    )
     return optimizer, LambdaLR(optimizer, schedule)

@@ -47,7 +47,7 @@ from attnkit.training.rng import (
     restore_rng_state,
     seed_everything,
 )
-from attnkit.training.schedule import build_optimizer
+from attnkit.training.schedule import build_optimizer, time_budget
 from attnkit.training.state import RunState, TrainingDiverged, TrainResult
 from attnkit.training.store import RunDir
 from attnkit.training.task import StepLoss, TrainTask, check_step_loss, check_task, model_device
@@ -124,9 +124,7 @@ class Trainer:
         rng_state = self._restore(checkpoint) if checkpoint is not None else None
         self.schedule = self.scheduler.lr_lambdas[0]
         # Budgets may change on resume: the schedule follows this run's time budget.
-        self.schedule.budget_seconds = (
-            None if self.config.minutes is None else self.config.minutes * 60.0
-        )
+        self.schedule.budget_seconds = time_budget(self.config)
         self.start, self.now = start, state.seconds
         self.progress = Progress(
             total=self._total_steps(epoch_length), initial=state.step,
