@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -19,17 +20,26 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def subcommands() -> list[str]:
+def subcommands() -> list[list[str]]:
     import typer.main
 
-    group = typer.main.get_command(app)
-    return sorted(group.commands)
+    found: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
 
 
-@pytest.mark.parametrize("name", subcommands())
-def test_every_subcommand_has_help(name: str) -> None:
-    result = runner.invoke(app, [name, "--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
+@pytest.mark.parametrize("path", subcommands(), ids=lambda path: " ".join(path) or "attnkit")
+def test_every_command_has_help_with_h_too(path: list[str]) -> None:
+    for flag in ("--help", "-h"):
+        result = runner.invoke(app, [*path, flag])
+        assert result.exit_code == 0 and "Usage" in result.output, result.output
+    assert "<bool>" not in result.output  # flags take no value
 
 
 def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
@@ -40,10 +50,20 @@ def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_documents_demo_shows_words_of_the_documents_not_stems() -> None:
+    from attnkit.tasks import documents_demo
+
+    result = documents_demo.run()
+    text = " ".join(documents_demo.module_text(name).lower() for name in documents_demo.MODULES)
+    shown = {word for row in result.top_terms for word in row}
+    assert len(shown) > 10
+    assert [w for w in shown if not re.search(rf"(?<![a-z]){w}(?![a-z])", text)] == []
+
+
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
     for args in (["no-such-command"], ["demo", "--no-such-option"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "attnkit.cli", *args], capture_output=True, text=True
+            [sys.executable, "-m", "attnkit", *args], capture_output=True, text=True
         )
         assert proc.returncode == 2, args
         assert "Traceback" not in proc.stderr
@@ -53,6 +73,10 @@ def test_translation_demo_with_a_short_budget(tmp_path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--minutes", "0.1"])
     assert result.exit_code == 0, result.output
     assert "Held-out test numbers: exact match" in result.output
+    assert "exact match by number length:" in result.output
+    lengths = [line.split()[0] for line in result.output.splitlines()
+               if re.match(r"\s+\d\s+(-|\d)", line)]
+    assert lengths == ["1", "2", "3", "4"]  # every number length is scored
     assert "some held-out numbers" in result.output
     assert (tmp_path / "demo_alignment.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -71,3 +95,15 @@ def test_explain_a_sentence_with_minilm(tmp_path) -> None:
 def test_explain_rejects_a_missing_run(tmp_path) -> None:
     result = runner.invoke(app, ["explain", str(tmp_path / "nope"), "zwei"])
     assert result.exit_code == 2
+
+
+def test_caption_and_transcribe_name_their_shared_options_alike() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    options = {
+        name: {o for p in group.commands[name].params for o in (*p.opts, *p.secondary_opts)}
+        for name in ("caption", "transcribe")
+    }
+    shared = {"--out", "--plot", "--no-plot", "--beam"}
+    assert shared <= options["caption"] and shared <= options["transcribe"]

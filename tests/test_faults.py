@@ -37,7 +37,7 @@ TRAIN = [
 def attnkit(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "true"}
     return subprocess.Popen(
-        [sys.executable, "-m", "attnkit.cli", *args],
+        [sys.executable, "-m", "attnkit", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -82,7 +82,7 @@ def test_a_folder_with_captions_tsv_is_captioned_and_scored(run, tmp_path) -> No
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "attnkit.cli", "train", "caption", "--out", str(tmp_path / "r"),
+        [sys.executable, "-m", "attnkit", "train", "caption", "--out", str(tmp_path / "r"),
          "--attention", "glance", "--max-steps", "1"],
         capture_output=True, text=True,
     )

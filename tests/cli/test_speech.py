@@ -39,13 +39,32 @@ def test_train_then_transcribe(tmp_path, monkeypatch) -> None:
     bad.write_text("not audio")
     out = tmp_path / "pictures"
     result = runner.invoke(app, [
-        "transcribe", str(run), str(root / "0_yes.wav"), str(bad), "--png-dir", str(out),
+        "transcribe", str(run), str(root / "0_yes.wav"), str(bad), "--out", str(out),
         "--beam", "1",
     ])
     assert result.exit_code == 2  # one file failed; the other was still transcribed
     assert f"{root / '0_yes.wav'}\t" in result.output
     assert "bad.wav: not a readable PCM WAV" in result.output
     assert (out / "0_yes.alignment.png").read_bytes()[:4] == b"\x89PNG"
+    # The output says what the model can recognise at all: its training words.
+    assert "attnkit: this model knows 3 words" in result.output
+
+    # The run keeps its vocabulary and its confidence floor: the 1st percentile of the
+    # validation utterances' mean log-probability per character, recomputed here.
+    import torch
+
+    from attnkit.data.speech import load_features, load_speech
+    from attnkit.tasks.speech import Transcriber
+
+    transcriber = Transcriber.load(run)
+    assert transcriber.vocabulary == ["no", "stop", "yes"]
+    splits = load_speech(f"folder:{root}:valid=0.25,test=0.25", progress=False)
+    valid = load_features(splits.valid, transcriber.features, progress=False)
+    confidences = torch.tensor([c for _, c in transcriber.transcribe_scored(valid.features)])
+    assert transcriber.confidence_floor == pytest.approx(
+        float(torch.quantile(confidences, 0.01)), abs=1e-4)
+    assert transcriber.unsure(transcriber.confidence_floor - 1e-3)
+    assert not transcriber.unsure(transcriber.confidence_floor + 1e-3)
 
 
 def test_help_and_bad_arguments() -> None:

@@ -42,13 +42,23 @@ def test_char_and_word_tokens_match_an_independent_split() -> None:
     chars = Tokenizer.train(TEXTS, kind="char")
     assert chars.tokens(text) == list(text.replace(" ", "▁"))
     words = Tokenizer.train(TEXTS, kind="word", vocab_size=300)
-    assert words.tokens(text) == ["nine", "▁thousand,", "▁nine", "▁hundred"]
+    assert words.tokens(text) == ["▁nine", "▁thousand,", "▁nine", "▁hundred"]
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_a_word_is_one_token_at_the_start_and_after_a_space(kind: str) -> None:
+    # "forty-two" only ever follows other words in training; alone it must still be known.
+    tok = Tokenizer.train(["three hundred and forty-two", "forty-one"], kind=kind,
+                          vocab_size=60)
+    alone, inside = tok.encode("forty-two"), tok.encode("three hundred and forty-two")
+    assert tok.unk_id not in alone and inside[-len(alone):] == alone
+    assert tok.decode(alone) == "forty-two"
 
 
 def test_bpe_respects_vocab_size_and_marks_unknowns() -> None:
     tok = Tokenizer.train(TEXTS * 3, kind="bpe", vocab_size=120)
     assert tok.vocab_size <= 120
-    assert tok.encode("Ω")[0] == tok.unk_id  # a character never seen in training
+    assert tok.encode("Ω")[-1] == tok.unk_id  # a character never seen in training
     assert tok.decode(tok.encode("Ω")) == "<unk>"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -152,3 +153,42 @@ def test_a_cache_policy_for_a_model_without_cache_is_refused() -> None:
     src, lengths, _ = batch()
     with pytest.raises(ValueError, match="keeps no KV cache"):
         greedy(model, src, lengths, cache=CachePolicy(max_len=4, policy="window"))
+
+
+def _repeats_an_ngram(sequence: list[int], n: int) -> bool:
+    grams = [tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_repeated_ngram_tokens_match_a_brute_force_search() -> None:
+    from attnkit.models.decoding import repeated_ngram_tokens
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        history = torch.randint(0, 4, (int(torch.randint(0, 9, (1,), generator=g)),),
+                                generator=g).tolist()
+        for n in (1, 2, 3):
+            want = {t for t in range(4) if _repeats_an_ngram([*history, t], n)
+                    and not _repeats_an_ngram(history, n)}
+            if not _repeats_an_ngram(history, n):
+                assert set(repeated_ngram_tokens(history, n)) == want, (history, n)
+    assert repeated_ngram_tokens([5, 6, 5], 0) == []
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_no_repeats_decoding_never_repeats_an_ngram_or_a_token_twice_in_a_row(beam: int) -> None:
+    from attnkit.models.decoding import no_repeats
+
+    torch.manual_seed(0)
+    model = RNNSeq2Seq(RNNConfig(20, 6, embed_dim=8, hidden_dim=16)).eval()  # 6 words: repeats
+    with torch.no_grad():
+        model.output.bias[model.special.eos] = -20.0  # it never stops on its own
+    src, lengths, _ = batch()
+    decode = greedy if beam == 1 else lambda *a, **k: beam_search(*a, beam_size=beam, **k)
+    free = decode(model, src, lengths, max_len=30).tokens
+    assert any(_repeats_an_ngram(seq, 2) for seq in free)  # the untrained model repeats itself
+    blocked = decode(model, src, lengths, max_len=30, banned=no_repeats(2)).tokens
+    assert not any(_repeats_an_ngram(seq, 2) for seq in blocked)
+    assert not any(a == b for seq in blocked for a, b in pairwise(seq))
+    with pytest.raises(ValueError, match="positive integer"):
+        no_repeats(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,3 +153,36 @@ def test_cli_ask_on_an_empty_folder_exits_2_naming_it(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "holds no readable" in err and str(empty) in err
+
+
+def test_a_question_no_document_answers_is_flagged(folder, encoder, tmp_path) -> None:
+    (folder / "kitchen.txt").write_text(
+        "Put the kettle on the stove. Wash the dishes after dinner. The kitchen table seats four.",
+        encoding="utf-8",
+    )
+    asker = _asker(folder, encoder)
+    real = asker.ask("what computes a matrix inverse?", top=2)
+    off = asker.ask("Capital of France?", top=2)
+    q = encoder.encode(["Capital of France?"])[0]
+    keys = encoder.encode([p.text for p in asker.index.passages])
+    assert off.best_cosine == pytest.approx(float(F.cosine_similarity(q[None], keys).max()),
+                                            abs=1e-4)
+    assert real.answered and real.best_cosine > 0.5
+    assert not off.answered and off.hits[0].weight > 0.3  # softmax still picks something
+    assert "no document seems to answer this" in ask.render_text(off)
+    assert "no document seems to answer" not in ask.render_text(real)
+    page = ask.write_html(off, tmp_path / "off.html").read_text(encoding="utf-8")
+    assert '<p class="warn">no document seems to answer this' in page
+
+
+def test_highlights_show_the_weight_that_reached_each_sentence(folder, encoder) -> None:
+    asker = _asker(folder, encoder, max_words=12)
+    answer = asker.ask("what computes a matrix inverse?", top=3)
+    page = ask.render_html(answer)
+    opacities = [float(x) for x in re.findall(r"rgba\(255, 190, 0, ([0-9.]+)\)", page)]
+    reached = [h.weight * w for h in answer.hits for w in h.sentence_weights]
+    assert len(opacities) == len(reached)
+    # each sentence's colour is its passage weight x its weight within the passage, on one
+    # scale for the page: a sentence of a passage the question barely looked at stays pale
+    assert opacities == pytest.approx([0.85 * r / max(reached) for r in reached], abs=1e-3)
+    assert answer.hits[-1].weight < 0.05 and max(opacities[-len(answer.hits[-1].sentence_weights):]) < 0.1

@@ -134,6 +134,12 @@ def test_attention_of_each_word_and_its_picture(trained, tmp_path) -> None:
     with Image.open(row) as a, Image.open(grid) as b:
         assert a.format == "PNG" and a.width > 2 * a.height  # image + 3 panels in one row
         assert b.height > a.height  # two rows
+    # A long caption wraps into rows of at most 16 inches rather than one very wide picture.
+    long_words = [*words * 4, "<end>"]
+    maps = attention.maps[:1].expand(len(long_words), -1, -1)
+    long = plot_image_attention(attention.image, long_words, maps, tmp_path / "long.png")
+    with Image.open(long) as c:
+        assert c.width <= 16 * 120 and c.height > 1.5 * a.height  # rows, not one long row
     with pytest.raises(ValueError, match=r"must end in '\.png'"):
         plot_image_attention(attention.image, attention.words, attention.maps, tmp_path / "x.jpg")
     with pytest.raises(ValueError, match=r"maps must be"):
@@ -152,6 +158,21 @@ def test_files_are_captioned_and_unreadable_ones_named(trained, tmp_path) -> Non
     assert [r.path.name for r in results] == ["strip.png"]
     assert results[0].caption == run.captioner.caption([strip.image])[0]
     assert len(problems) == 2 and "broken.png" in problems[0] and "gone.png" in problems[1]
+
+
+def test_a_strip_wider_than_any_trained_one_is_refused_not_cut(trained, tmp_path) -> None:
+    run, run_dir = trained
+    captioner = Captioner.load(run_dir)  # the limit comes from the checkpoint
+    widest = max(e.image.shape[1] for e in run.data.valid + run.data.test)
+    assert captioner.max_image_width == widest
+    assert captioner.max_caption_words == max(len(e.caption.split()) for e in run.data.test)
+    three = np.concatenate([e.image for e in run.data.test[:3]], axis=1)  # 9+ digits
+    Image.fromarray(((1.0 - three) * 255).round().astype(np.uint8)).save(tmp_path / "long.png")
+    results, problems = captioner.caption_files([tmp_path / "long.png"])
+    assert results == []
+    [problem] = problems
+    assert problem.startswith(f"{tmp_path / 'long.png'}: {three.shape[1]} px wide")
+    assert f"at most {widest} px" in problem and "cut the picture into parts" in problem
 
 
 def test_bad_settings_and_images_are_named(trained) -> None:

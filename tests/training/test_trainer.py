@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from attnkit.training import (
     TrainConfig,
     Trainer,
     TrainingDiverged,
+    TrainingInterrupted,
     load_checkpoint,
 )
 from tests.training._tiny import (
@@ -200,12 +203,116 @@ def test_bad_tasks_are_named() -> None:
         Trainer(_mlp(0), task, TrainConfig(max_steps=1), stream=io.StringIO()).fit()
     streaming = RegressionTask()
     streaming.train_batches = lambda epoch, generator: iter([])
-    with pytest.raises(ValueError, match=r"set TrainConfig\.decay_steps"):
-        Trainer(_mlp(0), streaming, TrainConfig(minutes=1.0), stream=io.StringIO()).fit()
-    with pytest.raises(ValueError, match=r"train_batches\(epoch=0\) yielded no batches"):
-        Trainer(_mlp(0), streaming, TrainConfig(minutes=1.0, decay_steps=5),
-                stream=io.StringIO()).fit()
+    with pytest.raises(ValueError, match=r"set TrainConfig\.decay_steps or minutes"):
+        Trainer(_mlp(0), streaming, TrainConfig(epochs=1), stream=io.StringIO()).fit()
+    for config in (TrainConfig(minutes=1.0), TrainConfig(minutes=1.0, decay_steps=5)):
+        with pytest.raises(ValueError, match=r"train_batches\(epoch=0\) yielded no batches"):
+            Trainer(_mlp(0), streaming, config, stream=io.StringIO()).fit()
     task = RegressionTask()
     task.loss = lambda model, batch: 1.0
     with pytest.raises(TypeError, match="must return a StepLoss, got float at step 1"):
         Trainer(_mlp(0), task, TrainConfig(max_steps=1), stream=io.StringIO()).fit()
+
+
+def _timed(task: RegressionTask, clock: FakeClock, seconds: float) -> RegressionTask:
+    real_loss = task.loss
+
+    def slow_loss(model, batch):
+        clock.now += seconds  # every update takes this long (fake seconds)
+        return real_loss(model, batch)
+
+    task.loss = slow_loss
+    return task
+
+
+def test_a_time_budget_decays_the_learning_rate_as_a_step_budget_does() -> None:
+    # 12 updates of 10 s each: minutes=2 must give the schedule of max_steps=12, by the
+    # warm-up + cosine formula written out here (test_learning_rate_follows_the_schedule).
+    runs = {}
+    for name, budget in (("time", {"minutes": 2.0}), ("steps", {"max_steps": 12})):
+        clock = FakeClock()
+        config = TrainConfig(lr=0.01, warmup_steps=3, min_lr_ratio=0.2, log_every=1, **budget)
+        task = _timed(RegressionTask(), clock, 10.0)
+        result = Trainer(_mlp(0), task, config, clock=clock, stream=io.StringIO()).fit()
+        runs[name] = {h["step"]: h["lr"] for h in result.history if h["split"] == "train"}
+        assert result.steps == 12
+    for t in range(1, 13):
+        want = 0.01 * t / 3 if t <= 3 else 0.01 * (
+            0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (t - 3) / 9))
+        )
+        assert runs["time"][t] == pytest.approx(want, rel=1e-9), t
+        assert runs["steps"][t] == pytest.approx(want, rel=1e-12), t
+    assert runs["time"][12] == pytest.approx(0.01 * 0.2)
+
+
+def test_a_time_budget_counts_the_time_before_a_resume(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = TrainConfig(lr=0.01, warmup_steps=2, minutes=1.0, eval_every=3, log_every=1)
+    first = Trainer(_mlp(0), _timed(RegressionTask(), clock, 10.0), TrainConfig(
+        lr=0.01, warmup_steps=2, minutes=1.0, max_steps=3, eval_every=3, log_every=1),
+        run_dir=tmp_path, clock=clock, stream=io.StringIO()).fit()
+    assert first.steps == 3
+    resumed = Trainer(_mlp(0), _timed(RegressionTask(), clock, 10.0), config, run_dir=tmp_path,
+                      clock=clock, stream=io.StringIO()).fit(resume=True)
+    assert resumed.steps == 6 and resumed.stop_reason == "time"  # 30 s before + 30 s now
+
+
+def test_a_real_sigint_saves_a_checkpoint_that_resumes_to_the_straight_run(
+    tmp_path: Path,
+) -> None:
+    common = {"lr": 0.02, "warmup_steps": 3, "max_steps": 16, "log_every": 4, "seed": 3}
+    straight_model = _mlp(1)
+    Trainer(straight_model, RegressionTask(), TrainConfig(eval_every=8, **common),
+            run_dir=tmp_path / "straight", stream=io.StringIO()).fit()
+
+    task = RegressionTask()
+    real_loss = task.loss
+
+    def interrupted_loss(model, batch):
+        if task.steps_taken == 4:  # during update 5, before any evaluation
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(model, batch)
+
+    task.loss = interrupted_loss
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step 5") as stopped:
+        Trainer(_mlp(1), task, TrainConfig(eval_every=8, **common), run_dir=tmp_path / "run",
+                stream=io.StringIO()).fit()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert stopped.value.step == 5 and stopped.value.checkpoint == tmp_path / "run" / (
+        "checkpoints/step-00000005")
+    assert load_checkpoint(tmp_path / "run").trainer_state["step"] == 5
+    assert not (tmp_path / "run" / "best").exists()  # nothing was evaluated yet
+
+    resumed_model = _mlp(99)
+    result = Trainer(resumed_model, RegressionTask(), TrainConfig(eval_every=8, **common),
+                     run_dir=tmp_path / "run", stream=io.StringIO()).fit(resume=True)
+    assert result.steps == 16 and result.resumed_from == stopped.value.checkpoint
+    for name, tensor in straight_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+
+
+def test_the_header_says_data_model_threads_budget_and_checkpoints(tmp_path: Path) -> None:
+    task = RegressionTask()
+    task.description = "48 random regression examples"
+    stream = io.StringIO()
+    Trainer(_mlp(0), task, TrainConfig(max_steps=2, minutes=5.0), run_dir=tmp_path,
+            stream=stream).fit()
+    head = stream.getvalue().splitlines()[:5]
+    assert head[0] == "data:        48 random regression examples"
+    assert head[1].startswith("model:       MLP, 114 parameters, on cpu")
+    assert head[2].startswith(f"threads:     {torch.get_num_threads()} (")
+    assert head[3].startswith("budget:      2 updates or 5 min, whichever comes first;")
+    assert head[4].startswith(f"checkpoints: {tmp_path}/")
+
+
+def test_an_explicit_decay_steps_is_not_moved_by_the_time_budget() -> None:
+    clock = FakeClock()
+    config = TrainConfig(lr=0.01, warmup_steps=3, decay_steps=100, min_lr_ratio=0.2,
+                         minutes=2.0, log_every=1)
+    task = _timed(RegressionTask(), clock, 10.0)
+    result = Trainer(_mlp(0), task, config, clock=clock, stream=io.StringIO()).fit()
+    lrs = {h["step"]: h["lr"] for h in result.history if h["split"] == "train"}
+    assert result.steps == 12 and result.stop_reason == "time"
+    want = 0.01 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (12 - 3) / 97)))
+    assert lrs[12] == pytest.approx(want, rel=1e-12)  # far from the floor: steps decide

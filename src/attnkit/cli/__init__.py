@@ -1,12 +1,15 @@
 """The ``attnkit`` command.
 
-Every subcommand has ``--help``. Bad arguments exit with status 2 and a one-line reason
-(set ``ATTNKIT_DEBUG=1`` to see the traceback of an error instead).
+Every subcommand has ``--help`` (or ``-h``). Bad arguments exit with status 2 and a one-line
+reason (set ``ATTNKIT_DEBUG=1`` to see the traceback of an error instead). Ctrl-C or SIGTERM
+during training saves a checkpoint, prints the command that resumes it, and exits with 130.
+The script's entry point is :mod:`attnkit.__main__`, which chooses the thread settings first.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Annotated, Any
 
@@ -15,6 +18,7 @@ import typer
 # typer vendors click; its public API exports BadParameter, Exit and Abort but not these.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
+from attnkit._extras import missing_extra
 from attnkit._version import __version__
 from attnkit.checks import NonFiniteError
 from attnkit.cli import bench as bench_cli
@@ -27,17 +31,24 @@ from attnkit.cli import export as export_cli
 from attnkit.cli import music as music_cli
 from attnkit.cli import speech as speech_cli
 from attnkit.distributed import launch
+from attnkit.training import TrainingInterrupted, is_main_process
 
+# Plain help (click's formatter): paragraphs are wrapped to the terminal, not in the source,
+# and flags show no type. Sub-commands inherit both settings.
 app = typer.Typer(
     name="attnkit",
     help="attnkit: the attention mechanism made real, fast and visible.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 train_app = typer.Typer(
-    help="Train a model for one application (checkpoints go to --out; --nproc N trains "
-    "data-parallel on N processes).",
+    help="Train a model for one application. Checkpoints go to --out; Ctrl-C saves one and "
+    "prints the command that resumes. The budget is 10 minutes unless --minutes, --max-steps "
+    "or --epochs says otherwise; each command's --help says what its application needs. "
+    "--nproc N trains data-parallel on N processes.",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
@@ -77,17 +88,25 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
 
     Bad arguments, bad data and bad files give status 2 and one line ``attnkit: error: ...``
     on stderr; an unexpected failure gives status 1 and one line too (``ATTNKIT_DEBUG=1``
-    shows the traceback instead).
+    shows the traceback instead). An interrupted command gives 130 and one line (for a
+    training run: where its checkpoint is and the command that resumes it).
     """
+    given = list(sys.argv[1:] if argv is None else argv)
     try:
         # ``train ... --nproc N``: re-launched under torchrun (attnkit.distributed.launch).
-        argv, status = launch.handle_nproc(sys.argv[1:] if argv is None else argv)
+        argv, status = launch.handle_nproc(given)
         if status is not None:
             return status
         command = typer.main.get_command(app) if command is None else command
         with launch.quiet_unless_rank0():
             result = command.main(args=argv, prog_name="attnkit", standalone_mode=False)
+        if result == INTERRUPTED:  # typer turns KeyboardInterrupt into status 130
+            typer.echo("attnkit: interrupted", err=True)
         return result if isinstance(result, int) else 0
+    except TrainingInterrupted as stop:
+        if is_main_process():
+            typer.echo(_interrupted_line(stop, given), err=True)
+        return INTERRUPTED
     except typer.Exit as stop:
         return stop.exit_code
     except typer.Abort:
@@ -105,6 +124,12 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
     except ClickException as error:
         typer.echo(f"attnkit: error: {_one_line(error)}", err=True)
         return error.exit_code
+    except ModuleNotFoundError as error:
+        message = missing_extra(error)
+        if message is None or os.environ.get("ATTNKIT_DEBUG"):
+            raise
+        typer.echo(f"attnkit: error: {message}", err=True)
+        return 2
     except (ValueError, TypeError, FileNotFoundError, NonFiniteError) as error:
         if os.environ.get("ATTNKIT_DEBUG"):
             raise
@@ -121,10 +146,32 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
         return 1
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues the training run ``attnkit argv`` started."""
+    args = [*argv] if "--resume" in argv else [*argv, "--resume"]
+    nproc = os.environ.get(launch.NPROC_ENV)
+    if nproc and launch.is_torchrun_worker() and not any(a.startswith("--nproc") for a in args):
+        args += ["--nproc", nproc]  # a worker's command line lost it to the launcher
+    return shlex.join(["attnkit", *args])
+
+
+def _interrupted_line(stop: TrainingInterrupted, argv: list[str]) -> str:
+    if stop.checkpoint is None:
+        return f"attnkit: {stop.signal_name} at step {stop.step}; nothing was saved"
+    return (
+        f"attnkit: {stop.signal_name} at step {stop.step}; saved {stop.checkpoint}; "
+        f"resume with: {resume_command(argv)}"
+    )
+
+
 def main() -> None:
-    """Entry point of the ``attnkit`` script."""
+    """Run the command (thread settings are chosen in :mod:`attnkit.__main__`, before this
+    module is imported)."""
     sys.exit(run())

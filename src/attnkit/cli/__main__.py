@@ -1,3 +1,3 @@
-from attnkit.cli import main
+from attnkit.__main__ import main
 
 main()

@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from attnkit.cli import options as opt
+
+Minutes = opt.minutes(
+    "For EACH of the two models; the documented tables trained 8-10 minutes each.", default=10.0
+)
 experiment_app = typer.Typer(help="Reproduce the papers' experiments.", no_args_is_help=True)
 
 
@@ -19,9 +24,7 @@ def length(
     data: Annotated[
         str, typer.Option(help="Data with long sources, e.g. num2words:de-en:max=999999999.")
     ] = "num2words:de-en:max=999999999",
-    minutes: Annotated[
-        float, typer.Option(help="Training minutes for EACH model.", min=0.05)
-    ] = 10.0,
+    minutes: Minutes = 10.0,
     hidden_dim: Annotated[int, typer.Option(help="RNNsearch's hidden size.", min=4)] = 128,
     buckets: Annotated[int, typer.Option(help="Source-length buckets.", min=2)] = 6,
     out: Annotated[
@@ -29,8 +32,12 @@ def length(
     ] = Path("runs/length"),
     seed: Annotated[int, typer.Option(min=0)] = 0,
     source_tokens: Annotated[
-        str, typer.Option(help="auto (the data's suggestion), char, word or bpe.")
-    ] = "auto",
+        str,
+        typer.Option(
+            help="char (the lengths of the tables in docs/experiments.md), auto (the data's "
+            "suggestion), word or bpe."
+        ),
+    ] = "char",
     source_vocab: Annotated[int, typer.Option(help="Source vocabulary (bpe, word).", min=8)] = 8000,
 ) -> None:
     """Bahdanau et al. 2015, Figure 2: RNNenc against RNNsearch, quality by source length.

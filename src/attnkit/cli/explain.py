@@ -16,10 +16,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 def explain(
     first: Annotated[
-        str, typer.Argument(help="A sentence (MiniLM), or a run folder of a translation model.")
+        str,
+        typer.Argument(
+            metavar="SENTENCE|RUN",
+            help="A sentence (MiniLM), or a run folder of a translation model.",
+        ),
     ],
     text: Annotated[
-        str | None, typer.Argument(help="With a run folder: the sentence to translate.")
+        str | None,
+        typer.Argument(metavar="TEXT", help="With a run folder: the sentence to translate."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the HTML viewer and PNGs.")] = Path(
         "out/explain"

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from attnkit.training import TrainConfig
+from attnkit.training import TrainConfig, load_checkpoint
 
-Out = Annotated[Path, typer.Option("--out", help="Run folder for checkpoints and results.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")]
-Minutes = Annotated[
-    float | None, typer.Option("--minutes", help="Time budget in minutes.", min=0.01)
+DEFAULT_MINUTES = 10.0  # the budget when none is given
+MIN_MINUTES = 0.05  # the shortest budget any command accepts (3 seconds)
+
+Out = Annotated[
+    Path, typer.Option("--out", metavar="DIR", help="Run folder for checkpoints and results.")
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the run in --out from its last checkpoint, with the learning rate, "
+        "warm-up and seed it started with (an interrupted run prints this command).",
+    ),
 ]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="Passes over the data.", min=1)]
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N updates.", min=1)]
@@ -24,8 +33,48 @@ EvalEvery = Annotated[
 Seed = Annotated[int, typer.Option("--seed", help="Seed for data order and weights.", min=0)]
 
 
+def minutes(needs: str, *, default: float | None = None) -> Any:
+    """The ``--minutes`` option, its help ending with what this application needs."""
+    if default is None:
+        when = (
+            f"Default: {DEFAULT_MINUTES:g} when neither --max-steps nor --epochs is given. The "
+            "learning rate decays over whichever budget ends first; the time before a --resume "
+            "counts."
+        )
+    else:
+        when = ""  # click shows the default
+    text = " ".join(part for part in ("Time budget in minutes.", when, needs) if part)
+    return Annotated[
+        float | None if default is None else float,
+        typer.Option("--minutes", help=text, min=MIN_MINUTES),
+    ]
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse, before any data is loaded, an ``--out`` that does not fit ``--resume``.
+
+    Raises:
+        ValueError: ``--resume`` with no run in ``out``, or a run in ``out`` without it.
+    """
+    last = out / "last"
+    if resume and not last.is_file():
+        what = "does not exist" if not out.exists() else "holds no checkpoint"
+        raise ValueError(
+            f"--resume: {out} {what}, so there is nothing to resume; leave out --resume to "
+            f"start a new run there"
+        )
+    if not resume and last.is_file():
+        checkpoint = last.read_text(encoding="utf-8", errors="replace").strip()
+        raise ValueError(
+            f"--out {out} already holds a run (last checkpoint {checkpoint}): add --resume to "
+            f"continue it, or choose another --out"
+        )
+
+
 def train_config(
     *,
+    out: Path,
+    resume: bool,
     minutes: float | None,
     epochs: int | None,
     max_steps: int | None,
@@ -34,21 +83,22 @@ def train_config(
     eval_every: int | None,
     seed: int,
 ) -> TrainConfig:
-    """A TrainConfig from the shared options; with no budget given, 10 minutes.
+    """A TrainConfig from the shared options (with no budget given, 10 minutes), after
+    checking ``--out`` against ``--resume`` (:func:`check_run_folder`).
 
-    The cosine schedule needs a length: with only a time budget it is estimated generously
-    (``decay_steps`` large), so the learning rate stays near its peak; give ``--max-steps``
-    or ``--epochs`` for a full decay.
+    The schedule's length follows the budgets: ``--max-steps`` or ``--epochs`` in updates,
+    ``--minutes`` in time, or whichever ends first when several are given.
     """
+    check_run_folder(out, resume)
     if minutes is None and epochs is None and max_steps is None:
-        minutes = 10.0
-    decay = None if (epochs is not None or max_steps is not None) else 1_000_000
-    if max_steps is not None and warmup >= max_steps:
+        minutes = DEFAULT_MINUTES
+    if resume:  # the schedule goes on as it started, whatever budget the resume gives
+        warmup = load_checkpoint(out).trainer_state["train_config"]["warmup_steps"]
+    elif max_steps is not None and warmup >= max_steps:
         warmup = max_steps // 10  # a short run still warms up, then decays
     return TrainConfig(
         lr=lr,
         warmup_steps=warmup,
-        decay_steps=decay,
         minutes=minutes,
         epochs=epochs,
         max_steps=max_steps,

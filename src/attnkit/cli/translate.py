@@ -21,9 +21,17 @@ Data = Annotated[
         "--data", help="Data spec, e.g. num2words:de-en, bible:en-es, gettext:fr, tsv:PATH."
     ),
 ]
-Run = Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train translate'.")]
+Run = Annotated[
+    Path,
+    typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train translate'."),
+]
 Beam = Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)]
 
+
+Minutes = opt.minutes(
+    "Needs: about 3 minutes on 2 cores for num2words:de-en (>= 95 % exact at every number "
+    "length; the demo trains 2.5); 30 minutes give real text (bible, gettext) BLEU 12-26."
+)
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     train_app.command("translate", help=_TRAIN_HELP)(train_translate)
@@ -33,7 +41,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 _TRAIN_HELP = (
     "Train a translator: RNNenc, RNNsearch with any attention, or a Transformer.\n\n"
-    "Data sources:\n\n" + describe_sources().replace("\n", "\n\n")
+    "Data sources:\n\n" + describe_sources().replace("\n", "\n\n")  # a paragraph each
 )
 
 
@@ -51,16 +59,27 @@ def train_translate(
     heads: Annotated[int, typer.Option(min=1)] = 4,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     source_tokens: Annotated[
-        str, typer.Option(help="Source tokens: auto (the data's suggestion), char, word or bpe.")
+        str,
+        typer.Option(
+            help="Source tokens: auto (the data's suggestion: for num2words, words for English "
+            "and BPE pieces for compound number words such as German vierundzwanzig, which "
+            "become morphemes vier|und|zwanzig), char, word or bpe."
+        ),
     ] = "auto",
     target_tokens: Annotated[str, typer.Option(help="Target tokens, as --source-tokens.")] = "auto",
     source_vocab: Annotated[
-        int, typer.Option(help="Source vocabulary size (bpe, word).", min=8)
-    ] = 8000,
+        int | None,
+        typer.Option(
+            help="Source vocabulary size (bpe, word). Default: the data's suggestion (60 BPE "
+            "pieces for German number words), else 8000.",
+            min=8,
+        ),
+    ] = None,
     target_vocab: Annotated[
-        int, typer.Option(help="Target vocabulary size (bpe, word).", min=8)
-    ] = 8000,
-    minutes: opt.Minutes = None,
+        int | None,
+        typer.Option(help="Target vocabulary size (bpe, word), as --source-vocab.", min=8),
+    ] = None,
+    minutes: Minutes = None,
     epochs: opt.Epochs = None,
     max_steps: opt.MaxSteps = None,
     lr: opt.LearningRate = 3e-3,
@@ -89,6 +108,8 @@ def train_translate(
         seed=seed,
     )
     training = opt.train_config(
+        out=out,
+        resume=resume,
         minutes=minutes,
         epochs=epochs,
         max_steps=max_steps,
@@ -116,7 +137,7 @@ class Runtime(str, Enum):
 
 def translate(
     run: Run,
-    texts: Annotated[list[str], typer.Argument(help="Sentences to translate.")],
+    texts: Annotated[list[str], typer.Argument(metavar="TEXTS", help="Sentences to translate.")],
     beam: Beam = 1,
     runtime: Annotated[
         Runtime,

@@ -32,6 +32,8 @@ class Splits:
         src_lang, tgt_lang: language codes of the two sides.
         src_tokenizer_kind, tgt_tokenizer_kind: the tokenizer granularity that suits each
             side (``"char"``, ``"word"`` or ``"bpe"``); a hint for tasks, not a constraint.
+        src_vocab_size, tgt_vocab_size: the vocabulary size that suits each side's
+            ``"bpe"``/``"word"`` tokenizer, or ``None`` (the task's default); also a hint.
     """
 
     train: list[Pair]
@@ -43,6 +45,8 @@ class Splits:
     tgt_lang: str = ""
     src_tokenizer_kind: str = "bpe"
     tgt_tokenizer_kind: str = "bpe"
+    src_vocab_size: int | None = None
+    tgt_vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "valid", "test"):

@@ -4,7 +4,8 @@ Every tokenizer reserves the same special ids: ``<pad>`` = 0, ``<bos>`` = 1, ``<
 ``<unk>`` = 3. Spaces are kept as the ``▁`` marker (SentencePiece's Metaspace), so
 ``decode(encode(text)) == text`` for any text whose characters were seen in training (single,
 repeated, leading and trailing spaces included), and :meth:`Tokenizer.tokens` gives readable
-labels (``"vierundzwanzig zwei"`` -> ``["vier", "und", "zwanzig", "▁zwei"]``) for heatmaps.
+labels (``"vierundzwanzig zwei"`` -> ``["▁vier", "und", "zwanzig", "▁zwei"]``) for heatmaps;
+a word is the same token at the start of a text as after a space (``bpe``, ``word``).
 
 Kinds:
     ``"bpe"``: byte-pair encoding inside space-separated words (real text);
@@ -19,7 +20,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 __all__ = ["BOS", "EOS", "KINDS", "PAD", "SPECIAL_TOKENS", "UNK", "Tokenizer"]
@@ -33,12 +34,14 @@ _SPACE = "▁"
 
 
 def _build(kind: str) -> HFTokenizer:
-    if kind == "bpe":
-        tok = HFTokenizer(models.BPE(unk_token=UNK))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(_SPACE, prepend_scheme="never", split=True)
-        tok.decoder = decoders.Metaspace(_SPACE, prepend_scheme="never", split=True)
-    elif kind == "word":
-        tok = HFTokenizer(models.WordLevel(unk_token=UNK))
+    if kind in ("bpe", "word"):
+        model = models.BPE(unk_token=UNK) if kind == "bpe" else models.WordLevel(unk_token=UNK)
+        tok = HFTokenizer(model)
+        # A ``▁`` before the first word too, so that a word is the same token at the start of
+        # a text as after a space: otherwise "forty-two" alone and the "▁forty-two" of "three
+        # hundred and forty-two" are two tokens, and one seen only in the other place is
+        # unknown. :meth:`Tokenizer.decode` removes exactly that one space again.
+        tok.normalizer = normalizers.Prepend(_SPACE)
         tok.pre_tokenizer = pre_tokenizers.Metaspace(_SPACE, prepend_scheme="never", split=True)
         tok.decoder = decoders.Metaspace(_SPACE, prepend_scheme="never", split=True)
     else:  # char
@@ -66,6 +69,8 @@ class Tokenizer:
             raise ValueError(f"special tokens {SPECIAL_TOKENS} must have ids 0..3, got {ids}")
         self._hf = hf
         self.kind = kind
+        # tokenizers trained before the leading ``▁`` have no normalizer: nothing to remove
+        self._prefixed = isinstance(hf.normalizer, normalizers.Prepend)
 
     @classmethod
     def train(cls, texts: Iterable[str], *, kind: str = "bpe", vocab_size: int = 8000,
@@ -166,7 +171,8 @@ class Tokenizer:
                 break
             if i not in (self.pad_id, self.bos_id):
                 out.append(i)
-        return self._hf.decode(out, skip_special_tokens=False)
+        text = self._hf.decode(out, skip_special_tokens=False)
+        return text[1:] if self._prefixed and text.startswith(" ") else text
 
     def tokens(self, text: str) -> list[str]:
         """The token strings of ``text`` (``▁`` marks a space), one per id of

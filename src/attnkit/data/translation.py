@@ -56,5 +56,5 @@ def load_pairs(spec: str = DEFAULT_SPEC, *, seed: int = 0) -> Splits:
 
 
 def describe_sources() -> str:
-    """One line per registered source: ``prefix  example  summary`` (for ``--help`` text)."""
-    return "\n".join(f"{s.prefix:<10} {s.example:<18} {s.summary}" for s in available_sources())
+    """One line per registered source: ``example: summary`` (for ``--help`` text)."""
+    return "\n".join(f"{s.example}: {s.summary}" for s in available_sources())

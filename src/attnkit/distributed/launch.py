@@ -4,24 +4,32 @@
 ``train`` command with ``--nproc N`` (``N > 1``) in a process that torchrun did not start, it
 runs::
 
-    python -m attnkit.distributed._torchrun --standalone --nproc-per-node N -m attnkit.cli train ...
+    python -m attnkit.distributed._torchrun --standalone --nproc-per-node N -m attnkit train ...
 
 (torchrun without its own traceback when a worker fails; the command line without
 ``--nproc``) and returns the failed worker's exit status; each worker then trains
 data-parallel (:mod:`attnkit.training.parallel`). torchrun tears every worker down when one
-fails. Plain ``torchrun ... -m attnkit.cli train ...`` works the same way on several machines.
+fails. Plain ``torchrun ... -m attnkit train ...`` works the same way on several machines.
 In a worker, ``--nproc`` is dropped and ranks other than 0 print nothing on stdout.
+
+The workers share the machine's cores: unless ``OMP_NUM_THREADS`` is set, each gets
+``cores // N`` threads (so torchrun has nothing to warn about). Ctrl-C reaches the workers,
+which save a checkpoint and stop; the launching process waits for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
+from attnkit import _threads
+
 OPTION = "--nproc"
+NPROC_ENV = "ATTNKIT_NPROC"  # the --nproc a worker was launched with (for its resume command)
 
 
 def is_torchrun_worker() -> bool:
@@ -80,7 +88,7 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
     """The command that runs ``attnkit argv`` on ``nproc`` local processes under torchrun."""
     return [
         sys.executable, "-m", "attnkit.distributed._torchrun", "--standalone",
-        "--nproc-per-node", str(nproc), "-m", "attnkit.cli", *argv,
+        "--nproc-per-node", str(nproc), "-m", "attnkit", *argv,
     ]
 
 
@@ -94,7 +102,16 @@ def handle_nproc(argv: Sequence[str]) -> tuple[list[str], int | None]:
     rest, nproc = split_nproc(argv)
     if nproc is None or nproc == 1 or is_torchrun_worker():
         return rest, None
-    return rest, subprocess.call(torchrun_command(rest, nproc))
+    env = dict(os.environ, **{NPROC_ENV: str(nproc)})
+    _threads.choose_for_workers(nproc, env)
+    process = subprocess.Popen(torchrun_command(rest, nproc), env=env)
+    # Ctrl-C reaches the whole process group: the workers save and stop; this process only
+    # waits for them, whatever signal comes.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return rest, process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

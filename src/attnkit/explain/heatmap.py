@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from attnkit._extras import require
 from attnkit.explain._files import as_path, write_atomic
 
 if TYPE_CHECKING:
@@ -229,14 +230,19 @@ def heads_figure(
 
 
 def _figure(width: float, height: float, dpi: int) -> Figure:
-    from matplotlib.figure import Figure  # lazy: matplotlib is heavy
+    """A matplotlib figure on the Agg canvas (no pyplot, no display).
 
+    Raises:
+        ValueError: ``dpi`` outside ``[20, 600]``.
+        ModuleNotFoundError: matplotlib is missing (the message says what to install).
+    """
     if isinstance(dpi, bool) or not isinstance(dpi, int) or not 20 <= dpi <= 600:
         raise ValueError(f"dpi must be an int in [20, 600], got {dpi!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)  # attach the Agg canvas: no pyplot, no display
+    # lazy: matplotlib is heavy, and only the apps extra installs it
+    figure = require("matplotlib.figure", "drawing pictures")
+    agg = require("matplotlib.backends.backend_agg", "drawing pictures")
+    fig = figure.Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    agg.FigureCanvasAgg(fig)  # attach the Agg canvas
     return fig
 
 

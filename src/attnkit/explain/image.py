@@ -15,6 +15,8 @@ from attnkit.explain.heatmap import _figure, _save
 
 __all__ = ["plot_image_attention"]
 
+MAX_WIDTH_INCHES = 16.0  # default: panels wrap into rows past this width (1,920 px at 120 dpi)
+
 
 def plot_image_attention(
     image: np.ndarray,
@@ -34,7 +36,8 @@ def plot_image_attention(
         words: the ``T`` generated words (the last one the end of the sentence).
         maps: ``(T, H, W)`` attention of each word, upsampled to the image.
         path: the ``.png`` to write.
-        columns: panels per row; default all panels in one row.
+        columns: panels per row; default as many as fit in :data:`MAX_WIDTH_INCHES` (a long
+            caption wraps into rows instead of one very wide picture).
         dpi: resolution.
 
     Raises:
@@ -49,13 +52,14 @@ def plot_image_attention(
             f"maps must be (len(words), H, W) = {(len(words), height, width)}, got {maps.shape}"
         )
     panels = len(words) + 1
-    columns = panels if columns is None else columns
+    panel_w = min(4.0, max(1.6, width / max(height, 1) * 1.2))
+    panel_h = panel_w * height / width + 0.45
+    if columns is None:
+        columns = max(1, int(MAX_WIDTH_INCHES // panel_w))
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns must be an int >= 1, got {columns!r}")
     columns = min(columns, panels)
     rows = math.ceil(panels / columns)
-    panel_w = min(4.0, max(1.6, width / max(height, 1) * 1.2))
-    panel_h = panel_w * height / width + 0.45
     fig = _figure(columns * panel_w, rows * panel_h, dpi)
     axes = fig.subplots(rows, columns, squeeze=False)
     caption = " ".join(words[:-1])

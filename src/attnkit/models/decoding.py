@@ -9,7 +9,9 @@ Shape legend: B batch, K beam size, S source length, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import product
 
 import torch
 from torch import Tensor
@@ -49,6 +51,40 @@ def _start(
     return model.start(src, src_lengths, cache=cache)
 
 
+def repeated_ngram_tokens(history: list[int], n: int) -> list[int]:
+    """The tokens that would make ``history`` repeat one of its own ``n``-grams (none when
+    ``n`` is 0): after ``a b`` with ``n = 3``, every ``c`` that followed an earlier ``a b``.
+    Decoders leave them out ("no repeat n-gram", as in Paulus et al. 2018 and Hugging Face's
+    ``no_repeat_ngram_size``)."""
+    if n <= 0 or len(history) < n - 1:
+        return []
+    prefix = history[len(history) - n + 1 :] if n > 1 else []
+    return [
+        history[i + n - 1]
+        for i in range(len(history) - n + 1)
+        if history[i : i + n - 1] == prefix
+    ]
+
+
+Banned = Callable[[list[int]], list[int]]  # a hypothesis's tokens -> those it may not take next
+
+
+def no_repeats(n: int) -> Banned:
+    """A ``banned`` rule for the decoders: never the token just written (no word twice in a
+    row) nor one that would repeat an ``n``-gram of the hypothesis.
+
+    Raises:
+        ValueError: ``n`` < 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+
+    def banned(history: list[int]) -> list[int]:
+        return [*history[-1:], *repeated_ngram_tokens(history, n)]
+
+    return banned
+
+
 @torch.no_grad()
 def greedy(
     model: Seq2Seq,
@@ -57,8 +93,10 @@ def greedy(
     *,
     max_len: int = 100,
     cache: CachePolicy | None = None,
+    banned: Banned | None = None,
 ) -> Decoded:
-    """Pick the most probable token at every step until ``<eos>`` or ``max_len``."""
+    """Pick the most probable token at every step until ``<eos>`` or ``max_len``, never one
+    that ``banned(output so far)`` lists (e.g. :func:`no_repeats`)."""
     _check(max_len)
     special = model.special
     state = _start(model, src, src_lengths, cache)
@@ -71,6 +109,8 @@ def greedy(
     for _ in range(max_len):
         logits, state = model.step(state, tokens)  # (B, V)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
+        for i in range(b) if banned is not None else ():
+            log_probs[i, banned(out[i])] = float("-inf")
         tokens = log_probs.argmax(dim=-1)  # (B,)
         scores += torch.where(done, 0.0, log_probs.gather(1, tokens[:, None]).squeeze(1))
         if state.attention is not None:
@@ -102,9 +142,11 @@ def beam_search(
     length_penalty_alpha: float = 0.6,
     max_len: int = 100,
     cache: CachePolicy | None = None,
+    banned: Banned | None = None,
 ) -> Decoded:
     """Keep the ``beam_size`` best partial translations; return each item's best finished one by
-    ``log p(Y) / length_penalty(|Y|)``.
+    ``log p(Y) / length_penalty(|Y|)``. No hypothesis takes a token ``banned(hypothesis)``
+    lists (e.g. :func:`no_repeats`).
 
     A hypothesis ends when an ``<eos>`` ranks among the ``beam_size`` best candidates; an item
     stops when no running hypothesis can still beat its best finished one. With
@@ -131,6 +173,8 @@ def beam_search(
         logits, state = model.step(state, tokens)  # (B·K, V)
         vocab = logits.shape[-1]
         candidates = scores.unsqueeze(-1) + torch.log_softmax(logits.float(), -1).view(b, k, vocab)
+        for i, j in product(range(b), range(k)) if banned is not None else ():
+            candidates[i, j, banned(sequences[i][j])] = float("-inf")
         top_scores, top_index = candidates.view(b, k * vocab).topk(2 * k, dim=-1)  # (B, 2K)
         parents = torch.zeros(b, k, dtype=torch.long)
         next_tokens = torch.full((b, k), special.eos, dtype=torch.long)

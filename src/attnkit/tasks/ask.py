@@ -8,7 +8,14 @@
    sentences (one softmax per passage, padded sentences masked with ``KeyLengths``).
 
 The answer lists the passages with their weights and the sentences with theirs; it prints as
-text and renders as a self-contained HTML page with the sentences highlighted by weight.
+text and renders as a self-contained HTML page with each sentence highlighted by the share of
+the question's attention that reached it (passage weight × sentence weight).
+
+Softmax weights always sum to 1, so a question that no document answers still puts its weight
+somewhere. An answer is therefore flagged as *unanswered* when even its closest passage is no
+closer to the question (cosine) than unrelated text often is: below :data:`UNRELATED_COSINE`,
+the cosine that separates the built-in collection's summary lines from their own docstring's
+best passage and from other docstrings' passages with equal errors (docs/experiments.md).
 A folder's passage index (:func:`attnkit.data.documents.build_index`) is built once and cached;
 an edited, added or removed file updates it. Sentence embeddings are computed at question time
 for the few passages shown.
@@ -42,11 +49,16 @@ from attnkit.data.documents import (
     encode_in_batches,
     read_folder,
 )
+from attnkit.data.documents.shipped import ShippedIndex, file_fingerprint
 from attnkit.explain._files import as_path, write_atomic
 
 TEMPERATURE = 20.0  # τ over passages; chosen on the validation split (docs/experiments.md)
 SENTENCE_TEMPERATURE = 10.0  # τ over the sentences of one passage
 MAX_WORDS = 100  # words per passage
+# The equal-error point between real question-answer pairs and unrelated ones: as many
+# summary lines' own best passage fall below it as passages of other docstrings rise above it,
+# about 6 % each (docs/experiments.md).
+UNRELATED_COSINE = 0.24
 
 
 def encoder_id(path: str | Path | None = None) -> str:
@@ -57,6 +69,19 @@ def encoder_id(path: str | Path | None = None) -> str:
     weights = folder / "model.safetensors"
     stat = weights.stat()
     return f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def shipped_index(max_words: int = MAX_WORDS) -> ShippedIndex | None:
+    """The built-in collection's index shipped with attnkit, when it fits the installed
+    MiniLM and ``max_words`` (else ``None``: the passages are encoded)."""
+    from attnkit.models.bert import default_model_path
+
+    index = ShippedIndex.read()
+    if index is None or index.max_words != max_words:
+        return None
+    if index.encoder != file_fingerprint(default_model_path() / "model.safetensors"):
+        return None
+    return index
 
 
 def passage_attention(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
@@ -148,12 +173,21 @@ class Hit:
 
 @dataclass
 class Answer:
-    """The best passages for a question, in order of weight, out of ``passages`` in total."""
+    """The best passages for a question, in order of weight, out of ``passages`` in total.
+
+    ``best_cosine`` is the cosine between the question and its best passage; ``answered``
+    says whether that passage is closer than unrelated text usually is
+    (:data:`UNRELATED_COSINE`)."""
 
     question: str
     hits: list[Hit]
     passages: int
     documents: int
+    best_cosine: float = 1.0
+
+    @property
+    def answered(self) -> bool:
+        return self.best_cosine >= UNRELATED_COSINE
 
 
 class Asker:
@@ -188,10 +222,14 @@ class Asker:
         encoder_name: str | None = None,
         max_words: int = MAX_WORDS,
         progress: bool = False,
+        shipped: ShippedIndex | None = None,
+        announce: Callable[[str], object] | None = None,
         **kwargs: float,
     ) -> Asker:
         """Index ``documents`` (cached under ``collection``; ``None``: no cache) with MiniLM
-        (loaded when ``encoder`` is None; then ``encoder_name`` defaults to its checkpoint)."""
+        (loaded when ``encoder`` is None; then ``encoder_name`` defaults to its checkpoint),
+        taking what ``shipped`` holds instead of encoding it; ``announce`` hears how long
+        the encoding will take (see :func:`~attnkit.data.documents.build_index`)."""
         if encoder is None:
             from attnkit.models import load_bert
 
@@ -205,6 +243,8 @@ class Asker:
             encoder_id=encoder_name,
             max_words=max_words,
             progress=progress,
+            shipped=shipped,
+            announce=announce,
         )
         return cls(index, encoder, **kwargs)
 
@@ -252,7 +292,10 @@ class Asker:
             Hit(p, float(weights[i]), [float(w) for w in sw])
             for i, p, sw in zip(best, passages, sentence_weights, strict=True)
         ]
-        return Answer(question, hits, len(self.index), len(self.index.documents))
+        closest = torch.nn.functional.cosine_similarity(
+            query, self.index.embeddings[best[0]][None].to(query.dtype)
+        )  # (1,)
+        return Answer(question, hits, len(self.index), len(self.index.documents), float(closest))
 
 
 def _encode_fn(encoder: object) -> Callable[[list[str]], Tensor]:
@@ -273,6 +316,8 @@ def render_text(answer: Answer, *, width: int = 100) -> str:
         f"   ({answer.passages} passages of {answer.documents} documents; weights are the "
         f"question's attention)",
     ]
+    if not answer.answered:
+        lines.append(f"   ! {unanswered_note(answer)}")
     for rank, hit in enumerate(answer.hits, start=1):
         bar = "█" * max(1, round(20 * hit.weight))
         p = hit.passage
@@ -294,14 +339,27 @@ header { display: flex; gap: 0.8rem; align-items: center; font-size: 0.9rem; col
 .doc { font-weight: 600; } .track { flex: 1; background: #eee; height: 0.6rem; border-radius: 3px; }
 .bar { background: #3a7bd5; height: 100%; border-radius: 3px; }
 .s { border-radius: 3px; padding: 0 1px; }
+.warn { background: #fff3cd; border: 1px solid #e0c36c; border-radius: 6px; padding: 0.5rem 1rem; }
 """
 
 
+def unanswered_note(answer: Answer) -> str:
+    """One sentence saying why the answer is flagged as unanswered."""
+    return (
+        f"no document seems to answer this: the closest passage has cosine "
+        f"{answer.best_cosine:.2f} with the question, below {UNRELATED_COSINE:.2f}, where "
+        "unrelated text usually lies; the weights below only say which passages are least far"
+    )
+
+
 def render_html(answer: Answer) -> str:
-    """A self-contained HTML page: passages with weight bars, sentences highlighted by weight
-    (opacity relative to the passage's best sentence; exact weights in each tooltip). All
-    document text is HTML-escaped."""
+    """A self-contained HTML page: passages with weight bars, each sentence highlighted by the
+    share of the question's attention that reached it (passage weight × sentence weight; the
+    strongest sentence on the page fully coloured, exact weights in each tooltip), and a
+    warning when the answer is flagged as unanswered. All document text is HTML-escaped."""
     esc = html.escape
+    reached = [hit.weight * w for hit in answer.hits for w in hit.sentence_weights]
+    strongest = max(reached, default=0.0) or 1.0
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -310,14 +368,18 @@ def render_html(answer: Answer) -> str:
         f"<h1>{esc(answer.question)}</h1>",
         f'<p class="note">The question attended over {answer.passages} passages of '
         f"{answer.documents} documents (first level), then over the sentences of the best "
-        "passages (second level). Bars: passage weight. Highlight: sentence weight.</p>",
+        "passages (second level). Bars: passage weight. Highlight: the weight that reached "
+        "each sentence (its passage's weight × its weight within the passage).</p>",
     ]
+    if not answer.answered:
+        parts.append(f'<p class="warn">{esc(unanswered_note(answer))}.</p>')
     for hit in answer.hits:
         p = hit.passage
-        best = max(hit.sentence_weights) or 1.0
         spans = " ".join(
-            f'<span class="s" title="sentence weight {w:.3f}" '
-            f'style="background: rgba(255, 190, 0, {0.85 * w / best:.3f})">{esc(s)}</span>'
+            f'<span class="s" title="weight reaching this sentence {hit.weight * w:.4f} '
+            f'(passage {hit.weight:.3f} × {w:.3f} within it)" '
+            f'style="background: rgba(255, 190, 0, {0.85 * hit.weight * w / strongest:.3f})">'
+            f"{esc(s)}</span>"
             for s, w in zip(p.sentences, hit.sentence_weights, strict=True)
         )
         parts += [

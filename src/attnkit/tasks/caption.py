@@ -150,6 +150,7 @@ class CaptionTask:
         self.data, self.tokenizer, self.settings = data, tokenizer, settings
         self.metric = "exact"
         self.higher_is_better = True
+        self.description = f"{data.name}: {data.description}; {len(data.valid):,} validation images"
 
     def train_batches(
         self, epoch: int, generator: torch.Generator
@@ -210,10 +211,13 @@ class CaptionTask:
         return captioner.evaluate(self.data.valid[: self.settings.eval_examples])
 
     def checkpoint_extras(self) -> CheckpointExtras:
+        held_out = self.data.valid + self.data.test  # drawn like the training images
         config = dataclasses.asdict(self.settings) | {
             "task": "caption",
             "data_name": self.data.name,
             "image_height": self.data.image_height,
+            "max_image_width": max(e.image.shape[1] for e in held_out),
+            "max_caption_words": max(len(e.caption.split()) for e in held_out),
         }
         return CheckpointExtras(config=config, tokenizer_json=self.tokenizer.to_json())
 
@@ -253,7 +257,12 @@ class Captioner:
         tokenizer: the caption tokenizer.
         settings: the settings it was trained with.
         image_height: the height images are resized to.
+        max_image_width, max_caption_words: the widest image (at ``image_height``) and the
+            longest caption of the data it was trained on, when known: a file much wider is
+            refused by :meth:`caption_files` (the model would caption only part of it).
     """
+
+    WIDTH_SLACK = 1.15  # margins and gaps vary: refuse only what is clearly wider
 
     def __init__(
         self,
@@ -262,9 +271,12 @@ class Captioner:
         settings: CaptionSettings,
         *,
         image_height: int,
+        max_image_width: int | None = None,
+        max_caption_words: int | None = None,
     ) -> None:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.image_height = image_height
+        self.max_image_width, self.max_caption_words = max_image_width, max_caption_words
 
     @classmethod
     def load(cls, run: str | os.PathLike[str]) -> Captioner:
@@ -286,7 +298,11 @@ class Captioner:
             raise ValueError(f"{checkpoint.path}: bad captioner configuration: {error}") from None
         checkpoint.load_into(model)
         tokenizer = Tokenizer.from_json(checkpoint.tokenizer_json)
-        return cls(model.eval(), tokenizer, settings, image_height=int(task["image_height"]))
+        return cls(
+            model.eval(), tokenizer, settings, image_height=int(task["image_height"]),
+            max_image_width=task.get("max_image_width"),
+            max_caption_words=task.get("max_caption_words"),
+        )
 
     def prepare(self, image: np.ndarray | Tensor) -> np.ndarray:
         """An array image (bright ink on dark, values in [0, 1]) at the model's height.
@@ -347,13 +363,30 @@ class Captioner:
     def caption_files(
         self, paths: Sequence[str | os.PathLike[str]], *, beam: int = 1
     ) -> tuple[list[FileCaption], list[str]]:
-        """Caption image files; an unreadable file is reported, the others are captioned.
+        """Caption image files; an unreadable file, or one much wider than anything the model
+        was trained on, is reported (it would be captioned only in part), the others are
+        captioned.
 
         Returns:
-            ``(captions, problems)``: a :class:`FileCaption` per readable file, in order, and
-            one message per unreadable file naming it.
+            ``(captions, problems)``: a :class:`FileCaption` per captioned file, in order, and
+            one message per refused file naming it.
         """
         images, problems = read_images(paths, height=self.image_height)
+        if self.max_image_width is not None:
+            limit = int(self.max_image_width * self.WIDTH_SLACK)
+            wide = [(p, im) for p, im in images if im.shape[1] > limit]
+            images = [(p, im) for p, im in images if im.shape[1] <= limit]
+            longest = (
+                f"; its longest caption had {self.max_caption_words} words"
+                if self.max_caption_words else ""
+            )
+            problems += [
+                f"{p}: {im.shape[1]} px wide at height {self.image_height}, wider than the "
+                f"images this model was trained on (at most {self.max_image_width} px"
+                f"{longest}), so it would caption only part of it; cut the picture into "
+                f"parts of at most {self.max_image_width} px and caption each"
+                for p, im in wide
+            ]
         captions = self.caption([image for _, image in images], beam=beam) if images else []
         return [
             FileCaption(p, c, im) for (p, im), c in zip(images, captions, strict=True)

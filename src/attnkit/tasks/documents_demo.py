@@ -5,7 +5,9 @@ plus the first line of each public function's docstring): real text already on t
 Each text becomes a TF-IDF vector. The question is the query, the documents are the keys
 and the values: ``attnkit.attention`` scores the query against every key (cosine similarity
 times a temperature), normalises with softmax and returns the weighted sum of the values,
-whose strongest terms say what the answer is about.
+whose strongest terms say what the answer is about. Terms are matched by their stem
+("compress", "compressed" and "compression" meet) and shown as the word the documents use
+most for that stem ("quoting", never the stem "quot").
 
 Shape legend: Q questions, N documents, V vocabulary.
 """
@@ -132,8 +134,13 @@ def stem(word: str) -> str:
     return word
 
 
+def words(text: str) -> list[str]:
+    """The words of ``text`` that can be terms: lower case, no stop words, 3+ letters."""
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2]
+
+
 def terms(text: str) -> list[str]:
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2]
+    return [stem(w) for w in words(text)]
 
 
 def module_text(name: str) -> str:
@@ -163,8 +170,13 @@ def tfidf(texts: list[list[str]], vocabulary: list[str], idf: Tensor) -> Tensor:
 
 def run(questions: tuple[str, ...] = QUESTIONS, modules: tuple[str, ...] = MODULES) -> DemoResult:
     """Score each question against each module's documentation with ``attnkit.attention``."""
-    doc_terms = [terms(module_text(name)) for name in modules]
+    texts = [module_text(name) for name in modules]
+    doc_terms = [terms(text) for text in texts]
     vocabulary = sorted({t for words in doc_terms for t in words})
+    # how each stem is written most often in the documents, to show it
+    spellings: dict[str, Counter[str]] = {}
+    for word in (w for text in texts for w in words(text)):
+        spellings.setdefault(stem(word), Counter())[word] += 1
     df = Counter(t for words in doc_terms for t in set(words))
     idf = torch.tensor([math.log((1 + len(modules)) / (1 + df[t])) + 1.0 for t in vocabulary])
     keys = tfidf(doc_terms, vocabulary, idf)  # (N, V)
@@ -178,7 +190,10 @@ def run(questions: tuple[str, ...] = QUESTIONS, modules: tuple[str, ...] = MODUL
         return_weights=True,
     )
     weights, out = weights[0, 0], out[0, 0]  # (Q, N), (Q, V)
-    top = [[vocabulary[i] for i in row.topk(5).indices.tolist()] for row in out]
+    top = [
+        [spellings[vocabulary[i]].most_common(1)[0][0] for i in row.topk(5).indices.tolist()]
+        for row in out
+    ]
     return DemoResult(list(modules), list(questions), weights, top)
 
 

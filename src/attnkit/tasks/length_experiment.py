@@ -10,7 +10,6 @@ Without attention quality should fall as sources get longer; with attention it s
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +85,9 @@ def score_by_length(
 
 def plot(results: list[BucketScores], path: Path, title: str) -> Path:
     """BLEU against source length for each model (a PNG like the paper's Figure 2)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from attnkit.explain.heatmap import _figure, _save
 
-    fig = Figure(figsize=(7, 4.5), dpi=130, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(7, 4.5, 130)
     ax = fig.add_subplot()
     centres = [(b.low + b.high) / 2 for b in results]
     for name in results[0].scores:
@@ -101,9 +98,7 @@ def plot(results: list[BucketScores], path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", facecolor="white")
-    return write_atomic(path, buffer.getvalue())
+    return _save(fig, path)
 
 
 def run(
@@ -114,7 +109,7 @@ def run(
     hidden_dim: int = 128,
     buckets: int = 6,
     seed: int = 0,
-    source_tokens: str = "auto",
+    source_tokens: str = "char",
     source_vocab: int = 8000,
 ) -> dict:
     """Train both models for ``minutes`` each into ``out/rnnsearch`` and ``out/rnnenc``, score
@@ -133,7 +128,6 @@ def run(
     training = TrainConfig(
         lr=3e-3,
         warmup_steps=100,
-        decay_steps=1_000_000,
         minutes=minutes,
         eval_every=1000,
         log_every=200,

@@ -173,6 +173,12 @@ class MusicTask:
 
     def __init__(self, data: MusicData, settings: MusicSettings) -> None:
         self.data, self.settings = data, settings
+        sizes = data.sizes()
+        self.description = (
+            f"Bach chorales (music21): {sizes['train_chorales']} training chorales "
+            f"({sizes['train_events']:,} events{', x12 keys' if settings.transpose else ''}), "
+            f"{sizes['valid_chorales']} validation; {settings.voices.upper()} voices"
+        )
         self.valid = eval_windows(
             data.valid, length=settings.window, batch_size=settings.batch_size
         )

@@ -34,6 +34,7 @@ from attnkit.data.speech import (
     load_speech,
     speech_batches,
 )
+from attnkit.data.speech.corpus import espeak_vocabulary
 from attnkit.data.tokenizer import Tokenizer
 from attnkit.models import beam_search, greedy
 from attnkit.models.las import LAS, LASConfig
@@ -152,6 +153,10 @@ class SpeechTask:
         self.lengths = [int(f.shape[0]) for f in train.features]
         self.metric = "cer"  # smooth where WER sits at 100 early in training
         self.higher_is_better = False
+        self.description = (
+            f"{splits.name}: {len(train.texts):,} training utterances, {len(valid.texts):,} "
+            f"validation (held-out voices); {tokenizer.vocab_size} characters"
+        )
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> list[SpeechBatch]:
         groups = speech_batches(
@@ -181,14 +186,22 @@ class SpeechTask:
         return shard_rows(batch, rank, world)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """CER, WER and exact match on the validation utterances; also notes the confidence
+        floor of this model (the 1st percentile of their per-character log-probability),
+        saved with the checkpoint (see :meth:`Transcriber.unsure`)."""
         n = self.settings.eval_examples
         transcriber = Transcriber(model, self.tokenizer, self.settings)  # type: ignore[arg-type]
-        return transcriber.evaluate(self.valid.features[:n], self.valid.texts[:n])
+        heard = transcriber.transcribe_scored(self.valid.features[:n])
+        confidences = torch.tensor([confidence for _, confidence in heard])
+        self.confidence_floor = float(torch.quantile(confidences, 0.01))
+        return recognition_scores([text for text, _ in heard], self.valid.texts[:n])
 
     def checkpoint_extras(self) -> CheckpointExtras:
         config = dataclasses.asdict(self.settings) | {
             "task": TASK_NAME,
             "data_name": self.splits.name,
+            "vocabulary": sorted({w for text in self.train.texts for w in text.split()}),
+            "confidence_floor": getattr(self, "confidence_floor", None),
         }
         return CheckpointExtras(config=config, tokenizer_json=self.tokenizer.to_json())
 
@@ -209,21 +222,39 @@ class Alignment:
 
 @dataclass
 class FileResult:
-    """The transcript of one file (and its features ``(T, M)``), or why it could not be
-    transcribed."""
+    """The transcript of one file (and its features ``(T, M)``), with the model's confidence
+    (mean log-probability per character), or why it could not be transcribed."""
 
     path: Path
     text: str | None
     error: str | None = None
     features: Tensor | None = None
+    confidence: float | None = None
 
 
 class Transcriber:
-    """A trained speech recogniser with its character tokenizer and feature settings."""
+    """A trained speech recogniser with its character tokenizer and feature settings.
 
-    def __init__(self, model: LAS, tokenizer: Tokenizer, settings: SpeechSettings) -> None:
+    Args:
+        vocabulary: the words of its training transcripts (a model spells only what it heard:
+            other words come out as the nearest it knows), when known.
+        confidence_floor: the mean log-probability per character that 99 % of its validation
+            utterances exceed, when known (see :meth:`unsure`).
+    """
+
+    def __init__(
+        self,
+        model: LAS,
+        tokenizer: Tokenizer,
+        settings: SpeechSettings,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        confidence_floor: float | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.features = settings.feature_config()
+        self.vocabulary = None if vocabulary is None else list(vocabulary)
+        self.confidence_floor = confidence_floor
 
     @classmethod
     def load(cls, run: str | os.PathLike[str]) -> Transcriber:
@@ -245,14 +276,34 @@ class Transcriber:
         except TypeError as error:
             raise ValueError(f"{checkpoint.path}: bad LAS configuration: {error}") from None
         checkpoint.load_into(model)
-        return cls(model.eval(), tokenizer, settings)
+        vocabulary = task.get("vocabulary") or espeak_vocabulary(settings.data)
+        return cls(model.eval(), tokenizer, settings, vocabulary=vocabulary,
+                   confidence_floor=task.get("confidence_floor"))
 
-    @torch.no_grad()
+    def unsure(self, confidence: float) -> bool:
+        """Whether a transcript's confidence is below that of 99 % of the validation
+        utterances (never, when the run does not say): then the speech probably holds words
+        outside the vocabulary, or a voice unlike any heard in training."""
+        return self.confidence_floor is not None and confidence < self.confidence_floor
+
     def transcribe(
         self, features: Sequence[Tensor], *, beam: int = 1, batch_size: int = 32
     ) -> list[str]:
         """Transcripts of feature matrices ``[(T_i, M)]`` with greedy decoding (``beam=1``) or
         beam search of width ``beam``.
+
+        Raises:
+            ValueError: ``beam`` < 1 or features of the wrong width.
+        """
+        return [text for text, _ in self.transcribe_scored(features, beam=beam,
+                                                            batch_size=batch_size)]
+
+    @torch.no_grad()
+    def transcribe_scored(
+        self, features: Sequence[Tensor], *, beam: int = 1, batch_size: int = 32
+    ) -> list[tuple[str, float]]:
+        """:meth:`transcribe`, each transcript with its confidence: the mean log-probability
+        per character (``</s>`` included; for beams, the length-normalised score).
 
         Raises:
             ValueError: ``beam`` < 1 or features of the wrong width.
@@ -263,7 +314,7 @@ class Transcriber:
         self.model.eval()
         device = model_device(self.model)
         order = sorted(range(len(features)), key=lambda i: features[i].shape[0])
-        out: dict[int, str] = {}
+        out: dict[int, tuple[str, float]] = {}
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate_speech([features[i] for i in chunk]).to(device)
@@ -276,8 +327,9 @@ class Transcriber:
                 decoded = beam_search(
                     self.model, batch.features, batch.lengths, beam_size=beam, max_len=max_len
                 )
-            for i, ids in zip(chunk, decoded.tokens, strict=True):
-                out[i] = self.tokenizer.decode(ids)
+            for i, ids, score in zip(chunk, decoded.tokens, decoded.scores, strict=True):
+                per_character = score / (len(ids) + 1) if beam == 1 else score
+                out[i] = (self.tokenizer.decode(ids), per_character)
         self.model.train(was_training)
         return [out[i] for i in range(len(features))]
 
@@ -293,9 +345,9 @@ class Transcriber:
             except (ValueError, FileNotFoundError) as error:
                 result.error = str(error)
         good = [r for r in results if r.features is not None]
-        texts = self.transcribe([r.features for r in good], beam=beam) if good else []  # type: ignore[misc]
-        for result, text in zip(good, texts, strict=True):
-            result.text = text
+        heard = self.transcribe_scored([r.features for r in good], beam=beam) if good else []  # type: ignore[misc]
+        for result, (text, confidence) in zip(good, heard, strict=True):
+            result.text, result.confidence = text, confidence
         return results
 
     def evaluate(

@@ -19,6 +19,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from attnkit.data.documents import (
     split_sentences,
 )
 from attnkit.models import beam_search, greedy
+from attnkit.models.decoding import no_repeats
 from attnkit.models.pointer_generator import (
     PointerGenerator,
     PointerGeneratorConfig,
@@ -53,6 +55,10 @@ from attnkit.training import (
 )
 
 Pair = tuple[str, str]  # (body, summary)
+# Decoding never repeats one of its own trigrams nor a word right after itself: a briefly
+# trained model otherwise loops ("Return a given given given the given given."), which the
+# reference summaries never do; docs/experiments.md measures the effect.
+NO_REPEAT_NGRAM = 3
 
 
 @dataclass
@@ -202,6 +208,10 @@ class SummarizationTask:
         self, splits: PairSplits, tokenizer: WordTokenizer, settings: SummarizeSettings
     ) -> None:
         self.splits, self.tokenizer, self.settings = splits, tokenizer, settings
+        self.description = (
+            f"{settings.data}: {len(splits.train):,} (body, summary) training pairs, "
+            f"{len(splits.valid):,} validation; {settings.vocab_size:,} words"
+        )
         encoded = [encode_pair(tokenizer, b, s, settings) for b, s in splits.train]
         self.examples = [(e.source, e.target) for e in encoded]
 
@@ -265,12 +275,22 @@ class Summarizer:
         return cls(model.eval(), tokenizer, settings)
 
     @torch.no_grad()
-    def summarize(self, texts: Sequence[str], *, beam: int = 1, batch_size: int = 32) -> list[str]:
-        """One-line summaries of ``texts`` (greedy, or beam search when ``beam`` > 1).
+    def summarize(
+        self, texts: Sequence[str], *, beam: int = 1, batch_size: int = 32,
+        no_repeat_ngram: int = NO_REPEAT_NGRAM,
+    ) -> list[str]:
+        """One-line summaries of ``texts`` (greedy, or beam search when ``beam`` > 1) that
+        never repeat one of their own ``no_repeat_ngram``-grams nor a word right after itself
+        (:func:`~attnkit.models.decoding.no_repeats`; 0: no such rule).
 
         Raises:
-            ValueError: ``texts`` is a bare string, or ``beam`` < 1.
+            ValueError: ``texts`` is a bare string, ``beam`` < 1 or ``no_repeat_ngram`` < 0.
         """
+        if isinstance(no_repeat_ngram, bool) or not isinstance(no_repeat_ngram, int) or (
+            no_repeat_ngram < 0
+        ):
+            raise ValueError(f"no_repeat_ngram must be an integer >= 0, got {no_repeat_ngram!r}")
+        banned = no_repeats(no_repeat_ngram) if no_repeat_ngram else None
         if isinstance(texts, str):
             raise ValueError("texts must be a list of strings, not a single string")
         if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
@@ -285,29 +305,44 @@ class Summarizer:
             chunk = order[start : start + batch_size]
             batch = collate([(encoded[i].source, [1]) for i in chunk]).to(model_device(self.model))
             if beam == 1:
-                decoded = greedy(self.model, batch.src, batch.src_lengths, max_len=max_len)
+                decoded = greedy(
+                    self.model, batch.src, batch.src_lengths, max_len=max_len, banned=banned
+                )
             else:
                 decoded = beam_search(
-                    self.model, batch.src, batch.src_lengths, beam_size=beam, max_len=max_len
+                    self.model, batch.src, batch.src_lengths, beam_size=beam, max_len=max_len,
+                    banned=banned,
                 )
             for i, ids in zip(chunk, decoded.tokens, strict=True):
                 out[i] = self.tokenizer.decode(ids, encoded[i].oovs)
         self.model.train(was_training)
         return [out[i] for i in range(len(texts))]
 
-    def evaluate(self, pairs: Sequence[Pair], *, beam: int = 1) -> dict[str, float]:
-        """ROUGE-1/2/L F1 of the summaries of ``pairs``' bodies against their summaries, and
+    def evaluate(
+        self, pairs: Sequence[Pair], *, beam: int = 1, no_repeat_ngram: int = NO_REPEAT_NGRAM
+    ) -> dict[str, float]:
+        """ROUGE-1/2/L F1 of the summaries of ``pairs``' bodies against their summaries,
         ``copied``: the percentage of summaries holding a source word that is outside the
-        vocabulary (only the pointer can produce one)."""
+        vocabulary (only the pointer can produce one), and ``repeats``: the percentage that
+        repeat a word bigram ("given given ... given given")."""
         bodies = [b for b, _ in pairs]
-        hypotheses = self.summarize(bodies, beam=beam)
+        hypotheses = self.summarize(bodies, beam=beam, no_repeat_ngram=no_repeat_ngram)
         scores = rouge_scores(hypotheses, [s for _, s in pairs])
+        scores["repeats"] = 100.0 * sum(
+            repeats_bigram(self.tokenizer.words(h)) for h in hypotheses
+        ) / len(pairs)
         copied = 0
         for body, hypothesis in zip(bodies, hypotheses, strict=True):
             oovs = set(encode_pair(self.tokenizer, body, "", self.settings).oovs)
             copied += any(w in oovs for w in self.tokenizer.words(hypothesis))
         scores["copied"] = 100.0 * copied / len(pairs)
         return scores
+
+
+def repeats_bigram(words: Sequence[str]) -> bool:
+    """Whether ``words`` holds some bigram twice."""
+    bigrams = list(pairwise(words))
+    return len(bigrams) != len(set(bigrams))
 
 
 def baseline_scores(pairs: Sequence[Pair]) -> dict[str, float]:

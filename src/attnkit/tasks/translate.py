@@ -50,6 +50,7 @@ from attnkit.training.parallel import shard_rows
 
 MODEL_NAMES = ("rnnsearch", "rnnenc", "transformer")
 TOKEN_KINDS = ("auto", "char", "word", "bpe")  # "auto": what the data source suggests
+DEFAULT_VOCAB = 8000  # bpe/word vocabulary when neither the user nor the data says
 
 
 @dataclass
@@ -71,8 +72,8 @@ class TranslateSettings:
     dropout: float = 0.1
     source_tokens: str = "auto"
     target_tokens: str = "auto"
-    source_vocab: int = 8000
-    target_vocab: int = 8000
+    source_vocab: int | None = None  # None: the data's suggestion, else DEFAULT_VOCAB
+    target_vocab: int | None = None
     batch_size: int = 64
     label_smoothing: float = 0.1
     max_len: int = 256
@@ -91,13 +92,16 @@ class TranslateSettings:
             raise ValueError(
                 f"attention must be one of {sorted(ATTENTIONS)}, got {self.attention!r}"
             )
+        for name in ("source_vocab", "target_vocab"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         for name in (
             "embed_dim",
             "hidden_dim",
             "layers",
             "heads",
-            "source_vocab",
-            "target_vocab",
             "batch_size",
             "max_len",
             "eval_examples",
@@ -154,6 +158,11 @@ class TranslationTask:
         )
         self.metric = "chrf"  # smooth where exact match and BLEU sit at 0 early in training
         self.higher_is_better = True
+        self.description = (
+            f"{splits.name}: {len(splits.train):,} training pairs, {len(splits.valid):,} "
+            f"validation; {source.kind} source tokens ({source.vocab_size:,}), {target.kind} "
+            f"target tokens ({target.vocab_size:,})"
+        )
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> list[Batch]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -322,24 +331,32 @@ def _cross_attention_layers(model: nn.Module) -> list[str]:
 def prepare(settings: TranslateSettings) -> tuple[TranslationTask, Seq2Seq]:
     """Load the data, train the tokenizers on the training split, build task and model."""
     splits = load_pairs(settings.data, seed=settings.seed)
-    source = Tokenizer.train(
-        [s for s, _ in splits.train],
-        kind=splits.src_tokenizer_kind
-        if settings.source_tokens == "auto"
-        else settings.source_tokens,
-        vocab_size=settings.source_vocab,
+    source = _tokenizer(
+        [s for s, _ in splits.train], settings.source_tokens, settings.source_vocab,
+        splits.src_tokenizer_kind, splits.src_vocab_size,
     )
-    target = Tokenizer.train(
-        [t for _, t in splits.train],
-        kind=splits.tgt_tokenizer_kind
-        if settings.target_tokens == "auto"
-        else settings.target_tokens,
-        vocab_size=settings.target_vocab,
+    target = _tokenizer(
+        [t for _, t in splits.train], settings.target_tokens, settings.target_vocab,
+        splits.tgt_tokenizer_kind, splits.tgt_vocab_size,
     )
     task = TranslationTask(splits, source, target, settings)
     torch.manual_seed(settings.seed)
     model = settings.build_model(source.vocab_size, target.vocab_size)
     return task, model
+
+
+def _tokenizer(
+    texts: list[str], kind: str, vocab: int | None, data_kind: str, data_vocab: int | None
+) -> Tokenizer:
+    """A tokenizer trained on the distinct ``texts`` (a data set that repeats short examples
+    to train them more must not skew the vocabulary towards them): the data's suggested kind
+    and size where the settings say ``auto`` / ``None`` (its size only goes with its kind)."""
+    if kind == "auto":
+        kind, suggested = data_kind, data_vocab
+    else:
+        suggested = data_vocab if kind == data_kind else None
+    size = vocab if vocab is not None else suggested or DEFAULT_VOCAB
+    return Tokenizer.train(list(dict.fromkeys(texts)), kind=kind, vocab_size=size)
 
 
 def train_translator(

@@ -2,8 +2,9 @@
 
 German says "vierundzwanzig" (four-and-twenty) for 24: the model must reorder, and its
 attention shows where each English word looked in the German. The German side is cut into
-subwords by a BPE of 60 pieces, which learns the morphemes ("vier", "und", "zwanzig"): short
-sequences train fast, and the attention lands on whole morphemes.
+subwords by a BPE of 60 pieces (the data's suggestion), which learns the morphemes ("vier",
+"und", "zwanzig"): short sequences train fast, and the attention lands on whole morphemes.
+Every number length is trained (num2words repeats the short numbers) and scored on its own.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from attnkit.data.translation import load_pairs
+from attnkit.tasks.alignment_eval import numbers_in
+from attnkit.tasks.magnitudes import Magnitude, Miss, magnitude_table
 from attnkit.tasks.translate import TranslateSettings, Translator, train_translator
 from attnkit.training import TrainConfig
 
@@ -26,40 +27,44 @@ class DemoSummary:
     steps: int
     minutes: float
     scores: dict[str, float]
+    magnitudes: list[Magnitude]
+    misses: list[Miss]
     translations: list[tuple[str, str, str]]  # (German, model's English, reference)
     heatmap: Path
 
 
-def run(out: Path, *, minutes: float = 2.5, max_steps: int = 800) -> DemoSummary:
-    """Train (fresh, into ``out/demo-run``), score the test split, translate the examples and
-    draw the alignment of the first one to ``out/demo_alignment.png``."""
+def run(out: Path, *, minutes: float = 2.5, max_steps: int | None = None) -> DemoSummary:
+    """Train (fresh, into ``out/demo-run``), score the test split overall and by number
+    length, translate the examples and draw the alignment of one to
+    ``out/demo_alignment.png``."""
     from attnkit.explain import plot_heatmap
 
-    # The model is small: its matrix products are too short to gain from a second thread, and
-    # one thread does not stall (OpenMP spin-waits) when other processes share the cores.
-    torch.set_num_threads(1)
     run_dir = out / "demo-run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    settings = TranslateSettings(source_tokens="bpe", source_vocab=60)
+    settings = TranslateSettings()
     training = TrainConfig(
         lr=3e-3,
         warmup_steps=100,
-        decay_steps=max_steps,
         max_steps=max_steps,
         minutes=minutes,
         eval_every=200,
         log_every=100,
     )
     result, translator = train_translator(settings, training, run_dir)
-    test = load_pairs(settings.data, seed=settings.seed).test
+    splits = load_pairs(settings.data, seed=settings.seed)
+    test = splits.test
     scores = translator.evaluate(test)
-    # the first held-out numbers of each length class: units, tens, hundreds, thousands
+    held_out = numbers_in([german for german, _ in test], lang=splits.src_lang)
+    magnitudes, misses = magnitude_table(translator, held_out, splits.src_lang, splits.tgt_lang)
+    # the first held-out numbers of each length class: tens, hundreds, thousands
     shown = sorted(test, key=lambda pair: (len(pair[0]), pair[0]))[:: max(1, len(test) // SHOWN)]
     hypotheses = translator.translate([german for german, _ in shown])
     translations = [(g, h, e) for (g, e), h in zip(shown, hypotheses, strict=True)]
     example = next((g for g, _ in test if "und" in g and "tausend" in g), test[0][0])
     heatmap = draw_alignment(translator, example, out / "demo_alignment.png", plot_heatmap)
-    return DemoSummary(result.steps, result.seconds / 60, scores, translations, heatmap)
+    return DemoSummary(
+        result.steps, result.seconds / 60, scores, magnitudes, misses, translations, heatmap
+    )
 
 
 def draw_alignment(translator: Translator, text: str, path: Path, plot) -> Path:

@@ -15,6 +15,7 @@ from attnkit.training.checkpoint import (
     save_checkpoint,
 )
 from attnkit.training.config import TrainConfig
+from attnkit.training.interrupt import TrainingInterrupted
 from attnkit.training.losses import sequence_cross_entropy
 from attnkit.training.ranks import is_main_process
 from attnkit.training.rng import epoch_generator
@@ -34,6 +35,7 @@ __all__ = [
     "TrainTask",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "WarmupCosine",
     "build_optimizer",
     "epoch_generator",

@@ -60,14 +60,16 @@ class TrainConfig:
             only (biases and norm scales are not decayed).
         betas, eps: AdamW moments.
         warmup_steps: updates ``1..warmup_steps`` use ``lr * t / warmup_steps``.
-        decay_steps: length of the whole schedule in updates (warm-up included); after it the
-            learning rate stays at ``lr * min_lr_ratio``. ``None``: ``epochs`` x batches per epoch
-            when the task's batches have a ``len()``, else ``max_steps``.
+        decay_steps: length of the whole schedule in updates (warm-up included), whatever the
+            budgets; after it the learning rate stays at ``lr * min_lr_ratio``. ``None``: the
+            budgets decide: ``epochs`` x batches per epoch (when the task's batches have a
+            ``len()``) or ``max_steps``, and ``minutes``, whichever ends first (``schedule.py``).
         min_lr_ratio: the floor of the cosine, as a fraction of ``lr``.
         max_grad_norm: clip the global gradient norm to this; ``None`` disables clipping.
         epochs: passes over ``train_batches``; ``None`` for no epoch limit.
         max_steps: stop after this many updates in total (counting resumed ones).
-        minutes: stop when this much wall time has passed in one ``fit()`` call.
+        minutes: stop when the run has trained this much wall time, counting the time
+            before a resume (as ``max_steps`` counts resumed updates).
         eval_every: evaluate (and checkpoint) every this many updates; evaluation also runs at
             the end of each epoch and when training stops. ``None``: only those.
         log_every: one progress line / history entry every this many updates.

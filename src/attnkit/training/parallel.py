@@ -213,6 +213,7 @@ class DataParallel:
                 f"process, or give the task a shard method"
             )
         self.task = task
+        self.stop_requested = False  # a rank received SIGINT/SIGTERM (agreed each update)
         device = model_device(model)
         self.device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self.ddp = DistributedDataParallel(
@@ -234,10 +235,18 @@ class DataParallel:
             return self.task.shard(batch, 0, 1), self.rank == 0
 
     def agree_step(
-        self, loss: float, tokens: int, problem: BaseException | None, step: int
-    ) -> tuple[float, int, list[int]]:
+        self,
+        loss: float,
+        tokens: int,
+        problem: BaseException | None,
+        step: int,
+        seconds: float = 0.0,
+        stop: bool = False,
+    ) -> tuple[float, int, list[int], float]:
         """All-reduce this rank's loss, token count and state; return the token-mean loss over
-        every rank, the global token count, and the ranks whose loss is not finite.
+        every rank, the global token count, the ranks whose loss is not finite, and the mean
+        of the ranks' ``seconds`` (one clock for every rank's budget and schedule).
+        :attr:`stop_requested` becomes true when any rank passed ``stop``.
 
         Raises:
             this rank's ``problem``, or :class:`RankFailed` when another rank's ``task.loss``
@@ -245,11 +254,13 @@ class DataParallel:
         """
         failed = problem is not None
         finite = not failed and math.isfinite(loss)
-        row = torch.zeros(3 + self.world, dtype=torch.float64)
+        row = torch.zeros(5 + self.world, dtype=torch.float64)
         row[0] = loss * tokens if finite else 0.0
         row[1] = 0 if failed else tokens
         row[2] = float(failed)
-        row[3 + self.rank] = 0.0 if finite or failed else 1.0
+        row[3] = seconds / self.world
+        row[4] = float(stop)
+        row[5 + self.rank] = 0.0 if finite or failed else 1.0
         row = row.to(self.device)
         dist.all_reduce(row)
         row = row.cpu()
@@ -260,10 +271,11 @@ class DataParallel:
                 f"{int(row[2])} other process(es) failed in task.loss at step {step}; "
                 f"rank {self.rank} stops too (see their error)"
             )
-        bad = [r for r in range(self.world) if row[3 + r] > 0]
+        bad = [r for r in range(self.world) if row[5 + r] > 0]
         total = int(row[1])
         mean = float(row[0]) / total if total > 0 else math.nan
-        return mean, total, bad
+        self.stop_requested = self.stop_requested or bool(row[4] > 0)
+        return mean, total, bad, float(row[3])
 
     def scale(self, loss: Tensor, tokens: int, total: int) -> Tensor:
         """``loss · tokens · world / total``: after DDP's averaging, the gradient of the

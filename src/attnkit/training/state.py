@@ -29,10 +29,11 @@ class RunState:
     """Where a run is: saved in ``trainer_state.json`` and restored on resume.
 
     ``epoch`` is the epoch in progress (0-based) and ``batch_in_epoch`` how many of its
-    batches were trained on; ``seconds`` is the wall time of earlier ``fit()`` calls.
+    batches were trained on; ``seconds`` is the wall time of earlier ``fit()`` calls;
+    ``decay_steps`` is the schedule's length in updates (``None``: it follows the time budget).
     """
 
-    decay_steps: int
+    decay_steps: int | None
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0

@@ -59,6 +59,7 @@ class TrainTask(Protocol):
     Attributes:
         metric: the key of :meth:`evaluate`'s result that decides the best checkpoint.
         higher_is_better: whether a larger ``metric`` is better (BLEU) or worse (loss).
+        description: optional; one line on what it trains on, shown in the training header.
     """
 
     metric: str

@@ -9,6 +9,10 @@ On several processes (torchrun, ``attnkit train ... --nproc N``) it trains data-
 (:mod:`attnkit.training.parallel`): each rank takes its rows of the same batch, gradients are
 averaged by ``DistributedDataParallel`` so they equal one process's, and only rank 0 evaluates,
 logs and writes checkpoints.
+
+It starts by printing a header (data, model size and device, threads, budget and schedule,
+checkpoint folder). SIGINT or SIGTERM stops it after the current update with a checkpoint
+saved (:mod:`attnkit.training.interrupt`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from attnkit.training.checkpoint import (
     save_checkpoint,
 )
 from attnkit.training.config import RESUME_FIELDS, TrainConfig
+from attnkit.training.header import header_lines
+from attnkit.training.interrupt import StopSignals, TrainingInterrupted
 from attnkit.training.parallel import DataParallel, init_from_env
 from attnkit.training.progress import Progress
 from attnkit.training.ranks import is_main_process
@@ -41,7 +47,7 @@ from attnkit.training.rng import (
     restore_rng_state,
     seed_everything,
 )
-from attnkit.training.schedule import build_optimizer
+from attnkit.training.schedule import build_optimizer, time_budget
 from attnkit.training.state import RunState, TrainingDiverged, TrainResult
 from attnkit.training.store import RunDir
 from attnkit.training.task import StepLoss, TrainTask, check_step_loss, check_task, model_device
@@ -107,6 +113,8 @@ class Trainer:
                 (named); a task returning no batches or bad metrics.
             CheckpointError: the checkpoint to resume is corrupted or does not fit the model.
             TrainingDiverged: the loss or gradient norm became NaN/Inf (the step is named).
+            TrainingInterrupted: SIGINT or SIGTERM arrived; the current update was finished
+                and saved first (the exception names the checkpoint).
         """
         start = self.clock()
         checkpoint = self._checkpoint_to_resume(resume)
@@ -114,20 +122,36 @@ class Trainer:
         state = self._start_state(checkpoint, epoch_length)
         self.optimizer, self.scheduler = build_optimizer(self.model, self.config, state.decay_steps)
         rng_state = self._restore(checkpoint) if checkpoint is not None else None
+        self.schedule = self.scheduler.lr_lambdas[0]
+        # Budgets may change on resume: the schedule follows this run's time budget.
+        self.schedule.budget_seconds = time_budget(self.config)
+        self.start, self.now = start, state.seconds
         self.progress = Progress(
             total=self._total_steps(epoch_length), initial=state.step,
             log_every=self.config.log_every, clock=self.clock, stream=self.stream,
             enabled=self.main,
         )
+        for line in header_lines(
+            model=self.model, description=getattr(self.task, "description", None),
+            config=self.config, run_dir=self.run.root if self.run else None,
+            decay_steps=state.decay_steps,
+            world=self.parallel.world if self.parallel is not None else 1,
+        ):
+            self.progress.write(line)
         if checkpoint is not None:
             self.progress.write(f"resuming {checkpoint.path} at step {state.step}")
         self.model.train()
-        try:
-            stop_reason = self._loop(state, rng_state, start)
-            if state.last_eval_step != state.step or not state.final_metrics:
-                self._evaluate_and_save(state, start)
-        finally:
-            self.progress.close()
+        with StopSignals() as self.signals:
+            try:
+                stop_reason = self._loop(state, rng_state)
+                if stop_reason != "interrupted" and (
+                    state.last_eval_step != state.step or not state.final_metrics
+                ):
+                    self._evaluate_and_save(state)
+                if stop_reason == "interrupted" or self.signals.requested is not None:
+                    raise self._interrupted(state)
+            finally:
+                self.progress.close()
         if self.parallel is not None:
             self.parallel.barrier()  # rank 0's last checkpoint is on disk for every rank
         return TrainResult(
@@ -161,6 +185,21 @@ class Trainer:
             )
         return load_checkpoint(last)
 
+    def _interrupted(self, state: RunState) -> TrainingInterrupted:
+        """Save the current update (unless its checkpoint exists) and say where it is."""
+        saved = self.run.pointer("last") if self.run is not None else None
+        if self.run is not None and state.last_eval_step != state.step:
+            self._save(state, improved=False)
+            saved = self.run.pointer("last")
+        if self.parallel is not None:
+            self.parallel.barrier()  # rank 0's checkpoint is on disk before any rank exits
+        name = self.signals.name or "a stop signal"
+        where = f"saved {saved}" if saved is not None else "nothing saved (no run_dir)"
+        return TrainingInterrupted(
+            f"{name} at step {state.step}: {where}", step=state.step, checkpoint=saved,
+            signal_name=name,
+        )
+
     def _epoch_length(self) -> int | None:
         """Batches per epoch when the task's batches have a ``len()``, else ``None``."""
         batches = self.task.train_batches(0, epoch_generator(self.config.seed, 0))
@@ -186,14 +225,15 @@ class Trainer:
         self._check_resume_config(checkpoint.trainer_state, checkpoint.path)
         return state
 
-    def _decay_steps(self, epoch_length: int | None) -> int:
+    def _decay_steps(self, epoch_length: int | None) -> int | None:
+        """The schedule's length in updates, or ``None`` when only the time budget bounds it."""
         if self.config.decay_steps is not None:
             return self.config.decay_steps
         total = self._total_steps(epoch_length)
-        if total is None:
+        if total is None and self.config.minutes is None:
             raise ValueError(
                 "cannot tell how long the learning-rate schedule is: set TrainConfig.decay_steps "
-                "(max_steps is None and the task's train_batches() has no len())"
+                "or minutes (max_steps is None and the task's train_batches() has no len())"
             )
         return total
 
@@ -237,12 +277,25 @@ class Trainer:
         return None
 
     # ---------------------------------------------------------------------------- loop
-    def _budget_spent(self, state: RunState, start: float) -> str | None:
+    def _seconds(self, state: RunState) -> float:
+        """The wall time this run has trained, resumed runs included. On several processes it
+        is the value the ranks agreed on at the last update (one clock for the schedule and
+        the budget, so every rank stops at the same update with the same learning rate)."""
+        if self.parallel is None:
+            self.now = state.seconds + self.clock() - self.start
+        return self.now
+
+    def _budget_spent(self, state: RunState) -> str | None:
         if self.config.max_steps is not None and state.step >= self.config.max_steps:
             return "max_steps"
-        if self.config.minutes is not None and self.clock() - start >= self.config.minutes * 60:
+        if self.config.minutes is not None and self._seconds(state) >= self.config.minutes * 60:
             return "time"
         return None
+
+    def _stop_requested(self) -> bool:
+        if self.parallel is not None:
+            return self.parallel.stop_requested  # agreed at the last update
+        return self.signals.requested is not None
 
     def _epoch_batches(self, state: RunState) -> Iterator[Any]:
         """The batches of ``state.epoch`` after the ``state.batch_in_epoch`` already trained on."""
@@ -253,12 +306,12 @@ class Trainer:
                 break
         return batches
 
-    def _loop(self, state: RunState, rng_state: dict[str, Any] | None, start: float) -> str:
+    def _loop(self, state: RunState, rng_state: dict[str, Any] | None) -> str:
         eval_every = self.config.eval_every
         while True:
             if self.config.epochs is not None and state.epoch >= self.config.epochs:
                 return "epochs"
-            reason = self._budget_spent(state, start)
+            reason = self._budget_spent(state)
             if reason is not None:
                 return reason
             batches = self._epoch_batches(state)
@@ -269,9 +322,11 @@ class Trainer:
             for batch in batches:
                 trained_any = True
                 self._train_step(batch, state)
+                if self._stop_requested():
+                    return "interrupted"
                 if eval_every is not None and state.step % eval_every == 0:
-                    self._evaluate_and_save(state, start)
-                reason = self._budget_spent(state, start)
+                    self._evaluate_and_save(state)
+                reason = self._budget_spent(state)
                 if reason is not None:
                     return reason
             if not trained_any:
@@ -279,7 +334,7 @@ class Trainer:
             state.epoch += 1
             state.batch_in_epoch = 0
             if state.last_eval_step != state.step:
-                self._evaluate_and_save(state, start)
+                self._evaluate_and_save(state)
 
     def _train_step(self, batch: Any, state: RunState) -> None:
         step = state.step + 1
@@ -306,6 +361,8 @@ class Trainer:
                 f"the gradient norm is {norm} (non-finite gradients in {bad[:5]})", step, state
             )
         self.optimizer.step()
+        if self.schedule.budget_seconds is not None:  # a time budget drives the schedule
+            self.schedule.seconds = self._seconds(state)
         self.scheduler.step()
         state.step = step
         state.batch_in_epoch += 1
@@ -336,7 +393,9 @@ class Trainer:
         except Exception as error:  # every rank must hear of it before the backward
             problem, loss = error, math.nan
         tokens = result.tokens if result is not None and counts else 0
-        mean, total, bad = parallel.agree_step(loss, tokens, problem, step)
+        stop = self.signals.requested is not None
+        now = state.seconds + self.clock() - self.start
+        mean, total, bad, self.now = parallel.agree_step(loss, tokens, problem, step, now, stop)
         assert result is not None  # agree_step raised otherwise
         if bad:
             what = f"the loss is not finite on rank(s) {bad}"
@@ -392,7 +451,7 @@ class Trainer:
             raise ValueError(f"task.evaluate returned {self.task.metric}=nan")
         return metrics
 
-    def _evaluate_and_save(self, state: RunState, start: float) -> None:
+    def _evaluate_and_save(self, state: RunState) -> None:
         metrics = self._evaluate()
         record = {"step": state.step, "epoch": state.epoch, "split": "valid", **metrics}
         state.history.append(record)
@@ -407,15 +466,19 @@ class Trainer:
             f"eval step {state.step}: {shown} (best {self.task.metric} "
             f"{state.best_metric:.4g} at step {state.best_step})"
         )
+        self._save(state, improved=improved)
+
+    def _save(self, state: RunState, *, improved: bool) -> None:
+        """Checkpoint the current update (``best`` too when ``improved``); a collective on
+        several processes (every rank's RNG state is gathered), rank 0 writes."""
         rng = capture_rng_state()
         every_rank = None
         if self.parallel is not None and self.run is not None:  # a collective: every rank
             every_rank = self.parallel.gather_objects(rng)
         if self.run is None or not self.main:
             return
-        elapsed = self.clock() - start
         trainer_state = state.to_json()
-        trainer_state["seconds"] = state.seconds + elapsed
+        trainer_state["seconds"] = self._seconds(state)
         trainer_state.update(
             metric=self.task.metric,
             higher_is_better=self.task.higher_is_better,

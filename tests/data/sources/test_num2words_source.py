@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 pytest.importorskip("num2words", reason="PyPI num2words is not installed")
@@ -33,16 +35,31 @@ def test_hand_written_german_english_pairs() -> None:
 
 
 def test_splits_cover_the_range_once_and_contain_known_pairs(small) -> None:
-    everything = small.train + small.valid + small.test
-    assert len(everything) == 2000 == len(set(everything))
+    everything = set(small.train + small.valid + small.test)
+    assert len(everything) == 2000
     for pair in GERMAN_ENGLISH.values():
         assert pair in everything
     assert not set(small.train) & set(small.test)
     assert not set(small.train) & set(small.valid)
     assert not set(small.valid) & set(small.test)
-    assert small.sizes() == {"train": 1800, "valid": 100, "test": 100}
+    assert len(small.valid) == len(set(small.valid)) and len(small.test) == len(set(small.test))
+    assert len(set(small.train)) + len(small.valid) + len(small.test) == 2000
     assert (small.src_lang, small.tgt_lang) == ("de", "en")
-    assert (small.src_tokenizer_kind, small.tgt_tokenizer_kind) == ("char", "word")
+    # English number words recur: words; each German number is one compound word: BPE
+    # pieces (its morphemes), of a small vocabulary.
+    assert (small.src_tokenizer_kind, small.tgt_tokenizer_kind) == ("bpe", "word")
+    assert (small.src_vocab_size, small.tgt_vocab_size) == (60, None)
+
+
+def test_every_magnitude_is_trained(small) -> None:
+    english = {e: n for n, (_, e) in enumerate(number_pairs(list(range(2000)), "de", "en"))}
+    held_out = [english[e] for _, e in small.valid + small.test]
+    assert min(held_out) >= 20  # eleven, zwölf: words of their own, only training teaches them
+    digits = Counter(len(str(english[e])) for _, e in small.train)
+    # 0..1999: 10 one-digit, 90 two-digit numbers; each digit count still gets a fair share
+    share = len(set(small.train)) / 4
+    assert all(count >= share for count in digits.values()), digits
+    assert digits[4] == sum(len(str(english[e])) == 4 for _, e in set(small.train))
 
 
 def test_split_is_deterministic_and_seed_dependent(small) -> None:
@@ -58,7 +75,7 @@ def test_other_directions_and_digits() -> None:
 
 def test_long_numbers_are_drawn_with_a_spread_of_lengths() -> None:
     splits = load_pairs("num2words:digits-en:max=1000000000,n=400", seed=2)
-    digits = [len(src) for src, _ in splits.train + splits.valid + splits.test]
+    digits = [len(src) for src, _ in set(splits.train + splits.valid + splits.test)]
     assert len(digits) == 400
     assert min(digits) <= 2 and max(digits) >= 9
     # Digit counts 1..10 are equally likely: about 40 of each, not 90% nine-digit numbers.

@@ -10,7 +10,10 @@ SHA-256 digests as metadata), written to a temporary name and renamed.
 On the next build each document is looked up by ``(name, digest)``: an unchanged document reuses
 its rows, an edited or new one is re-encoded, a deleted one is dropped, and the cache is
 rewritten only when something changed. :attr:`PassageIndex.encoded` says which documents were
-(re-)encoded, so "editing a file rebuilds the index" is observable.
+(re-)encoded, so "editing a file rebuilds the index" is observable. A document missing from
+the cache is looked up in a shipped index (:mod:`~attnkit.data.documents.shipped`) before it
+is encoded. When passages must be encoded, how long it will take is announced first (timed on
+the first batch), then a progress bar runs.
 
 Shape legend: N passages, E embedding size.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from torch import Tensor
 
 from attnkit.data.cache import cache_dir
 from attnkit.data.documents.folder import Document
+from attnkit.data.documents.shipped import ShippedIndex, read_embeddings
 from attnkit.data.documents.text import split_passages
 from attnkit.explain._files import write_atomic
 
@@ -89,13 +94,13 @@ def encode_in_batches(
     texts: Sequence[str],
     *,
     batch_size: int = 32,
-    on_batch: Callable[[int], object] | None = None,
+    on_batch: Callable[[list[str]], object] | None = None,
 ) -> Tensor:
     """``encode`` applied to ``texts`` in batches of similar length (less padding), rows
     returned in the order of ``texts``: ``(len(texts), E)`` float32.
 
-    ``on_batch(n)`` is called after each batch of ``n`` texts (a caller's progress bar, e.g.
-    ``tqdm.update``).
+    ``on_batch(texts)`` is called after each batch with the texts it encoded (a caller's
+    progress bar and time estimate).
 
     Raises:
         ValueError: ``encode`` returns the wrong number of rows or non-finite values.
@@ -114,7 +119,7 @@ def encode_in_batches(
             raise ValueError("encode returned NaN or infinite embeddings")
         rows.update(zip(chunk, out, strict=True))
         if on_batch is not None:
-            on_batch(len(chunk))
+            on_batch([texts[i] for i in chunk])
     if not rows:
         return torch.zeros(0, 0)
     return torch.stack([rows[i] for i in range(len(texts))])  # (N, E)
@@ -128,19 +133,16 @@ def _cache_path(collection: str, encoder_id: str, max_words: int) -> Path:
 
 
 def _read(path: Path) -> tuple[dict[tuple[str, str], tuple[list[Passage], Tensor]], int] | None:
-    """The cached passages and rows of each ``(name, digest)``, or ``None`` if unusable."""
-    from safetensors import safe_open
-
+    """The cached passages and rows of each ``(name, digest)``, or ``None`` if unusable (a
+    corrupt or foreign cache is rebuilt, never trusted)."""
+    found = read_embeddings(path, _FORMAT, _FORMAT_VERSION)
+    if found is None or "passages" not in found[0]:
+        return None
+    meta, documents, embeddings = found
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            embeddings = fh.get_tensor("embeddings")
-        if meta.get("format") != _FORMAT or int(meta.get("version", -1)) != _FORMAT_VERSION:
-            return None
-        documents = json.loads(meta["documents"])
         passages = json.loads(meta["passages"])
-    except Exception:  # safetensors raises its own SafetensorError; any failure: rebuild
-        return None  # a corrupt or foreign cache is rebuilt, never trusted
+    except ValueError:
+        return None
     out: dict[tuple[str, str], tuple[list[Passage], Tensor]] = {}
     row = 0
     for (name, digest, count), group in zip(documents, _group(passages, documents), strict=True):
@@ -192,6 +194,8 @@ def build_index(
     batch_size: int = 32,
     progress: bool = False,
     save_every: int = 2048,
+    shipped: ShippedIndex | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> PassageIndex:
     """Cut ``documents`` into passages and embed them, reusing the cache where it is valid.
 
@@ -209,6 +213,10 @@ def build_index(
         batch_size: texts per call to ``encode``.
         progress: show a progress bar while encoding.
         save_every: passages encoded between two writes of the cache.
+        shipped: rows to take for documents the cache lacks (when name, digest and passage
+            count match), instead of encoding them.
+        announce: called with one line saying how many passages must be encoded and about
+            how long that will take (after the first batch), when any must be.
 
     Raises:
         ValueError: no documents, duplicate names, no passage in any document, or
@@ -236,22 +244,19 @@ def build_index(
             Passage(doc.name, n, tuple(sentences))
             for n, sentences in enumerate(split_passages(doc.text, max_words=max_words))
         ]
-        parts.append((passages, None))
-        fresh.append((i, passages))
+        rows = shipped.lookup(doc.name, doc.digest, len(passages)) if shipped else None
+        parts.append((passages, rows))
+        if rows is None:
+            fresh.append((i, passages))
     if not any(passages for passages, _ in parts):
         raise ValueError(f"build_index: no text to index in {len(documents)} documents")
     groups = _groups(fresh, save_every)
-    bar = None
-    if progress and fresh:
-        from tqdm.auto import tqdm
-
-        total = sum(len(passages) for _, passages in fresh)
-        bar = tqdm(total=total, desc="encoding passages", unit="passage", leave=False)
+    watch = _Watch(fresh, progress=progress, announce=announce)
     try:
         for g, group in enumerate(groups):
             texts = [p.text for _, passages in group for p in passages]
             rows = encode_in_batches(
-                encode, texts, batch_size=batch_size, on_batch=None if bar is None else bar.update
+                encode, texts, batch_size=batch_size, on_batch=watch.batch
             )  # (n, E)
             start = 0
             for i, passages in group:
@@ -260,16 +265,69 @@ def build_index(
             if path is not None and g + 1 < len(groups):
                 _write_parts(path, documents, parts)  # what is encoded so far survives a stop
     finally:
-        if bar is not None:
-            bar.close()
+        watch.close()
     all_passages = [p for passages, _ in parts for p in passages]
     embeddings = torch.cat(_rows(parts))  # (N, E)
-    changed = bool(fresh) or len(reusable) != len(documents)
+    changed = len(reusable) != len(documents) or any(
+        reusable.get((d.name, d.digest)) is None for d in documents
+    )
     if path is not None and changed:
         _write_parts(path, documents, parts)
     return PassageIndex(
         all_passages, embeddings, names, [documents[i].name for i, _ in fresh], path
     )
+
+
+class _Watch:
+    """The progress of encoding: after the first batch, when more remain, one line with the
+    time it will take (measured per character of text on this machine), then a progress bar."""
+
+    def __init__(
+        self,
+        fresh: list[tuple[int, list[Passage]]],
+        *,
+        progress: bool,
+        announce: Callable[[str], object] | None,
+    ) -> None:
+        self.total = sum(len(passages) for _, passages in fresh)
+        self.chars = sum(len(p.text) for _, passages in fresh for p in passages)
+        self.progress, self.announce = progress, announce
+        self.start = time.monotonic()
+        self.done_chars = self.done = 0
+        self.bar = None
+        self.announced = False
+
+    def batch(self, texts: list[str]) -> None:
+        self.done_chars += sum(len(t) for t in texts)
+        self.done += len(texts)
+        if not self.announced and self.done < self.total:  # more to come: say how long
+            self.announced = True
+            seconds = (time.monotonic() - self.start) * self.chars / self.done_chars
+            if self.announce is not None:
+                self.announce(
+                    f"encoding {self.total:,} passages that are not indexed yet: about "
+                    f"{_duration(seconds)} on this machine (once; later runs reuse them)"
+                )
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=self.total, initial=self.done, desc="encoding passages",
+                                unit="passage", leave=False)
+            return
+        if self.bar is not None:
+            self.bar.update(len(texts))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _groups(

@@ -23,10 +23,25 @@ from pathlib import Path
 
 from attnkit.data.errors import DataError, DataFileNotFoundError
 from attnkit.data.speech import synth
-from attnkit.data.speech.text import KINDS, held_out, make_texts, normalize_transcript
+from attnkit.data.speech.text import (
+    KINDS,
+    grammar_words,
+    held_out,
+    make_texts,
+    normalize_transcript,
+    vocabulary,
+)
 from attnkit.data.text import utf8_lines
 
-__all__ = ["DEFAULT_SPEECH_SPEC", "SpeechSplits", "Utterance", "describe", "load_speech"]
+__all__ = [
+    "DEFAULT_SPEECH_SPEC",
+    "SpeechSplits",
+    "Utterance",
+    "describe",
+    "describe_vocabulary",
+    "espeak_vocabulary",
+    "load_speech",
+]
 
 DEFAULT_SPEECH_SPEC = "espeak:mixed"
 TRANSCRIPTS = "transcripts.tsv"
@@ -60,6 +75,34 @@ def describe() -> str:
         "folder:PATH[:valid=0.1,test=0.1,seed=0]: PATH/transcripts.tsv lines "
         "'file.wav<TAB>text[<TAB>speaker]'."
     )
+
+
+def espeak_vocabulary(spec: str) -> list[str] | None:
+    """The words an ``espeak`` spec's speech can hold (``None`` for other specs)."""
+    source, _, rest = spec.partition(":")
+    if source != "espeak":
+        return None
+    kind, _ = _kind_and_options(rest)
+    return vocabulary(kind)
+
+
+def describe_vocabulary(spec: str = DEFAULT_SPEECH_SPEC) -> str:
+    """One paragraph on what a model trained on ``spec`` can recognise (for help and output)."""
+    words = espeak_vocabulary(spec)
+    if words is None:
+        return f"A model trained on {spec} knows the words of its transcripts only."
+    kind, _ = _kind_and_options(spec.partition(":")[2])
+    parts = {"numbers": "numbers 0 to 999 in words ('four hundred and eighty nine')",
+             "sentences": f"sentences of a small grammar of {len(grammar_words())} words ('my "
+                          "sister painted two green boxes near the river')"}
+    said = " and ".join(v for k, v in parts.items() if kind in (k, "mixed"))
+    text = (
+        f"A model trained on {spec} knows {len(words)} words: {said}. Other words come out as "
+        "the nearest ones it knows."
+    )
+    if kind != "numbers":
+        text += f" The grammar's words: {', '.join(grammar_words())}."
+    return text
 
 
 def load_speech(spec: str = DEFAULT_SPEECH_SPEC, *, progress: bool = True) -> SpeechSplits:

@@ -14,7 +14,17 @@ import random
 import re
 import unicodedata
 
-__all__ = ["KINDS", "held_out", "make_texts", "normalize_transcript", "number_phrase", "sentence"]
+__all__ = [
+    "KINDS",
+    "grammar_words",
+    "held_out",
+    "make_texts",
+    "normalize_transcript",
+    "number_phrase",
+    "number_words",
+    "sentence",
+    "vocabulary",
+]
 
 KINDS = ("numbers", "sentences", "mixed")
 
@@ -88,6 +98,36 @@ def make_texts(kind: str, count: int, seed: int, *, exclude: set[str] | None = N
         if text not in banned:
             out.append(text)
     return out
+
+
+def number_words() -> list[str]:
+    """The words of the number phrases (0..999 in English words), sorted."""
+    from num2words import num2words
+
+    return sorted({w for n in range(1000) for w in normalize_transcript(num2words(n)).split()})
+
+
+def grammar_words() -> list[str]:
+    """The words of the sentence grammar, sorted."""
+    phrases = [*SUBJECTS, *VERBS, *DETERMINERS, "an", *ADJECTIVES, *NOUNS, *NOUNS.values(),
+               *PLACES]
+    return sorted({w for phrase in phrases for w in phrase.split()})
+
+
+def vocabulary(kind: str) -> list[str]:
+    """Every word the espeak data of ``kind`` can say, sorted.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    words = set()
+    if kind in ("numbers", "mixed"):
+        words.update(number_words())
+    if kind in ("sentences", "mixed"):
+        words.update(grammar_words())
+    return sorted(words)
 
 
 def held_out(texts: list[str], *, min_words: int = 3) -> set[str]:

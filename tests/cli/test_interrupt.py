@@ -1,0 +1,75 @@
+"""Ctrl-C and SIGTERM during ``attnkit train``: a checkpoint, one line with the command that
+resumes, status 130; ``--resume`` and ``--out`` checked before any data is loaded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnkit.cli import run
+from attnkit.training import load_checkpoint
+
+TINY = ["train", "translate", "--data", "num2words:de-en:max=99", "--hidden-dim", "8",
+        "--embed-dim", "8", "--eval-every", "100000"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_and_prints_the_resume_command(
+    tmp_path: Path, sig: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    err = tmp_path / "stderr.txt"
+    argv = [*TINY, "--max-steps", "1000000", "--out", str(out)]
+    with open(err, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "attnkit", *argv], stderr=stderr,
+                                   stdout=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
+        deadline = time.monotonic() + 120
+        while "checkpoints:" not in err.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, err.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)  # a few updates, no evaluation (the data has 90 pairs, eval at 100,000)
+        process.send_signal(sig)
+        assert process.wait(timeout=60) == 130
+    lines = err.read_text().splitlines()
+    last = lines[-1]
+    match = re.fullmatch(
+        rf"attnkit: {sig.name} at step (\d+); saved (\S+); resume with: (attnkit .*)", last)
+    assert match, lines[-3:]
+    step = int(match.group(1))
+    assert Path(match.group(2)) == out / f"checkpoints/step-{step:08d}"
+    assert load_checkpoint(out).trainer_state["step"] == step
+    assert not [line for line in lines if line.startswith("attnkit:") and line != last]
+    command = shlex.split(match.group(3))
+    assert command == ["attnkit", *argv, "--resume"]
+
+    # The printed command continues the run (here for two more updates).
+    assert run([*command[1:], "--max-steps", str(step + 2)]) == 0
+    assert f"resuming {out}/checkpoints/step-{step:08d} at step {step}" in capsys.readouterr().err
+    assert load_checkpoint(out).trainer_state["step"] == step + 2
+
+
+def test_resume_with_nothing_to_resume_and_a_taken_out_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nothing"
+    assert run([*TINY, "--max-steps", "2", "--out", str(missing), "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"attnkit: error: --resume: {missing} does not exist, so there is nothing to resume; "
+        "leave out --resume to start a new run there\n")
+    assert not missing.exists()
+
+    out = tmp_path / "run"
+    assert run([*TINY, "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert run([*TINY, "--max-steps", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"attnkit: error: --out {out} already holds a run (last checkpoint "
+        "checkpoints/step-00000002): add --resume to continue it, or choose another --out\n")
