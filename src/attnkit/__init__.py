@@ -45,7 +45,6 @@ _SUBMODULES = (
     "kernels",
     "masks",
     "normalizers",
-    "or_masks",
     "positions",
     "scores",
     "statistics",
