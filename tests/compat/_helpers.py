@@ -41,32 +41,3 @@ def within_twice_reference_error(
     assert err <= factor * ref_err + atol, (
         f"{what}: error {err:.3g} > {factor} x {ref_err:.3g} + {atol}"
     )
-
-
-def known_disagreement(backend: str, q: torch.Tensor, mask: object) -> str | None:
-    """Why ``backend`` is known to miss the original's tolerance on this request, or None.
-
-    Each entry is a finding reported with the suite (docs/reliability.md) and shown by a test
-    of its own that fails once it is fixed; on other cases the original's check may then fail
-    for that backend alone.
-    """
-    wider_bias = (
-        isinstance(mask, torch.Tensor)
-        and mask.is_floating_point()
-        and torch.finfo(mask.dtype).bits > torch.finfo(q.dtype).bits
-    )
-    if backend == "sdpa" and wider_bias:
-        return (
-            "kernels/sdpa.py casts a float bias to the input dtype (plan.bias.to(q.dtype)) "
-            "before scaled_dot_product_attention, which itself keeps a float32 bias float32"
-        )
-    return None
-
-
-def check(backend: str, q: torch.Tensor, mask: object, run_check: Any) -> None:
-    """``run_check()`` for ``backend``, except that a :func:`known_disagreement` may fail."""
-    try:
-        run_check()
-    except AssertionError:
-        if known_disagreement(backend, q, mask) is None:
-            raise

@@ -66,7 +66,9 @@ def sdpa(
         allowed = vis.mask_of(0, vis.q_len, 0, vis.kv_len)  # (B|1, Hq|1, Lq, Lk) bool
     attn_mask: Tensor | None = allowed
     if vis.bias is not None:
-        bias = vis.bias.to(q.dtype)
+        # Never round a wider bias (float32 ALiBi with bfloat16 inputs) to the input's dtype:
+        # scaled_dot_product_attention adds a float32 bias in float32, as PyTorch users get.
+        bias = vis.bias.to(torch.promote_types(vis.bias.dtype, q.dtype))
         attn_mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(
         q,
