@@ -200,7 +200,6 @@ def self_attention(model: T.PreTrainedModel) -> torch.nn.Module:
 @pytest.mark.parametrize(
     ("keyword", "value", "feature"),
     [
-        ("softcap", 30.0, "soft-capping"),
         ("s_aux", torch.zeros(4), "attention sinks"),
         ("head_mask", torch.ones(4), "head_mask"),
         ("cu_seq_lens_q", torch.tensor([0, 5]), "cu_seq_lens"),
@@ -214,15 +213,21 @@ def test_unsupported_keywords_are_refused_by_name(keyword: str, value, feature: 
         attnkit_hf.attention_forward(module, q, q, q, None, **{keyword: value})
 
 
-def test_gemma2_softcap_is_refused_naming_the_model() -> None:
-    config = T.Gemma2Config(
-        vocab_size=50, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attn_logit_softcapping=30.0,
+def test_softcap_caps_the_scaled_scores_before_the_mask() -> None:
+    """Gemma 2's eager attention: ``cap · tanh(q kᵀ · scale / cap)``, then the mask, softmax."""
+    module = self_attention(bert())
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g) * 3 for _ in range(3))
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    scores = 2.0 * torch.tanh(q @ k.transpose(-1, -2) * 0.5 / 2.0)
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    out, got = attnkit_hf.attention_forward(
+        module, q, k, v, mask[None, None], scaling=0.5, softcap=2.0, output_attentions=True
     )
-    model = T.Gemma2Model(config)
-    model.set_attn_implementation("attnkit")
-    with pytest.raises(ValueError, match=r"Gemma2Attention .*'gemma2'.*soft-capping"):
-        model(token_ids(1, 5) % 50)
+    torch.testing.assert_close(got, weights)
+    torch.testing.assert_close(out, (weights @ v).transpose(1, 2))
+    with pytest.raises(ValueError, match="softcap must be a positive"):
+        attnkit_hf.attention_forward(module, q, k, v, None, softcap=-1.0)
 
 
 def test_dropout_in_training_is_applied() -> None:

@@ -61,6 +61,18 @@ def mistral(sliding_window: int = 4) -> T.PreTrainedModel:
     return _seeded(lambda: T.MistralForCausalLM(config), 4)
 
 
+def gemma2() -> T.PreTrainedModel:
+    """Logit soft-capping (a score_mod), sliding-window layers alternating with global ones,
+    grouped-query attention and a scale that is not 1/√d."""
+    config = T.Gemma2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        attn_logit_softcapping=2.0, query_pre_attn_scalar=4, sliding_window=4,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.5,
+    )
+    return _seeded(lambda: T.Gemma2ForCausalLM(config), 8)
+
+
 def t5() -> T.PreTrainedModel:
     """Relative position bias added to the scores, no 1/√d scaling."""
     config = T.T5Config(
@@ -104,6 +116,7 @@ ARCHS = [
     Arch("gpt2", gpt2, "decoder"),
     Arch("llama", llama, "decoder"),
     Arch("mistral", mistral, "decoder"),
+    Arch("gemma2", gemma2, "decoder"),
     Arch("t5", t5, "encoder-decoder"),
     Arch("bart", bart, "encoder-decoder"),
     Arch("vit", vit, "vision"),

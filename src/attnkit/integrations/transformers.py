@@ -49,7 +49,8 @@ NAME = "attnkit"
 
 # Keywords attention_forward acts on (see its docstring for how).
 HONOURED = frozenset(
-    {"output_attentions", "is_causal", "sliding_window", "position_bias", "position_ids"}
+    {"output_attentions", "is_causal", "sliding_window", "position_bias", "position_ids",
+     "softcap"}
 )
 # Keywords that travel in transformers' **kwargs past the attention function and mean nothing
 # to attention itself.
@@ -65,7 +66,6 @@ PASSENGERS = frozenset(
 )
 # Features some models ask for that attnkit's attention() cannot compute: refused by name.
 REFUSED = {
-    "softcap": "logit soft-capping (softcap)",
     "s_aux": "attention sinks (s_aux)",
     "sinks": "attention sinks (sinks)",
     "head_mask": "masking whole heads (head_mask)",
@@ -115,7 +115,9 @@ def attention_forward(
             Lk)``: added to the scores (T5). ``is_causal`` and ``sliding_window``: the mask
             transformers built for the layer already holds them (as eager relies on); only
             without a mask they are applied, as sdpa does. ``position_ids``: packed sequences
-            found from them are in that mask too. The :data:`PASSENGERS` are not about
+            found from them are in that mask too. ``softcap`` (Gemma 2): the scaled scores
+            become ``softcap · tanh(score / softcap)`` before the mask, as a ``score_mod``
+            (so the block kernels run it). The :data:`PASSENGERS` are not about
             attention. Anything else with a value is refused.
 
     Returns:
@@ -132,6 +134,8 @@ def attention_forward(
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:
         arguments["mask"] = _with_bias(position_bias, arguments["mask"], lk)
+    if kwargs.get("softcap") is not None:
+        arguments["score_mod"] = soft_capping(float(kwargs["softcap"]))
     asked = _weights_asked(kwargs)
     recording = wants_weights(module)
     result = attnkit.attention(
@@ -149,6 +153,22 @@ def attention_forward(
     if weights is not None:
         weights = weights.to(query.dtype)
     return out.transpose(1, 2).contiguous(), weights if asked else None  # (B, Lq, Hq, D)
+
+
+def soft_capping(cap: float):
+    """A ``score_mod`` for logit soft-capping, ``cap · tanh(score / cap)`` (Gemma 2's
+    ``attn_logit_softcapping``), applied to the scaled scores before any mask.
+
+    Raises:
+        ValueError: ``cap`` is not a positive finite number.
+    """
+    if not (cap > 0 and cap != float("inf")):
+        raise ValueError(f"softcap must be a positive finite number, got {cap!r}")
+
+    def capped(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return torch.tanh(score / cap) * cap
+
+    return capped
 
 
 def set_window(model: nn.Module, window: tuple[int, int] | None) -> list[str]:
