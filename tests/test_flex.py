@@ -321,15 +321,20 @@ def test_a_mask_that_is_exactly_a_band_runs_as_one() -> None:
         torch.testing.assert_close(attnkit.attention(q, k, v, mask=block_mask), want)
 
 
-@pytest.mark.parametrize("summary", ["heads_mean", "key_totals"])
-def test_weight_summaries_see_the_same_masks(monkeypatch, summary: str) -> None:
-    """A summary of the weights (cut into blocks of rows when they are large) equals the
-    summary of the full weights for index-based masks and top-left alignment."""
-    monkeypatch.setattr(attnkit.statistics, "_BLOCK_ELEMENTS", 64)  # many blocks of rows
+@pytest.mark.parametrize("rows", [64, 0])  # one pass, a few rows per tile; a second pass
+@pytest.mark.parametrize("summary", ["heads_mean", "key_totals", attnkit.TopK(3)])
+def test_weight_summaries_see_the_same_masks(monkeypatch, summary, rows: int) -> None:
+    """A summary of the weights, made in the kernel, equals the summary of the reference's
+    full weights for index-based masks, score_mod and top-left alignment."""
+    monkeypatch.setattr(attnkit.kernels.online, "WHOLE_ROWS_ELEMENTS", rows * 29)
     q, k, v = (t.detach() for t in _small(lq=29, lk=29))
     for kwargs in ({"mask_mod": small_document, "score_mod": softcap},
                    {"causal": "top_left"}, {"mask": create_block_mask(small_document, 2, 4, 29, 29)}):
-        _, weights = attnkit.attention(q, k, v, return_weights=True, **kwargs)
-        want = weights.mean(dim=1) if summary == "heads_mean" else weights.sum(dim=2)
+        _, weights = attnkit.attention(q, k, v, return_weights=True, backend="reference", **kwargs)
         _, got = attnkit.attention(q, k, v, return_weights=summary, **kwargs)
+        if isinstance(summary, attnkit.TopK):
+            torch.testing.assert_close(got[0], weights.topk(3, dim=-1).values)
+            torch.testing.assert_close(weights.gather(-1, got[1]), got[0])
+            continue
+        want = weights.mean(dim=1) if summary == "heads_mean" else weights.sum(dim=2)
         torch.testing.assert_close(got, want)

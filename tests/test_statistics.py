@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import attnkit
-from attnkit import KeyLengths, TopK, statistics
+from attnkit import KeyLengths, TopK
+from attnkit.kernels import chunked, online
 
 # name: (B, Hq, Hkv, Lq, Lk)
 SHAPES = {
@@ -52,19 +53,27 @@ def _reference_weights(q, k, v, **options) -> torch.Tensor:
     return attnkit.attention(q, k, v, return_weights=True, backend="reference", **options)[1]
 
 
-@pytest.fixture(params=["whole", "blocked"])
-def blocks(request, monkeypatch) -> str:
-    """Run every case twice: all queries at once, and one query row per block."""
-    if request.param == "blocked":
-        monkeypatch.setattr(statistics, "_BLOCK_ELEMENTS", 1)
+@pytest.fixture(params=["one-pass", "one-pass-few-rows", "two-pass"])
+def passes(request, monkeypatch) -> str:
+    """Run every case in each of the chunked kernel's ways: tiles of whole rows reduced as they
+    are made (all queries in one tile, or a few rows per tile), and a second pass over tiles
+    of 16 keys with the final log-sum-exp."""
+    if request.param == "one-pass-few-rows":
+        monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", 200)
+    if request.param == "two-pass":
+        monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", 0)
+        monkeypatch.setattr(chunked, "_KEY_BLOCK", 16)
+        monkeypatch.setattr(chunked, "_BLOCK_ELEMENTS", 1)
     return request.param
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_summaries_reduce_the_reference_weights(shape: str, option: str, blocks: str) -> None:
+def test_summaries_reduce_the_reference_weights(shape: str, option: str, passes: str) -> None:
     q, k, v = _inputs(shape)
     options = _options(option, q, k)
+    kernel = attnkit.explain_dispatch(q, k, v, return_weights="key_totals", **options).kernel
+    assert kernel == "chunked"  # in the kernel, not from the full weights
     weights = _reference_weights(q, k, v, **options)  # (B, Hq, Lq, Lk)
     out_ref = attnkit.attention(q, k, v, backend="reference", **options)
 
@@ -85,6 +94,7 @@ def test_summaries_reduce_the_reference_weights(shape: str, option: str, blocks:
     torch.testing.assert_close(values, ranked)
     # ties (zeros of hidden keys) may come in any order: the indices must point at the values
     torch.testing.assert_close(weights.gather(-1, indices), values)
+    assert (indices.sort(dim=-1).values.diff(dim=-1) > 0).all()  # distinct keys
 
 
 def test_statistics_carry_no_gradient_and_the_output_does() -> None:
@@ -122,3 +132,38 @@ def test_topk_checks_k() -> None:
         TopK(0)
     with pytest.raises(TypeError, match="positive integer"):
         TopK(True)
+
+
+@pytest.mark.parametrize("summary", ["heads_mean", "key_totals", TopK(4)])
+def test_additive_scores_summarised_from_the_second_pass(summary) -> None:
+    """The ``additive`` kernel reduces its second pass; float32, causal, grouped heads."""
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 4, 9, 6, generator=gen), torch.randn(2, 2, 11, 5, generator=gen)
+    v = torch.randn(2, 2, 11, 3, generator=gen)
+    score = attnkit.Score("additive", w_q=torch.randn(7, 6, generator=gen),
+                          w_k=torch.randn(7, 5, generator=gen), v=torch.randn(7, generator=gen))
+    options = {"score": score, "causal": True}
+    assert attnkit.explain_dispatch(q, k, v, return_weights=summary, **options).kernel == "additive"
+    weights = _reference_weights(q, k, v, **options)
+    _, got = attnkit.attention(q, k, v, return_weights=summary, **options)
+    if isinstance(summary, TopK):
+        torch.testing.assert_close(got[0], weights.topk(4, dim=-1).values)
+        torch.testing.assert_close(weights.gather(-1, got[1]), got[0])
+    elif summary == "heads_mean":
+        torch.testing.assert_close(got, weights.mean(dim=1))
+    else:
+        torch.testing.assert_close(got, weights.sum(dim=2))
+
+
+def test_other_normalizers_reduce_the_reference_weights() -> None:
+    """Sparsemax has no online form: the reference kernel serves it and reduces its weights."""
+    q, k, v = _inputs("gqa-7x23")
+    weights = _reference_weights(q, k, v, normalize="sparsemax")
+    _, totals = attnkit.attention(q, k, v, return_weights="key_totals", normalize="sparsemax")
+    torch.testing.assert_close(totals, weights.sum(dim=2))
+
+
+def test_a_backend_without_summaries_says_so() -> None:
+    q, k, v = _inputs("square-31")
+    with pytest.raises(ValueError, match="sdpa: summaries of the weights not supported"):
+        attnkit.attention(q, k, v, return_weights="key_totals", backend="sdpa")

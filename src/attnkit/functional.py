@@ -171,7 +171,6 @@ def attention(
             a ``mask_mod``/``score_mod`` whose result does not broadcast over its indices,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
-    summary = statistics.resolve(return_weights)
     plan = build_plan(
         q,
         k,
@@ -182,33 +181,11 @@ def attention(
         window=window,
         scale=scale,
         dropout_p=dropout_p,
-        return_weights=summary is not False,
+        return_weights=return_weights,
         normalize=normalize,
         mask_mod=mask_mod,
         score_mod=score_mod,
     )
-    if not isinstance(summary, bool):  # computed from blocks of the exact weights, for now
-        mask, causal = causal_bias(mask, causal, plan.shapes.q_len, plan.shapes.kv_len, q.device)
-
-        def attend(q_: Tensor, k_: Tensor, v_: Tensor, mask_: Any) -> tuple[Tensor, Tensor]:
-            return attention(
-                q_, k_, v_, score=score, mask=mask_, causal=causal, window=window, scale=scale,
-                dropout_p=dropout_p, return_weights=True, backend=backend, normalize=normalize,
-                mask_mod=mask_mod, score_mod=score_mod,
-            )
-
-        # Rows are summarised a block at a time only where a block's rows and keys alone say
-        # what they see: not with index-based mask_mod/score_mod, block masks, top-left
-        # causal or per-sequence alignment.
-        vis = plan.visibility
-        by_rows = (
-            mask_mod is None and score_mod is None and causal in (False, True)
-            and vis.uniform and vis.block_mask is None and not isinstance(mask, BlockMask)
-        )
-        return statistics.summarise(
-            q, k, v, summary, mask=mask, causal=causal, window=window, normalize=normalize,
-            attend=attend, by_rows=by_rows,
-        )
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
     dispatch = _dispatch(plan, backend)
@@ -217,7 +194,7 @@ def attention(
     out, _lse, weights = kernels()[dispatch.kernel].fn(q, k, v, plan)
     if checks_enabled():
         check_finite(f"attnkit.attention (kernel {dispatch.kernel!r})", output=out)
-    return (out, weights) if return_weights else out
+    return (out, weights) if return_weights is not False else out
 
 
 def attention_weights(q: Tensor, k: Tensor, **kwargs: Any) -> Tensor:
@@ -254,6 +231,8 @@ def _empty(q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan) -> Any:
     if plan.needs_grad:
         out = out + 0.0 * (q.sum() + k.sum() + v.sum())
     weights = q.new_zeros(s.batch, s.q_heads, s.q_len, s.kv_len)  # (B, Hq, Lq, Lk)
+    if plan.summary is not None:
+        return out, statistics.reduce(weights, plan.summary)
     return (out, weights) if plan.return_weights else out
 
 
@@ -276,12 +255,13 @@ def build_plan(
     window: tuple[int, int] | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-    return_weights: bool = False,
+    return_weights: statistics.ReturnWeights = False,
     normalize: str | Normalizer = "softmax",
     mask_mod: Callable[..., Tensor] | None = None,
     score_mod: Callable[..., Tensor] | None = None,
 ) -> AttentionPlan:
     """Validate :func:`attention`'s arguments and resolve them into an :class:`AttentionPlan`."""
+    return_weights = statistics.resolve(return_weights)
     refuse_nested(q=q, k=k, v=v, mask=mask)
     b, hq, hk, lq, lk, dq, dk, dv = check_qkv(q, k, v)
     sizes = f"q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
@@ -328,8 +308,9 @@ def build_plan(
         normalize=normalize_fn,
         visibility=visibility,
         dropout_p=float(dropout_p),
-        return_weights=bool(return_weights),
+        return_weights=return_weights is True,
         needs_grad=needs_grad,
+        summary=statistics.check_summary(return_weights, lk),
     )
 
 

@@ -14,7 +14,8 @@ Backward: an autograd function recomputing each block. With ``dS`` the score gra
 ``d(Uk)_j += Σ_i (same)``; gradients of ``W``, ``U``, ``b``, ``q``, ``k`` follow by autograd.
 
 ``return_weights=True``: the exact weights ``exp(S − lse)`` are recomputed from the saved
-log-sum-exp, block by block straight into the output tensor.
+log-sum-exp, block by block straight into the output tensor; a summary of them
+(``plan.summary``) is reduced from the same second pass, block by block, without them.
 
 Shapes: q (B, Hq, Lq, Dq), k (B, Hkv, Lk, Dk), v (B, Hkv, Lk, Dv); score parameters
 ``w_q (A, Dq)``, ``w_k (A, Dk)``, ``v (A,)``, ``bias (A,)`` (``concat``: ``weight (A, Dq + Dk)``,
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels import online
+from attnkit.kernels import online, summaries
 from attnkit.kernels.online import ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
@@ -54,7 +55,9 @@ def additive(
     ka = torch.matmul(k.to(cd), form.w_k.to(cd).transpose(0, 1))  # (B, Hkv, Lk, A)
     call = _Call(plan, qa.shape[-1])
     bias = plan.visibility.bias
-    return _AdditiveAttention.apply(qa, ka, form.v, v, bias, call, *plan.score.mod_leaves)
+    out, lse, *rest = _AdditiveAttention.apply(qa, ka, form.v, v, bias, call,
+                                               *plan.score.mod_leaves)
+    return out, lse, rest[0] if len(rest) == 1 else tuple(rest)
 
 
 def _declines(plan: AttentionPlan) -> str | None:
@@ -144,18 +147,28 @@ class _AdditiveAttention(torch.autograd.Function):
         s = call.plan.shapes
         qr, kr = to_rows(qa, s.kv_heads, cd), to_rows(ka, s.kv_heads, cd)  # (n, G·Lq | Lk, A)
         vr, vc = to_rows(v, s.kv_heads, cd), vec.to(cd)  # (n, Lk, Dv), (A,)
-        out, lse, weights = online.attention(call.scores(qr, kr, vc), vr, call.tiling, call.weights)
+        plan = call.plan
+        reduce = None if plan.summary is None else summaries.reduction(
+            plan.summary, s, plan.dtype, cd, qa.device)
+        out, lse, weights = online.attention(call.scores(qr, kr, vc), vr, call.tiling, call.weights,
+                                             consume=reduce)
         ctx.save_for_backward(qr, kr, vc, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (qa.dtype, ka.dtype, vec.dtype, v.dtype, None if bias is None else bias.dtype)
         out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
         lse_user = from_rows(lse, s.batch, s.q_heads).float()  # (B, Hq, Lq)
         ctx.mark_non_differentiable(lse_user)
+        if reduce is not None:  # forward only: (values, indices) or one tensor
+            summary = reduce.result()
+            parts = summary if isinstance(summary, tuple) else (summary,)
+            ctx.mark_non_differentiable(*parts)
+            return out_user, lse_user, *parts
         w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
         return out_user, lse_user, w_user
 
     @staticmethod
-    def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
+    def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):
+        dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("additive")
         qr, kr, vc, vr, out, lse, weights = ctx.saved_tensors
         call: _Call = ctx.call
@@ -185,7 +198,8 @@ class _AdditiveAttention(torch.autograd.Function):
 KERNEL = Kernel(
     "additive",
     additive,
-    Capabilities(scores=frozenset({"additive", "concat"}), normalizers=SOFTMAX, dtypes=FLOATS),
+    Capabilities(scores=frozenset({"additive", "concat"}), normalizers=SOFTMAX, dtypes=FLOATS,
+                 summaries=True),
     declines=_declines,
     priority=30,
     description="additive/concat scores in blocks with the online softmax",

@@ -15,14 +15,21 @@ With ``return_weights=True`` the exact weights are written tile by tile into the
 (:mod:`attnkit.kernels.weights`; with a ``score_mod``, by :func:`online.probabilities` from the
 final lse) and the backward pass reads them.
 
+A summary of the weights (``plan.summary``, :mod:`attnkit.kernels.summaries`) is made in one
+pass where a tile can hold whole rows (:func:`online.whole_rows`: the tile's scores are
+normalised in place, multiplied with the values and reduced while still in cache; at most
+``WHOLE_ROWS_ELEMENTS`` scores at once), else from a second pass over the keys with the final
+lse (:func:`online.probabilities`). The full weights never exist. The summary is detached; the
+output keeps its gradient.
+
 Serves softmax over any dot-product score (``dot``, ``scaled_dot``, ``general``, ``cosine``
 through the plan's ``DotForm``; gradients reach score parameters through it), every kind of
 visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``.
 Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
-lse (B, Hq, Lq) float32 (None when the weights are returned), weights (B, Hq, Lq, Lk) or
-None. Internally the rows layout ``(B·Hkv, G·Lq, ·)`` of :mod:`online`.
+lse (B, Hq, Lq) float32 (None when the weights are returned), weights (B, Hq, Lq, Lk), the
+summary, or None. Internally the rows layout ``(B·Hkv, G·Lq, ·)`` of :mod:`online`.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels import online
+from attnkit.kernels import online, summaries
 from attnkit.kernels.online import DotScores, ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
@@ -52,7 +59,8 @@ def chunked(
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
     call = _Call(plan, form.scale)
     bias = plan.visibility.bias
-    return _ChunkedAttention.apply(qp, kp, v, bias, call, *plan.score.mod_leaves)
+    out, lse, *rest = _ChunkedAttention.apply(qp, kp, v, bias, call, *plan.score.mod_leaves)
+    return out, lse, rest[0] if len(rest) == 1 else tuple(rest)
 
 
 def tiling(plan: AttentionPlan) -> Tiling:
@@ -79,9 +87,26 @@ class _Call:
         self.weights = plan.return_weights
         self.mod = plan.score.mod
 
-    def scores(self, qs: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None):
-        dots = DotScores(qs, kr, self.tiling, grads)
-        return online.modded(dots, self.plan.score, self.tiling, grads is not None)
+    def scores(
+        self, qs: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None,
+        tiles: Tiling | None = None,
+    ):
+        tiles = tiles or self.tiling
+        dots = DotScores(qs, kr, tiles, grads)
+        return online.modded(dots, self.plan.score, tiles, grads is not None)
+
+    def summarised(self, qs: Tensor, kr: Tensor, vr: Tensor):
+        """``(out, lse or None, summary)`` in the rows layout (see the module docstring)."""
+        plan = self.plan
+        reduce = summaries.reduction(plan.summary, plan.shapes, plan.dtype, qs.dtype, qs.device)
+        rows = online.whole_rows(self.tiling)
+        if rows is None:
+            out, lse, _ = online.attention(self.scores(qs, kr), vr, self.tiling, False,
+                                           consume=reduce)
+        else:
+            sb = self.scores(qs, kr, tiles=rows)
+            out, lse = online.in_one_pass(sb, vr, rows, reduce, need_lse=plan.needs_grad)
+        return out, lse, reduce.result()
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -92,8 +117,11 @@ class _ChunkedAttention(torch.autograd.Function):
         s = call.plan.shapes
         qs = to_rows(q, s.kv_heads, cd) * call.scale  # (n, G·Lq, D)
         kr, vr = to_rows(k, s.kv_heads, cd), to_rows(v, s.kv_heads, cd)  # (n, Lk, D|Dv)
-        lse = None
-        if call.weights and call.mod is None:  # the backward pass reads the weights
+        lse, summary = None, None
+        if call.plan.summary is not None:
+            out, lse, summary = call.summarised(qs, kr, vr)
+            weights = None
+        elif call.weights and call.mod is None:  # the backward pass reads the weights
             weights = qs.new_empty(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
             out = rows_forward(qs, kr, vr, call.tiling, weights)
         else:
@@ -106,11 +134,16 @@ class _ChunkedAttention(torch.autograd.Function):
         lse_user = None if lse is None else from_rows(lse, s.batch, s.q_heads).float()
         if lse_user is not None:
             ctx.mark_non_differentiable(lse_user)
+        if summary is not None:  # forward only: (values, indices) or one tensor
+            parts = summary if isinstance(summary, tuple) else (summary,)
+            ctx.mark_non_differentiable(*parts)
+            return out_user, lse_user, *parts
         w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
         return out_user, lse_user, w_user
 
     @staticmethod
-    def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, dweights: Tensor | None):
+    def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):
+        dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("chunked")
         qs, kr, vr, out, lse, weights = ctx.saved_tensors
         call: _Call = ctx.call
@@ -143,7 +176,7 @@ class _ChunkedAttention(torch.autograd.Function):
 KERNEL = Kernel(
     "chunked",
     chunked,
-    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS),
+    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS, summaries=True),
     priority=20,
     description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
 )

@@ -32,7 +32,7 @@ D/Dv dims, q/k a tile's rows/keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -320,14 +320,21 @@ def scored(sb: TileScores, tiling: Tiling) -> Iterator[tuple[Box, int, int, Tile
                 yield (q0, q1, k0, k1), i if len(row) > 1 else -1, g, tile, s
 
 
+Consumer = Callable[[Tensor, int, Box], None]
+
+
 def forward(
     sb: TileScores, vr: Tensor, out: Tensor, lse: Tensor, tiling: Tiling, *, fresh: bool = True,
-    need_lse: bool = True,
+    need_lse: bool = True, consume: Consumer | None = None,
 ) -> None:
     """The online softmax over every visible tile, into ``out (n, G·Lq, Dv)`` and
     ``lse (n, G·Lq)`` in place: ``fresh`` ones (zeros and ``−inf``) or running results over
     other keys (ring attention), which are merged with. Without ``need_lse`` the rows whose
-    keys fit in one tile skip their log-sum-exp (``lse`` is then not to be read)."""
+    keys fit in one tile skip their log-sum-exp (``lse`` is then not to be read).
+
+    ``consume`` (a tiling of :func:`whole_rows`: each tile holds every key its rows may see)
+    receives each tile's probabilities, exact since the rows are whole, like
+    :func:`probabilities` does in a second pass."""
     dropout = tiling.dropout
     for (q0, q1, k0, k1), i, g, tile, s in scored(sb, tiling):
         r0, r1 = tiling.rows(g, q0, q1)
@@ -337,9 +344,24 @@ def forward(
             s, vr[:, k0:k1], out[:, r0:r1], None if whole else lse[:, r0:r1],
             first=fresh and i <= 0, may_be_empty=not tile.full, keep=keep,
         )
+        if consume is not None:
+            assert fresh and i < 0, "consume needs a tiling of whole rows"
+            consume(s, g, (q0, q1, k0, k1))  # s: the tile's probabilities, before dropout
 
 
-Consumer = Callable[[Tensor, int, Box], None]
+WHOLE_ROWS_ELEMENTS = 1 << 22  # scores in one tile of whole rows (16 MiB in float32)
+
+
+def whole_rows(tiling: Tiling) -> Tiling | None:
+    """``tiling`` with every key in one tile, so each block of queries is one tile of whole
+    rows: as many queries as keep a tile within ``WHOLE_ROWS_ELEMENTS`` scores (``None`` when
+    not one row of every batch entry fits)."""
+    vis = tiling.vis
+    width = max(1, vis.kv_len)
+    qb = WHOLE_ROWS_ELEMENTS // (vis.batch * tiling.kv_heads * width)
+    if qb < 1:
+        return None
+    return replace(tiling, qb=min(qb, max(1, vis.q_len)), kb=width, merge=0)
 
 
 def probabilities(sb: TileScores, lse: Tensor, tiling: Tiling, consume: Consumer) -> None:
@@ -396,21 +418,37 @@ def backward(
 
 
 def attention(
-    sb: TileScores, vr: Tensor, tiling: Tiling, weights: bool, need_lse: bool = True
+    sb: TileScores, vr: Tensor, tiling: Tiling, weights: bool, need_lse: bool = True,
+    consume: Consumer | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """A whole call on fresh state: ``out (n, G·Lq, Dv)``, ``lse (n, G·Lq)`` (``None`` unless
-    ``need_lse`` or ``weights``) and, with ``weights``, the exact weights ``(n, G·Lq, Lk)``
-    from a second pass."""
+    ``need_lse``, ``weights`` or ``consume``) and, with ``weights``, the exact weights
+    ``(n, G·Lq, Lk)`` from a second pass; or that second pass hands every tile to
+    ``consume`` (a summary of the weights) instead."""
     vis, n = tiling.vis, vr.shape[0]
     rows = vis.heads // tiling.kv_heads * vis.q_len
     out = vr.new_zeros(n, rows, vr.shape[2])
     lse = vr.new_full((n, rows), NEG_INF)
-    forward(sb, vr, out, lse, tiling, need_lse=need_lse or weights)
-    if not weights:
+    second = weights or consume is not None
+    forward(sb, vr, out, lse, tiling, need_lse=need_lse or second)
+    if not second:
         return out, lse if need_lse else None, None
-    w = vr.new_zeros(n, rows, vis.kv_len)
-    probabilities(sb, lse, tiling, write_weights(w, vis.q_len))
+    w = vr.new_zeros(n, rows, vis.kv_len) if weights else None
+    probabilities(sb, lse, tiling, consume if w is None else write_weights(w, vis.q_len))
     return out, lse, w
+
+
+def in_one_pass(
+    sb: TileScores, vr: Tensor, rows: Tiling, consume: Consumer, need_lse: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``(out, lse)`` as :func:`attention` gives them, on a tiling of :func:`whole_rows`, each
+    tile's exact probabilities handed to ``consume`` as it is made: one pass, no second."""
+    vis, n = rows.vis, vr.shape[0]
+    count = vis.heads // rows.kv_heads * vis.q_len
+    out = vr.new_zeros(n, count, vr.shape[2])
+    lse = vr.new_full((n, count), NEG_INF)
+    forward(sb, vr, out, lse, rows, need_lse=need_lse, consume=consume)
+    return out, lse if need_lse else None
 
 
 def gradients(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from attnkit.kernels.summaries import Summary
 from attnkit.kernels.visibility import Visibility
 
 # (q (B, H, Lq, D), k (B, H, Lk, Dk)) -> scores (B, H, Lq, Lk), already multiplied by the scale.
@@ -94,7 +95,8 @@ class Scoring:
 @dataclass(frozen=True, eq=False)
 class AttentionPlan:
     """One validated attention request: shapes, score, normalizer, visibility, dropout, and
-    what to return."""
+    what to return: the full weights (``return_weights``) or a ``summary`` of them (computed
+    by the kernel, without the full weights when it walks tiles; see :mod:`summaries`)."""
 
     shapes: Shapes
     dtype: torch.dtype
@@ -106,4 +108,5 @@ class AttentionPlan:
     dropout_p: float
     return_weights: bool
     needs_grad: bool
+    summary: Summary | None = None
     notes: dict[str, str] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 The oracle every other kernel is tested against. It serves every request: every score,
 ``score_mod``, normalizer, visibility, dropout, grouped heads, weights and gradients (through
-autograd, to any order).
+autograd, to any order), and summaries of the weights (reduced from the full weights).
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
 lse (B, Hq, Lq) float32 (softmax only), weights (B, Hq, Lq, Lk).
@@ -17,6 +17,7 @@ from torch import Tensor
 from attnkit.kernels.block_mask import index_grid
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import Capabilities, Kernel
+from attnkit.kernels.summaries import reduce
 
 
 def reference(
@@ -46,13 +47,15 @@ def reference(
     dropped = F.dropout(weights, plan.dropout_p) if plan.dropout_p > 0 else weights
     out = torch.matmul(dropped, vf)  # (B, Hq, Lq, Dv)
     returned = weights.to(q.dtype) if plan.return_weights else None
+    if plan.summary is not None:
+        returned = reduce(weights.to(q.dtype), plan.summary)
     return out.to(q.dtype), lse, returned
 
 
 KERNEL = Kernel(
     "reference",
     reference,
-    Capabilities(exports=True),
+    Capabilities(exports=True, summaries=True),
     priority=1000,
     description="materialised float32 oracle; serves everything",
 )

@@ -8,7 +8,8 @@ Adding a backend is one new file in ``kernels/`` that defines its function and i
 
 with ``q (B, Hq, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``, ``out (B, Hq, Lq, Dv)``
 in the input dtype, ``lse (B, Hq, Lq)`` float32 (the log-sum-exp of each query's scores, or
-``None``) and ``weights (B, Hq, Lq, Lk)`` (only when ``plan.return_weights``).
+``None``) and ``weights (B, Hq, Lq, Lk)`` (only when ``plan.return_weights``), or instead the
+detached ``plan.summary`` of them (:mod:`attnkit.kernels.summaries`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Capabilities:
     score_mod: bool = True
     dropout: bool = True
     weights: bool = True
+    summaries: bool = False  # "heads_mean", "key_totals", TopK(k) (plan.summary)
     grad: bool = True
     grouped_heads: bool = True
     dtypes: frozenset[torch.dtype] | None = None
@@ -70,6 +72,7 @@ class Capabilities:
             (score.mod is not None and not self.score_mod, "score_mod"),
             (plan.dropout_p > 0 and not self.dropout, "dropout"),
             (plan.return_weights and not self.weights, "returning weights"),
+            (plan.summary is not None and not self.summaries, "summaries of the weights"),
             (plan.needs_grad and not self.grad, "gradients"),
             (plan.shapes.group > 1 and not self.grouped_heads, "grouped-query heads"),
         )

@@ -1,0 +1,169 @@
+"""Summaries of the attention weights, made tile by tile from exact probabilities.
+
+A :class:`Reduction` is a consumer of :func:`attnkit.kernels.online.probabilities` (or of the
+one-pass forward over whole rows, :func:`attnkit.kernels.online.forward` with ``consume``):
+it receives each visible tile's exact probabilities ``p (n, q, k)`` of group ``g`` over the
+queries ``q0:q1`` and keys ``k0:k1`` of the rows layout, folds them into a buffer of the
+summary's size, and :meth:`Reduction.result` hands the summary back. Tiles nobody can see are
+never visited: their keys weigh 0.
+
+* ``"key_totals"`` (:class:`KeyTotals`): ``(B, Hq, Lk)``, ``Σ_i P_ij``, float32 at least;
+* ``"heads_mean"`` (:class:`HeadsMean`): ``(B, Lq, Lk)``, the mean over query heads;
+* :class:`TopK` (:class:`TopKeys`): ``(values, indices)``, each ``(B, Hq, Lq, k)``, each
+  query's ``k`` largest weights (descending) and their distinct key indices; zero weights
+  (hidden keys) come in any order.
+
+:func:`reduce` makes the same summaries from a full weights tensor (the ``reference`` kernel).
+
+Shape legend: B batch, Hq/Hkv query/key-value heads, G = Hq/Hkv, n = B·Hkv, Lq/Lk lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from attnkit.kernels.plan import Shapes
+
+Box = tuple[int, int, int, int]  # queries q0:q1, keys k0:k1
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Ask :func:`attnkit.attention` for each query's ``k`` largest weights and their key
+    indices, ``(values, indices)`` of shape ``(B, Hq, Lq, k)``.
+
+    Raises:
+        TypeError/ValueError: ``k`` not a positive integer.
+    """
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int):
+            raise TypeError(f"TopK: k must be a positive integer, got {type(self.k).__name__}")
+        if self.k < 1:
+            raise ValueError(f"TopK: k must be a positive integer, got {self.k}")
+
+
+Summary = str | TopK  # "heads_mean", "key_totals" or a TopK
+Result = Tensor | tuple[Tensor, Tensor]
+
+
+def reduce(weights: Tensor, summary: Summary) -> Result:
+    """The summary of full weights ``(B, Hq, Lq, Lk)`` (see the module docstring), detached."""
+    weights = weights.detach()
+    if isinstance(summary, TopK):
+        top = torch.topk(weights, summary.k, dim=-1)
+        return top.values, top.indices  # (B, Hq, Lq, k) each
+    precise = torch.promote_types(weights.dtype, torch.float32)
+    if summary == "heads_mean":
+        return weights.mean(dim=1, dtype=precise).to(weights.dtype)  # (B, Lq, Lk)
+    return weights.sum(dim=2, dtype=precise)  # (B, Hq, Lk)
+
+
+class Reduction(Protocol):
+    """A consumer ``(p (n, q, k), g, (q0, q1, k0, k1)) -> None`` that builds one summary."""
+
+    def __call__(self, p: Tensor, g: int, box: Box) -> None: ...
+
+    def result(self) -> Result: ...
+
+
+def reduction(summary: Summary, shapes: Shapes, dtype: torch.dtype, compute: torch.dtype,
+              device: torch.device) -> Reduction:
+    """The :class:`Reduction` of ``summary`` for a call of ``shapes`` whose inputs are
+    ``dtype`` and whose tiles are ``compute``."""
+    if isinstance(summary, TopK):
+        return TopKeys(shapes, summary.k, dtype, compute, device)
+    if summary == "heads_mean":
+        return HeadsMean(shapes, dtype, compute, device)
+    return KeyTotals(shapes, torch.promote_types(dtype, torch.float32), device)
+
+
+class KeyTotals:
+    """``Σ_i P_ij`` per head: ``(n, G, Lk)`` accumulated, returned as ``(B, Hq, Lk)``."""
+
+    def __init__(self, shapes: Shapes, dtype: torch.dtype, device: torch.device) -> None:
+        self.shapes = shapes
+        self.totals = torch.zeros(shapes.batch * shapes.kv_heads, shapes.group, shapes.kv_len,
+                                  dtype=dtype, device=device)  # (n, G, Lk)
+
+    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+        self.totals[:, g, box[2] : box[3]] += p.sum(dim=1)  # (n, k)
+
+    def result(self) -> Tensor:
+        s = self.shapes
+        return self.totals.view(s.batch, s.q_heads, s.kv_len)  # (B, Hq, Lk): h = hkv·G + g
+
+
+class HeadsMean:
+    """The mean over query heads: ``(B, Lq, Lk)`` sums in the tiles' dtype, divided at the end."""
+
+    def __init__(self, shapes: Shapes, dtype: torch.dtype, compute: torch.dtype,
+                 device: torch.device) -> None:
+        self.shapes, self.dtype = shapes, dtype
+        self.sums = torch.zeros(shapes.batch, shapes.q_len, shapes.kv_len, dtype=compute,
+                                device=device)  # (B, Lq, Lk)
+
+    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+        q0, q1, k0, k1 = box
+        heads = p.view(self.shapes.batch, self.shapes.kv_heads, q1 - q0, k1 - k0)  # (B, Hkv, q, k)
+        self.sums[:, q0:q1, k0:k1] += heads.sum(dim=1)  # (B, q, k)
+
+    def result(self) -> Tensor:
+        return self.sums.div_(self.shapes.q_heads).to(self.dtype)  # (B, Lq, Lk)
+
+
+class TopKeys:
+    """Each row's ``k`` largest probabilities so far, ``(n, G·Lq, k)``, merged tile by tile.
+
+    Slots start at ``−1`` (below every probability); after the last tile a row that saw fewer
+    than ``k`` keys fills its remaining slots with weight 0 at keys it has not taken, so the
+    indices of a row are always distinct.
+    """
+
+    def __init__(self, shapes: Shapes, k: int, dtype: torch.dtype, compute: torch.dtype,
+                 device: torch.device) -> None:
+        self.shapes, self.k, self.dtype = shapes, k, dtype
+        rows = shapes.group * shapes.q_len
+        n = shapes.batch * shapes.kv_heads
+        self.values = torch.full((n, rows, k), -1.0, dtype=compute, device=device)  # (n, G·Lq, k)
+        self.indices = torch.zeros(n, rows, k, dtype=torch.long, device=device)  # (n, G·Lq, k)
+
+    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+        q0, q1, k0, k1 = box
+        r0, r1 = g * self.shapes.q_len + q0, g * self.shapes.q_len + q1
+        tile = p.topk(min(self.k, k1 - k0), dim=-1)  # (n, q, ≤k) each
+        values = torch.cat([self.values[:, r0:r1], tile.values], dim=-1)  # (n, q, ≤2k)
+        indices = torch.cat([self.indices[:, r0:r1], tile.indices.add_(k0)], dim=-1)
+        best = values.topk(self.k, dim=-1)  # (n, q, k) each
+        self.values[:, r0:r1] = best.values
+        self.indices[:, r0:r1] = indices.gather(-1, best.indices)
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        values, indices = self.values, self.indices
+        free = values < 0  # (n, G·Lq, k): slots no visible key filled (they are the last ones)
+        if bool(free.any()):
+            rows = free.any(dim=-1)  # (n, G·Lq)
+            indices[rows] = _fill_free(indices[rows], free[rows], self.shapes.kv_len)
+            values.clamp_(min=0.0)
+        s = self.shapes
+        shape = (s.batch, s.q_heads, s.q_len, self.k)
+        return values.to(self.dtype).view(shape), indices.view(shape)  # (B, Hq, Lq, k) each
+
+
+def _fill_free(indices: Tensor, free: Tensor, kv_len: int) -> Tensor:
+    """``indices (r, k)`` with each row's ``free`` slots (its last ones) given the keys of
+    ``0..kv_len − 1`` it has not taken, in order (``kv_len ≥ k``, so there are enough)."""
+    r, k = indices.shape
+    taken = torch.zeros(r, kv_len, dtype=torch.int32, device=indices.device)  # (r, Lk)
+    taken.scatter_add_(1, indices, (~free).to(torch.int32))
+    spare = torch.argsort(taken.clamp_(max=1), dim=1, stable=True)[:, :k]  # untaken keys first
+    first_free = k - free.sum(dim=1, keepdim=True)  # (r, 1)
+    col = (torch.arange(k, device=indices.device) - first_free).clamp_(min=0)  # (r, k)
+    return torch.where(free, spare.gather(1, col), indices)
