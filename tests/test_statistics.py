@@ -167,3 +167,19 @@ def test_a_backend_without_summaries_says_so() -> None:
     q, k, v = _inputs("square-31")
     with pytest.raises(ValueError, match="sdpa: summaries of the weights not supported"):
         attnkit.attention(q, k, v, return_weights="key_totals", backend="sdpa")
+
+
+@pytest.mark.parametrize("option", ["plain", "causal", "key-lengths"])
+def test_topk_of_wide_rows_takes_candidates_from_groups(option: str) -> None:
+    """Rows of 103 keys: TopK(5) takes its candidates from the groups of keys with the largest
+    maxima (and the 3 keys left over); the values are still the reference's top 5."""
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 2, 6, 8, generator=gen, dtype=torch.float64) * 3
+    k = torch.randn(2, 1, 103, 8, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 1, 103, 4, generator=gen, dtype=torch.float64)
+    options = _options(option, q, k)
+    weights = _reference_weights(q, k, v, **options)
+    _, (values, indices) = attnkit.attention(q, k, v, return_weights=TopK(5), **options)
+    torch.testing.assert_close(values, weights.topk(5, dim=-1).values)
+    torch.testing.assert_close(weights.gather(-1, indices), values)
+    assert (indices.sort(dim=-1).values.diff(dim=-1) > 0).all()
