@@ -215,3 +215,28 @@ def test_cross_attention_view_in_chromium(driver, tmp_path: Path) -> None:
     check_outgoing(driver.execute_script(LINES_JS), attn[0].numpy(), 2, [1])
     assert driver.save_screenshot(str(tmp_path / "cross.png"))
     print(f"cross-attention screenshot: {tmp_path / 'cross.png'}")
+
+
+def test_key_totals_strip_in_chromium(driver, tmp_path: Path) -> None:
+    """A key-totals layer shades each key token by its total relative to the strongest key (of
+    the mean over the heads shown): the strongest key is the darkest, and no lines are drawn."""
+    from selenium.webdriver.common.by import By
+
+    from attnkit.explain.viewer import KeyTotals
+
+    weights = attention()[0]  # (H, L, L)
+    totals = weights.sum(dim=1)  # (H, Lk): what each key received from all the queries
+    page = write_viewer({"totals": KeyTotals(totals)}, tmp_path / "totals.html", tokens=TOKENS)
+    open_page(driver, page)
+    for head, shown in (("all", totals.mean(dim=0)), ("1", totals[1])):
+        choose(driver, "head", head)
+        keys = driver.find_elements(By.CSS_SELECTOR, 'g.token[data-side="key"]')
+        shades = np.array([float(k.get_attribute("data-shade")) for k in keys])
+        np.testing.assert_allclose(shades, (shown / shown.max()).numpy(), atol=1e-3)
+        assert int(shades.argmax()) == int(shown.argmax())
+        state = driver.execute_script("return window.attnkitState")
+        np.testing.assert_allclose(state["keyTotals"], shown.numpy(), atol=1e-3)
+        assert driver.execute_script(LINES_JS) == []
+    details = driver.find_element(By.ID, "details").text
+    assert details.startswith("Attention received in total")
+    assert driver.save_screenshot(str(tmp_path / "totals.png"))

@@ -7,7 +7,9 @@ The data: ``{"title", "queries": [str], "keys": [str], "selfAttention": bool,
 ``{"name": str, "heads": [[[w (Lk)] (Lq)] (H)]}``, or on a compact page
 ``{"name", "count": H, "k", "indexBytes": 2|4, "index", "weight", "rest"}``: base64 of
 little-endian unsigned integers, ``(H, Lq, k)`` key indices and weights (``w · 65535``) of each
-query's top-k keys, and ``(H, Lq)`` remaining mass. Compact layers are decoded when first shown;
+query's top-k keys, and ``(H, Lq)`` remaining mass; or a key-totals layer
+``{"name", "totals": [[t (Lk)] (H)]}`` (no lines: the key tokens are shaded by the mean over
+the heads shown, relative to its largest). Compact layers are decoded when first shown;
 a key's incoming lines come from an index built once per head. Without a focused token a
 compact page draws only the strongest lines (``MAX_OVERVIEW``).
 
@@ -15,8 +17,11 @@ What is drawn is exposed for tests and tools: every line is an SVG ``line.attn-l
 ``data-query``, ``data-key``, ``data-head`` and ``data-weight``; every token a ``g.token``
 with ``data-side`` (``query``/``key``), ``data-index`` and ``data-token``; and
 ``window.attnkitState`` holds ``{layer, layerName, head ("all" or a number), focus, pinned,
-lines: [{query, key, head, weight}], total, compact, drawMs}`` after every redraw (``total``:
-the lines there were before the overview's cap; ``drawMs``: how long the redraw took).
+lines: [{query, key, head, weight}], total, compact, keyTotals, drawMs}`` after every redraw
+(``total``: the lines there were before the overview's cap; ``keyTotals``: the key totals
+shown, the mean over the heads shown, or ``null``; ``drawMs``: how long the redraw took); a
+key token of a key-totals layer carries its shown total in ``data-total`` and its shade in
+``data-shade`` (0..1, the strongest key 1).
 """
 
 PAGE = r"""<!DOCTYPE html>
@@ -112,9 +117,13 @@ what attends to it; click a token to pin it (click again to release).</div>
     }
     return layer.decoded;
   }
-  function headCount(layer) { return DATA.compact ? layer.count : layer.heads.length; }
+  function headCount(layer) {
+    if (layer.totals) return layer.totals.length;
+    return DATA.compact ? layer.count : layer.heads.length;
+  }
   function rowOf(layer, h, i) {  // [[key, weight]] of query i in head h, weight > 0
     var out = [], j, w;
+    if (layer.totals) return out;  // key totals: which query gave what is not kept
     if (!DATA.compact) {
       var W = layer.heads[h][i];
       for (j = 0; j < NK; j++) if (W[j] > 0) out.push([j, W[j]]);
@@ -129,6 +138,7 @@ what attends to it; click a token to pin it (click again to release).</div>
   }
   function columnOf(layer, h, j) {  // [[query, weight]] into key j in head h, weight > 0
     var i, w, out;
+    if (layer.totals) return [];
     if (!DATA.compact) {
       out = [];
       for (i = 0; i < NQ; i++) { w = layer.heads[h][i][j]; if (w > 0) out.push([i, w]); }
@@ -150,7 +160,16 @@ what attends to it; click a token to pin it (click again to release).</div>
     return d.columns[h][j];
   }
   function restOf(layer, h, i) {
-    return DATA.compact ? unpack(layer).rest[h * NQ + i] / FIXED : 0;
+    return DATA.compact && !layer.totals ? unpack(layer).rest[h * NQ + i] / FIXED : 0;
+  }
+  function keyTotals(layer, heads) {  // mean over heads of each key's total, or null
+    if (!layer.totals) return null;
+    var acc = new Float64Array(NK);
+    heads.forEach(function (h) {
+      for (var j = 0; j < NK; j++) acc[j] += layer.totals[h][j];
+    });
+    if (heads.length) for (var j = 0; j < NK; j++) acc[j] /= heads.length;
+    return acc;
   }
   function focusPairs(layer, h, focus) {
     return focus.side === "query" ? rowOf(layer, h, focus.index) : columnOf(layer, h, focus.index);
@@ -302,7 +321,7 @@ what attends to it; click a token to pin it (click again to release).</div>
     var key = state.layer + ":" + heads.join(",");
     if (overviewCache.key === key) return overviewCache;
     var lines = [];
-    if (!DATA.compact) {
+    if (layer.totals || !DATA.compact) {
       heads.forEach(function (h) {
         for (var i = 0; i < NQ; i++) {
           rowOf(layer, h, i).forEach(function (p) {
@@ -374,7 +393,9 @@ what attends to it; click a token to pin it (click again to release).</div>
     });
     lineLayer.appendChild(fragment);
     var mixed = focus && heads.length ? mix(layer, heads, focus) : null;
+    var totals = keyTotals(layer, heads);
     shade(heads, focus, mixed);
+    shadeTotals(heads, totals);
     Array.prototype.forEach.call(legend.children, function (s) {
       var h = Number(s.getAttribute("data-head"));
       s.classList.toggle("off", state.head === "all" ? !!state.hidden[h] : state.head !== h);
@@ -386,12 +407,14 @@ what attends to it; click a token to pin it (click again to release).</div>
         n.g.classList.toggle("pinned", !!p && p.side === side && p.index === i);
       });
     });
-    describe(layer, heads, focus, mixed, lines.length, total);
+    if (totals) describeTotals(heads, totals);
+    else describe(layer, heads, focus, mixed, lines.length, total);
     window.attnkitState = {
       layer: state.layer, layerName: layer.name, head: state.head,
       focus: focus ? { side: focus.side, index: focus.index } : null,
       pinned: state.pinned ? { side: state.pinned.side, index: state.pinned.index } : null,
       lines: lines.slice().reverse(), total: total, compact: !!DATA.compact,
+      keyTotals: totals ? Array.prototype.slice.call(totals) : null,
       drawMs: performance.now() - started
     };
   }
@@ -411,6 +434,48 @@ what attends to it; click a token to pin it (click again to release).</div>
       n.bg.style.fill = tint;
       n.bg.style.fillOpacity = Math.min(1, mixed[k]) * 0.45;
       shaded.push(n);
+    });
+  }
+  // Key totals: every key token shaded by its total relative to the layer's largest (the
+  // strongest key looks strongest, whatever the scale: totals sum to the number of queries).
+  function shadeTotals(heads, totals) {
+    tokenNodes.key.forEach(function (n) {
+      n.g.removeAttribute("data-total");
+      n.g.removeAttribute("data-shade");
+    });
+    if (!totals) return;
+    var top = 0;
+    for (var j = 0; j < NK; j++) top = Math.max(top, totals[j]);
+    var tint = heads.length === 1 ? colour(heads[0]) : "#555";
+    tokenNodes.key.forEach(function (n, j) {
+      var level = top > 0 ? totals[j] / top : 0;
+      n.g.setAttribute("data-total", totals[j]);
+      n.g.setAttribute("data-shade", level.toFixed(4));
+      if (level <= 0) return;
+      n.bg.style.fill = tint;
+      n.bg.style.fillOpacity = 0.75 * level;
+      shaded.push(n);
+    });
+  }
+  function describeTotals(heads, totals) {
+    details.textContent = "";
+    if (!heads.length) return;
+    var order = [];
+    for (var k = 0; k < NK; k++) if (totals[k] > 0) order.push(k);
+    order.sort(function (a, b) { return totals[b] - totals[a]; });
+    details.appendChild(document.createTextNode(
+      "Attention received in total, from all queries " +
+      (heads.length === 1 ? "(head " + heads[0] + "): " : "(mean of " + heads.length +
+       " heads): ")));
+    order.slice(0, 5).forEach(function (k) {
+      var t = document.createElement("span");
+      t.className = "tok";
+      t.textContent = shown(DATA.keys[k]);
+      details.appendChild(t);
+      var w = document.createElement("span");
+      w.className = "w";
+      w.textContent = " " + totals[k].toFixed(3);
+      details.appendChild(w);
     });
   }
   function describe(layer, heads, focus, mixed, drawn, total) {

@@ -10,16 +10,23 @@
     rec.stack("encoder.layers.*")  # (N, B, H, L, L): one call of each matching layer
     rec.concat("decoder.cross")    # (B, H, steps, Lk): the calls of one layer, query by query
 
+    with attnkit.explain.record(model, weights="key_totals") as rec:  # long inputs
+        model(x)
+    rec["encoder.layers.0.attn"]   # [(B, H, Lk)]: the attention each key received in total
+
 Every attnkit attention layer subclasses :class:`attnkit.layers.base.AttentionLayer`, whose
 ``attention_recorder`` hook is ``None`` except inside :func:`record`; the layer then asks its
-kernel for the exact weights and reports them. Nothing in the model's code changes, and
-outside the block nothing is recorded and nothing is computed in addition.
+kernel for the exact weights, or for the summary ``weights=`` names (``"heads_mean"``,
+``"key_totals"``, ``attnkit.TopK(k)``: made by the kernel without the full weights, so long
+inputs fit; a layer that computes the full weights anyway has them reduced on arrival), and
+reports them. Nothing in the model's code changes, and outside the block nothing is recorded
+and nothing is computed in addition.
 
 Attention that runs through attnkit outside its layers (the Hugging Face ``transformers``
 backend of :mod:`attnkit.integrations.transformers`) is recorded too: such a backend registers
 a test of whether a model's attention runs through it (:func:`register_foreign_attention`);
 then :func:`record` accepts the model, and while the block is open any module of it may ask
-:func:`wants_weights` and :func:`report_weights`.
+:func:`recorded_weights` and :func:`report_weights`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnkit import statistics
 from attnkit.layers.base import AttentionLayer, Recorder
 
 
@@ -51,7 +59,10 @@ class Recording:
         include: Sequence[str] | None,
         device: torch.device | None,
         transform: Callable[[Tensor], Any] | None = None,
+        weights: statistics.ReturnWeights = True,
     ) -> None:
+        #: what each layer reports: ``True`` (the full weights) or a summary of them
+        self.weights = weights
         self._layers: dict[str, nn.Module] = {}
         for name, module in model.named_modules():
             if isinstance(module, AttentionLayer) and _included(name, include):
@@ -122,15 +133,16 @@ class Recording:
             )
         if name is None:  # a layer that was not in the model when the block began
             return
-        if not isinstance(weights, Tensor) or weights.dim() != 4:
-            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        full = isinstance(weights, Tensor) and weights.dim() == 4
+        if full and self.weights is not True:
+            weights = statistics.reduce(weights, self.weights)  # type: ignore[arg-type]
+        elif not full and not _is_summary(weights, self.weights):
             raise ValueError(
-                f"attention layer {name!r} ({type(layer).__name__}) reported weights of shape "
-                f"{shape}; expected (B, H, Lq, Lk)"
+                f"attention layer {name!r} ({type(layer).__name__}) reported "
+                f"{_described(weights)}; expected (B, H, Lq, Lk)"
+                + ("" if self.weights is True else f" or return_weights={self.weights!r}'s")
             )
-        weights = weights.detach()
-        if self._device is not None:
-            weights = weights.to(self._device)
+        weights = _moved(weights, self._device)
         kept = weights if self._transform is None else self._transform(weights)
         self._calls.setdefault(name, []).append(kept)
 
@@ -189,28 +201,39 @@ class Recording:
             )
         return calls[0]
 
-    def concat(self, name: str) -> Tensor:
+    def concat(self, name: str) -> Any:
         """All calls of one layer joined along the queries: ``(B, H, ΣLq, max Lk)``.
 
         Made for step-by-step decoding, where each call sees one new query: cross-attention
         gives the target × source alignment, and self-attention with a growing KV cache gives
         the lower triangle (shorter calls are padded with zero weight on the right, which is
         where the keys they could not yet see sit, since queries align bottom-right).
+        Summaries join the same way: ``"heads_mean"`` ``(B, ΣLq, max Lk)``, ``TopK``'s
+        ``(values, indices)`` ``(B, H, ΣLq, k)`` each, and ``"key_totals"`` ``(B, H, max Lk)``
+        **added** over the calls (what each key received from all the queries of all calls).
 
         Raises:
             KeyError: nothing was recorded for ``name``.
             ValueError: the calls differ in batch size or heads.
         """
         calls = self[name]
-        lead = {tuple(w.shape[:2]) for w in calls}
+        if isinstance(self.weights, statistics.TopK):
+            values, indices = zip(*calls, strict=True)
+            return self._joined(name, list(values)), self._joined(name, list(indices))
+        return self._joined(name, calls, add=self.weights == "key_totals")
+
+    def _joined(self, name: str, calls: list[Tensor], add: bool = False) -> Tensor:
+        """Tensors ``(..., L, K)`` padded to the widest ``K`` and joined along ``L`` (or
+        ``(..., K)`` padded and added, with ``add``)."""
+        lead = {tuple(w.shape[: -1 if add else -2]) for w in calls}
         if len(lead) != 1:
             raise ValueError(
-                f"cannot join the calls of layer {name!r}: their (B, H) differ: "
+                f"cannot join the calls of layer {name!r}: their leading sizes (B, H) differ: "
                 f"{[tuple(w.shape) for w in calls]}"
             )
         width = max(w.shape[-1] for w in calls)
         padded = [torch.nn.functional.pad(w, (0, width - w.shape[-1])) for w in calls]
-        return torch.cat(padded, dim=-2)  # (B, H, ΣLq, Lk)
+        return torch.stack(padded).sum(dim=0) if add else torch.cat(padded, dim=-2)
 
     def stack(
         self,
@@ -257,15 +280,44 @@ class Recording:
                     f"call={call} is out of range for layer {n!r} ({len(calls)} calls)"
                 )
             chosen.append(calls[index])
-        shapes = {tuple(w.shape) for w in chosen}
+        shapes = {_described(w) for w in chosen}
         if len(shapes) != 1:
-            seen = ", ".join(f"{n}: {tuple(w.shape)}" for n, w in zip(names, chosen, strict=True))
+            seen = ", ".join(f"{n}: {_described(w)}" for n, w in zip(names, chosen, strict=True))
             raise ValueError(f"cannot stack weights of different shapes ({seen})")
-        return torch.stack(chosen)  # (N, B, H, Lq, Lk)
+        if isinstance(chosen[0], tuple):  # TopK: (values, indices), each (N, B, H, Lq, k)
+            return tuple(torch.stack(part) for part in zip(*chosen, strict=True))
+        return torch.stack(chosen)  # (N, B, H, Lq, Lk) (or the summary's shape after N)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{n!r}: {len(c)}×{tuple(c[0].shape)}" for n, c in self.items())
+        parts = ", ".join(f"{n!r}: {len(c)}×{_described(c[0])}" for n, c in self.items())
         return f"Recording({{{parts}}})"
+
+
+def _is_summary(reported: Any, wanted: statistics.ReturnWeights) -> bool:
+    """Whether ``reported`` has the form of the summary ``wanted``."""
+    if isinstance(wanted, statistics.TopK):
+        return (
+            isinstance(reported, tuple) and len(reported) == 2
+            and all(isinstance(t, Tensor) and t.dim() == 4 for t in reported)
+            and reported[0].shape[-1] == wanted.k
+        )
+    return wanted is not True and isinstance(reported, Tensor) and reported.dim() == 3
+
+
+def _described(reported: Any) -> str:
+    if isinstance(reported, Tensor):
+        return f"shape {tuple(reported.shape)}"
+    if isinstance(reported, tuple):
+        return "(" + ", ".join(_described(t) for t in reported) + ")"
+    return type(reported).__name__
+
+
+def _moved(reported: Any, device: torch.device | None) -> Any:
+    """``reported`` (a tensor or a tuple of them) detached, on ``device`` if given."""
+    if isinstance(reported, tuple):
+        return tuple(_moved(t, device) for t in reported)
+    reported = reported.detach()
+    return reported if device is None else reported.to(device)
 
 
 def record(
@@ -274,6 +326,7 @@ def record(
     include: str | Sequence[str] | None = None,
     device: str | torch.device | None = None,
     transform: Callable[[Tensor], Any] | None = None,
+    weights: statistics.ReturnWeights = True,
 ) -> Recording:
     """Record the attention weights of every attnkit attention layer in ``model``.
 
@@ -292,12 +345,22 @@ def record(
             layer are dropped before the next layer runs). ``rec[name]`` then lists what it
             returned; :meth:`Recording.stack`, :meth:`~Recording.concat` and
             :meth:`~Recording.single` need it to return tensors.
+        weights: what each layer records: ``True`` (default), the full weights
+            ``(B, H, Lq, Lk)``; or a summary of them, as :func:`attnkit.attention`'s
+            ``return_weights`` names it: ``"heads_mean"`` ``(B, Lq, Lk)``, ``"key_totals"``
+            ``(B, H, Lk)`` (what each key received in total), ``attnkit.TopK(k)``
+            ``(values, indices)`` ``(B, H, Lq, k)`` each. Layers whose kernel can make the
+            summary never hold the full weights (long inputs fit); the others (those that
+            use their full weights themselves) have them reduced as they arrive. Forward
+            only: the summaries carry no gradient.
 
     Returns:
         A :class:`Recording` (a context manager; see its methods for reading the weights).
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module`` or ``include`` is not str(s).
+        TypeError: ``model`` is not an ``nn.Module``, ``include`` is not str(s), or
+            ``weights`` is none of the above.
+        ValueError: ``weights=False`` (nothing to record), an unknown summary name.
         ValueError: ``model`` holds no attnkit attention layer (or none matches ``include``)
             and its attention does not run through a foreign backend (see
             :func:`register_foreign_attention`).
@@ -315,11 +378,18 @@ def record(
         raise TypeError(f"include must be a str, a sequence of str or None, got {include!r}")
     if transform is not None and not callable(transform):
         raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+    try:
+        wanted = statistics.resolve(weights)
+    except (TypeError, ValueError) as err:
+        raise type(err)(str(err).replace("return_weights", "record: weights")) from None
+    if wanted is False:
+        raise ValueError("record: weights=False records nothing; pass True or a summary")
     rec = Recording(
         model,
         include=patterns,
         device=torch.device(device) if device is not None else None,
         transform=transform,
+        weights=wanted,
     )
     if not rec.layers() and not rec._foreign:
         found = sum(isinstance(m, AttentionLayer) for m in model.modules())
@@ -338,7 +408,15 @@ class _ChainedRecorder:
     def __init__(self, owner: Recording, key: int, previous: Recorder | None) -> None:
         self.owner, self.key, self.previous = owner, key, previous
 
-    def __call__(self, layer: AttentionLayer, weights: Tensor) -> None:
+    @property
+    def weights(self) -> statistics.ReturnWeights:
+        """What the layer must compute: this block's summary if the recorders below want the
+        same, else the full weights (each block reduces them to its own)."""
+        below = self.owner.weights if self.previous is None else getattr(
+            self.previous, "weights", True)
+        return self.owner.weights if below == self.owner.weights else True
+
+    def __call__(self, layer: AttentionLayer, weights: Any) -> None:
         if self.owner._active:
             self.owner._store(layer, weights)
         if self.previous is not None:
@@ -371,7 +449,7 @@ def register_foreign_attention(runs_through: Callable[[nn.Module], bool]) -> Non
 
     ``runs_through(model)`` says whether ``model``'s attention runs through that backend; it may
     raise ``ValueError`` to say what to change (e.g. the model runs another backend). The
-    backend's attention function asks :func:`wants_weights` and calls :func:`report_weights`.
+    backend's attention function asks :func:`recorded_weights` and calls :func:`report_weights`.
     Registering the same function twice has no effect.
     """
     if not callable(runs_through):
@@ -380,15 +458,23 @@ def register_foreign_attention(runs_through: Callable[[nn.Module], bool]) -> Non
         _FOREIGN.append(runs_through)
 
 
+def recorded_weights(module: nn.Module) -> statistics.ReturnWeights:
+    """What ``module``'s attention must compute for the open blocks recording it
+    (``return_weights``): ``False`` if none does, their common summary, else ``True``."""
+    wanted = {rec.weights for rec in _OPEN if rec._watches(module)} if _OPEN else set()
+    return wanted.pop() if len(wanted) == 1 else bool(wanted)
+
+
 def wants_weights(module: nn.Module) -> bool:
     """Whether an open :func:`record` block records ``module`` (so its attention must
-    compute the weights and :func:`report_weights` them). Cheap when nothing is recorded."""
-    return bool(_OPEN) and any(rec._watches(module) for rec in _OPEN)
+    compute what :func:`recorded_weights` says and :func:`report_weights` it). Cheap when
+    nothing is recorded."""
+    return recorded_weights(module) is not False
 
 
-def report_weights(module: nn.Module, weights: Tensor) -> None:
-    """Hand ``module``'s weights ``(B, H, Lq, Lk)`` of one call to every open block
-    recording it."""
+def report_weights(module: nn.Module, weights: Any) -> None:
+    """Hand ``module``'s weights ``(B, H, Lq, Lk)`` of one call (or the summary
+    :func:`recorded_weights` asked for) to every open block recording it."""
     for rec in list(_OPEN):
         if rec._watches(module):
             rec._store(module, weights)

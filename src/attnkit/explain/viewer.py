@@ -10,6 +10,13 @@ Long inputs: when the weights would not fit the page (more than :data:`DENSE_LIM
 or arrive as :class:`~attnkit.explain.compact.TopK`, the page keeps each query's top-k keys
 and the mass of the rest (``k`` chosen so the entries fit :data:`COMPACT_BUDGET`), stored as
 16-bit key indices and 16-bit fixed-point weights (steps of 1/65535) in base64, and says so.
+
+Summaries recorded by ``record(model, weights=...)`` are shown as what they are: a
+``"heads_mean"`` layer as one head (the mean of the heads), a ``TopK(k)`` layer as each
+query's top-k keys (a compact layer), and a ``"key_totals"`` layer (or a :class:`KeyTotals`)
+as a heat strip over the key tokens: each key shaded by the attention it received in total,
+relative to the strongest key of the layer (the strongest looks strongest), with no lines,
+since which query gave it is not kept.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import html
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,16 @@ from attnkit.explain._files import as_path, write_atomic
 from attnkit.explain._viewer_page import PAGE
 from attnkit.explain.compact import TopK, choose_k, top_k
 from attnkit.explain.record import Recording
+from attnkit.statistics import TopK as TopKeys
+
+
+@dataclass(frozen=True)
+class KeyTotals:
+    """One layer's ``"key_totals"``: the attention each key received in total, summed over
+    the queries, ``(B, H, Lk)`` or ``(H, Lk)``: shown as a heat strip over the key tokens."""
+
+    totals: torch.Tensor
+
 
 Attention = Recording | Mapping[str, Any] | Sequence[Any] | torch.Tensor | np.ndarray
 
@@ -88,8 +106,9 @@ def render_viewer(
             - a sequence of weights (named ``"layer 0"``, ``"layer 1"``, ...);
             - a tensor/array ``(N, H, Lq, Lk)`` or ``(N, B, H, Lq, Lk)``;
             where each layer's weights are ``(H, Lq, Lk)`` or ``(B, H, Lq, Lk)`` (a tensor or
-            numpy array), or a :class:`~attnkit.explain.compact.TopK`. Layers may differ in
-            their number of heads.
+            numpy array), a :class:`~attnkit.explain.compact.TopK` or a :class:`KeyTotals`.
+            Layers may differ in their number of heads. A recording of summaries shows them
+            as the module docstring says.
         tokens: the ``Lq`` query tokens (left column).
         key_tokens: the ``Lk`` key tokens (right column); default ``tokens`` (self-attention).
         example: which batch item to show when the weights have a batch dimension.
@@ -122,13 +141,17 @@ def render_viewer(
         raise ValueError(f"decimals must be an int in [1, 8], got {decimals!r}")
     if isinstance(notes, str) or not all(isinstance(n, str) for n in notes):
         raise TypeError("notes must be a sequence of str")
-    named = _named_layers(attention)
-    dense = sum(int(np.prod(_shape(w))) for _, w in named)
-    compact = dense > DENSE_LIMIT or any(isinstance(w, TopK) for _, w in named)
-    rows = sum(int(np.prod(_shape(w)[-3:-1])) for _, w in named)
+    named = _named_layers(attention, example, len(keys))
+    pairs = [(name, w) for name, w in named if not isinstance(w, KeyTotals)]
+    dense = sum(int(np.prod(_shape(w))) for _, w in pairs)
+    compact = dense > DENSE_LIMIT or any(isinstance(w, TopK) for _, w in pairs)
+    rows = sum(int(np.prod(_shape(w)[-3:-1])) for _, w in pairs)
     k = choose_k(rows, COMPACT_BUDGET)
     layers = []
     for name, weights in named:
+        if isinstance(weights, KeyTotals):
+            layers.append(_totals_layer(name, weights, example, keys, decimals))
+            continue
         if compact:
             kept = (
                 weights.first(k)
@@ -142,8 +165,14 @@ def render_viewer(
         _check_layer_shape(name, heads.shape, queries, keys, key_tokens)
         layers.append({"name": name, "heads": np.round(heads, decimals).tolist()})
     notes = list(notes)
+    if any("totals" in layer for layer in layers):
+        notes.append(
+            "Key totals: each key is shaded by the attention it received from all the queries "
+            "together (the mean over the heads shown), relative to the layer's strongest key; "
+            "which query gave it is not kept, so no lines are drawn."
+        )
     if compact:
-        k_used = max(layer["k"] for layer in layers)
+        k_used = max(layer.get("k", 0) for layer in layers)
         notes.append(
             f"Long input: each query keeps its {k_used} strongest keys per head and the "
             "mass of the rest (shown when a token is focused); weights stored in steps of "
@@ -220,11 +249,48 @@ def _script_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _named_layers(attention: Any) -> list[tuple[str, Any]]:
-    if isinstance(attention, TopK):
-        raise TypeError("attention: wrap a single TopK layer in a list or a mapping")
+def _totals_layer(
+    name: str, layer: KeyTotals, example: int, keys: list[str], decimals: int
+) -> dict[str, Any]:
+    """A key-totals layer of the page: ``{"name", "totals": [[t (Lk)] (H)]}``."""
+    totals = layer.totals
+    if not isinstance(totals, torch.Tensor) or totals.dim() not in (2, 3):
+        shape = tuple(totals.shape) if isinstance(totals, torch.Tensor) else type(totals).__name__
+        raise ValueError(f"layer {name!r}: key totals must be (B, H, Lk) or (H, Lk), got {shape}")
+    array = _layer(totals.unsqueeze(-2), name, example)[:, 0]  # (H, Lk), checked like weights
+    if array.shape[-1] != len(keys):
+        raise ValueError(
+            f"layer {name!r}: key totals for one example have shape {array.shape} (H, Lk) but "
+            f"there are {len(keys)} key tokens"
+        )
+    return {"name": name, "totals": np.round(array, decimals).tolist()}
+
+
+def _from_recording(rec: Recording, name: str, example: int, kv_len: int) -> Any:
+    """One recorded layer in a form the page shows (see the module docstring)."""
+    joined = rec.concat(name)
+    if rec.weights == "key_totals":
+        return KeyTotals(joined)  # (B, H, Lk)
+    if rec.weights == "heads_mean":
+        return joined.unsqueeze(1)  # (B, 1, Lq, Lk): one head, the mean
+    if isinstance(rec.weights, TopKeys):
+        values, indices = (t[example] for t in joined)  # (H, Lq, k) each
+        total = values.float().sum(dim=-1)  # (H, Lq): 0 for a query that saw no key
+        rest = torch.where(total > 0, (1.0 - total).clamp_min(0.0), 0.0)  # (H, Lq)
+        return TopK(values.float().contiguous(), indices.contiguous(), rest, kv_len)
+    return joined
+
+
+def _named_layers(attention: Any, example: int, kv_len: int) -> list[tuple[str, Any]]:
+    if isinstance(attention, (TopK, KeyTotals)):
+        raise TypeError(
+            f"attention: wrap a single {type(attention).__name__} layer in a list or a mapping"
+        )
     if isinstance(attention, Recording):
-        named = [(name, attention.concat(name)) for name in attention.names()]
+        named = [
+            (name, _from_recording(attention, name, example, kv_len))
+            for name in attention.names()
+        ]
     elif isinstance(attention, Mapping):
         named = []
         for name, weights in attention.items():

@@ -41,7 +41,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.utils import output_capturing
 
 import attnkit
-from attnkit.explain.record import register_foreign_attention, report_weights, wants_weights
+from attnkit.explain.record import recorded_weights, register_foreign_attention, report_weights
 from attnkit.integrations._hf_masks import AttnkitMask, build_mask
 from attnkit.masks import key_padding
 
@@ -137,20 +137,20 @@ def attention_forward(
     if kwargs.get("softcap") is not None:
         arguments["score_mod"] = soft_capping(float(kwargs["softcap"]))
     asked = _weights_asked(kwargs)
-    recording = wants_weights(module)
+    recording = recorded_weights(module)
     result = attnkit.attention(
         query,
         key,
         value,
         scale=scaling,
         dropout_p=float(dropout),
-        return_weights=asked or recording,
+        return_weights=True if asked else recording,
         **arguments,
     )
     out, weights = result if isinstance(result, tuple) else (result, None)
-    if recording and weights is not None:
+    if recording is not False and weights is not None:
         report_weights(module, weights)
-    if weights is not None:
+    if asked and weights is not None:
         weights = weights.to(query.dtype)
     return out.transpose(1, 2).contiguous(), weights if asked else None  # (B, Lq, Hq, D)
 

@@ -298,9 +298,11 @@ class MultiHeadAttention(AttentionLayer):
         output projection, the layout of the input, and the weights as asked; a ``cache``
         that tracks attention (H2O) observes what each held key received."""
         b, _, length, _ = q.shape
-        want_weights = need_weights or self.recording
         track = cache is not None and cache.tracks_attention
-        ask: statistics.ReturnWeights = True if want_weights else ("key_totals" if track else False)
+        wanted = {w for w in (need_weights, self.recorded_weights, track and "key_totals") if w}
+        # one request serves them all: the summary they share, else the full weights
+        ask: statistics.ReturnWeights = wanted.pop() if len(wanted) == 1 else bool(wanted)
+        want_weights = ask is True
         result = attention(
             q,
             k,
@@ -317,7 +319,8 @@ class MultiHeadAttention(AttentionLayer):
         if track:
             assert cache is not None and stat is not None
             cache.observe(statistics.reduce(stat, "key_totals") if want_weights else stat)
-        self.report(weights)
+        if self.recording:
+            self.report(stat)
         out = self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim))  # (B, L, E)
         if not self.batch_first:
             out = out.transpose(0, 1)  # (L, B, E)
