@@ -92,6 +92,21 @@ def test_explain_a_sentence_with_minilm(tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 1000
 
 
+def test_explain_a_sentence_by_its_key_totals(tmp_path) -> None:
+    sentence = "The cat sat on the mat because it was tired."
+    result = runner.invoke(
+        app, ["explain", sentence, "--summary", "key_totals", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    totals = [float(line.split()[-1]) for line in result.output.splitlines()
+              if "-> in total" in line]  # one per token: what it received from all queries
+    assert len(totals) >= 10 and abs(sum(totals) - len(totals)) <= 0.005 * len(totals)  # Σ_j Σ_i P_ij = Lq
+    page = (tmp_path / "attention.html").read_text()
+    assert '"totals"' in page and not (tmp_path / "rollout.png").exists()
+    bad = runner.invoke(app, ["explain", sentence, "--summary", "topk"])
+    assert bad.exit_code == 2 and "--summary must be one of" in bad.output
+
+
 def test_explain_rejects_a_missing_run(tmp_path) -> None:
     result = runner.invoke(app, ["explain", str(tmp_path / "nope"), "zwei"])
     assert result.exit_code == 2

@@ -38,6 +38,15 @@ def explain(
             "target text.",
         ),
     ] = None,
+    summary: Annotated[
+        str | None,
+        typer.Option(
+            "--summary",
+            help="With a sentence: record only a summary of each layer's weights, made "
+            "without the full weights (long inputs): 'key_totals' (the attention each token "
+            "received in total, a heat strip) or 'heads_mean' (the mean of the heads).",
+        ),
+    ] = None,
 ) -> None:
     """Show what a model attends to.
 
@@ -49,6 +58,9 @@ def explain(
     attnkit explain runs/NAME "dreihundertvierundzwanzig" translates with a trained model and
     draws the source × target alignment (alignment.png, attention.html).
 
+    attnkit explain "..." --summary key_totals records only the attention each token received
+    in total (made inside the kernel, without the full weights) and shades the tokens by it.
+
     attnkit explain --hf DIR "text" [TARGET] runs any local Hugging Face model on attnkit's
     attention backend: the head view (attention.html; cross_attention.html and
     decoder_attention.html too for an encoder-decoder) and rollout.png. Texts longer than the
@@ -56,6 +68,12 @@ def explain(
     """
     from attnkit.tasks import explain_text
 
+    if summary is not None and (hf is not None or text is not None):
+        raise typer.BadParameter("--summary is for a sentence through MiniLM (one argument)")
+    if summary is not None and summary not in explain_text.SUMMARIES:
+        raise typer.BadParameter(
+            f"--summary must be one of {', '.join(explain_text.SUMMARIES)}, got {summary!r}"
+        )
     if hf is not None:
         try:
             from attnkit.tasks.explain_hf import explain_hf
@@ -81,8 +99,12 @@ def explain(
         result = explain_text.explain_translation(run, text, out)
         header = "output token -> the input token it looked at most"
     else:
-        result = explain_text.explain_sentence(first, out)
-        header = "token -> the tokens it attends to most (last layer, heads averaged)"
+        result = explain_text.explain_sentence(first, out, summary=summary)
+        header = (
+            "token -> the attention it received in total (last layer, heads averaged)"
+            if summary == "key_totals"
+            else "token -> the tokens it attends to most (last layer, heads averaged)"
+        )
     typer.echo(header)
     listed = result.top if len(result.top) <= LISTED else result.top[: LISTED // 2]
     for token, targets in listed:

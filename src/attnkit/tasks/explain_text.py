@@ -26,14 +26,43 @@ class Explanation:
     top: list[tuple[str, list[tuple[str, float]]]] = field(default_factory=list)
 
 
-def explain_sentence(text: str, out: Path, *, top: int = 3) -> Explanation:
+SUMMARIES = ("key_totals", "heads_mean")  # what explain_sentence(summary=...) records
+
+
+def explain_sentence(
+    text: str, out: Path, *, top: int = 3, summary: str | None = None
+) -> Explanation:
     """Run MiniLM on ``text``; write ``attention.html``, ``rollout.png`` and
-    ``last_layer_heads.png`` into ``out``."""
+    ``last_layer_heads.png`` into ``out``.
+
+    ``summary`` (one of :data:`SUMMARIES`) records only that summary of each layer's weights,
+    made by the kernel without the full weights (for long inputs), and writes only the head
+    view of it (``attention.html``): ``"key_totals"`` as a heat strip of the attention each
+    token received in total (the report lists those totals, last layer, heads averaged),
+    ``"heads_mean"`` as one head per layer. Rollout and the per-head picture need every head's
+    full weights, so they are not drawn.
+
+    Raises:
+        ValueError: an unknown ``summary``.
+    """
     from attnkit.models import load_bert
 
+    if summary is not None and summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
     model = load_bert()
     tokens = model.tokens(text)
     ids, mask = model.tokenize([text])
+    if summary is not None:
+        with torch.no_grad(), record(model, weights=summary) as rec:
+            model(ids, mask)
+        page = write_viewer(rec, out / "attention.html", tokens=tokens,
+                            title=f"MiniLM ({summary}): {text}")
+        last = rec.single(rec.names()[-1])[0]  # (H, Lk) or (Lq, Lk)
+        if summary == "heads_mean":
+            return Explanation([page], most_attended(last, tokens, top=top))
+        received = last.mean(dim=0)  # (Lk,): heads averaged
+        return Explanation([page], [(t, [("in total", float(w))]) for t, w in
+                                    zip(tokens, received, strict=True)])
     with torch.no_grad(), record(model) as rec:
         model(ids, mask)
     layers = rec.stack("encoder.layers.*.self_attn")  # (N, 1, H, L, L)
