@@ -94,7 +94,9 @@ class KeyTotals:
                                   dtype=dtype, device=device)  # (n, G, Lk)
 
     def __call__(self, p: Tensor, g: int, box: Box) -> None:
-        self.totals[:, g, box[2] : box[3]] += p.sum(dim=1)  # (n, k)
+        ones = p.new_ones(p.shape[0], 1, p.shape[1])  # (n, 1, q): Σ over the rows as a product,
+        target = self.totals[:, g, box[2] : box[3]].unsqueeze(1)  # (n, 1, k)  # cheaper than sum
+        target.baddbmm_(ones, p.to(target.dtype))
 
     def result(self) -> Tensor:
         s = self.shapes
@@ -113,12 +115,14 @@ class HeadsMean:
     def __call__(self, p: Tensor, g: int, box: Box) -> None:
         q0, q1, k0, k1 = box
         s = self.shapes
-        heads = p.view(s.batch, s.kv_heads, q1 - q0, k1 - k0)  # (B, Hkv, q, k)
-        target = self.sums[:, q0:q1, k0:k1]  # (B, q, k)
-        if s.group == 1:  # every head is in this tile: write the mean, no second pass
-            torch.mean(heads, dim=1, out=target)
+        heads = p.view(s.batch, s.kv_heads, -1)  # (B, Hkv, q·k)
+        share = p.new_full((s.batch, 1, s.kv_heads), 1.0 / s.q_heads)  # (B, 1, Hkv)
+        mean = torch.bmm(share, heads).view(s.batch, q1 - q0, k1 - k0)  # (B, q, k): a product,
+        target = self.sums[:, q0:q1, k0:k1]  # cheaper than a mean over dim 1
+        if s.group == 1:  # every head is in this tile
+            target.copy_(mean)
         else:
-            target.add_(heads.sum(dim=1), alpha=1.0 / s.q_heads)
+            target.add_(mean)
 
     def result(self) -> Tensor:
         return self.sums.to(self.dtype)  # (B, Lq, Lk)
