@@ -1,9 +1,8 @@
 """Benchmark cases of the attention statistics (``return_weights="key_totals"``,
 ``"heads_mean"``, ``TopK(k)``): what they cost beside SDPA and beside the full weights.
 
-They measure whatever implementation :func:`attnkit.statistics.summarise` has: today the exact
-weights of the weights path reduced one block of queries at a time; the targets are those of
-statistics computed inside the kernel.
+The statistics are made inside the ``chunked`` kernel (:mod:`attnkit.kernels.summaries`): each
+tile of whole rows reduced as it is normalised, the full weights never written.
 """
 
 from __future__ import annotations
