@@ -14,7 +14,12 @@ from torch import nn
 
 import attnkit
 from attnkit.explain import record
-from attnkit.explain.record import register_foreign_attention, report_weights, wants_weights
+from attnkit.explain.record import (
+    recorded_weights,
+    register_foreign_attention,
+    report_weights,
+    wants_weights,
+)
 
 
 class ForeignAttention(nn.Module):
@@ -105,3 +110,48 @@ def test_other_models_are_still_refused() -> None:
         record(nn.Linear(2, 2))
     with pytest.raises(TypeError, match="transform must be callable"):
         record(ForeignModel(), transform=3)
+
+
+class SummarisingAttention(ForeignAttention):
+    """Asks attnkit for what the open blocks want (recorded_weights), as the transformers
+    backend does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, dim = x.shape
+        q, k, v = (
+            t.view(b, length, self.heads, dim // self.heads).transpose(1, 2)
+            for t in self.qkv(x).chunk(3, dim=-1)
+        )  # (B, H, L, D)
+        want = recorded_weights(self)
+        self.asked_for = want
+        result = attnkit.attention(q, k, v, return_weights=want)
+        if want is not False:
+            report_weights(self, result[1])
+        return x
+
+
+class SummarisingModel(ForeignModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([SummarisingAttention()])
+
+
+register_foreign_attention(lambda model: isinstance(model, SummarisingModel))
+
+
+def test_foreign_modules_are_asked_for_the_summary_the_blocks_share() -> None:
+    model = SummarisingModel()
+    block = model.blocks[0]
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad(), record(model, weights="key_totals") as totals:
+        model(x)
+    assert block.asked_for == "key_totals"
+    want = expected(block, x).sum(dim=2)  # (B, H, Lk)
+    assert (totals.single("blocks.0").double() - want).abs().max() < 1e-5
+    with torch.no_grad(), record(model, weights="key_totals") as totals, record(
+        model, weights="heads_mean"
+    ) as mean:
+        model(x)
+    assert block.asked_for is True  # two different summaries: the full weights, reduced by each
+    assert (totals.single("blocks.0").double() - want).abs().max() < 1e-5
+    assert (mean.single("blocks.0").double() - expected(block, x).mean(dim=1)).abs().max() < 1e-5
