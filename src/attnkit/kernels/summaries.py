@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from attnkit.kernels.online import Box
     from attnkit.kernels.plan import Shapes
-
-Box = tuple[int, int, int, int]  # queries q0:q1, keys k0:k1
 
 
 @dataclass(frozen=True)
