@@ -8,7 +8,7 @@ import torch
 
 import attnkit
 from attnkit import KeyLengths, TopK
-from attnkit.kernels import chunked, online
+from attnkit.kernels import chunked, online, summaries
 
 # name: (B, Hq, Hkv, Lq, Lk)
 SHAPES = {
@@ -171,12 +171,13 @@ def test_a_backend_without_summaries_says_so() -> None:
 
 @pytest.mark.parametrize("option", ["plain", "causal", "key-lengths"])
 def test_topk_of_wide_rows_takes_candidates_from_groups(option: str) -> None:
-    """Rows of 103 keys: TopK(5) takes its candidates from the groups of keys with the largest
+    """Rows of 203 keys: TopK(5) takes its candidates from the groups of keys with the largest
     maxima (and the 3 keys left over); the values are still the reference's top 5."""
+    assert 203 // summaries._GROUP >= 4 * 5  # wide enough for the groups
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(2, 2, 6, 8, generator=gen, dtype=torch.float64) * 3
-    k = torch.randn(2, 1, 103, 8, generator=gen, dtype=torch.float64)
-    v = torch.randn(2, 1, 103, 4, generator=gen, dtype=torch.float64)
+    k = torch.randn(2, 1, 203, 8, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 1, 203, 4, generator=gen, dtype=torch.float64)
     options = _options(option, q, k)
     weights = _reference_weights(q, k, v, **options)
     _, (values, indices) = attnkit.attention(q, k, v, return_weights=TopK(5), **options)
