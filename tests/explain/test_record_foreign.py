@@ -31,12 +31,16 @@ class ForeignAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.asked = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, length, dim = x.shape
-        q, k, v = (
+        return tuple(
             t.view(b, length, self.heads, dim // self.heads).transpose(1, 2)
             for t in self.qkv(x).chunk(3, dim=-1)
-        )  # (B, H, L, D)
+        )  # (B, H, L, D) each
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, dim = x.shape
+        q, k, v = self.split(x)
         want = wants_weights(self)
         self.asked += int(want)
         result = attnkit.attention(q, k, v, return_weights=want)
@@ -117,11 +121,7 @@ class SummarisingAttention(ForeignAttention):
     backend does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, dim = x.shape
-        q, k, v = (
-            t.view(b, length, self.heads, dim // self.heads).transpose(1, 2)
-            for t in self.qkv(x).chunk(3, dim=-1)
-        )  # (B, H, L, D)
+        q, k, v = self.split(x)
         want = recorded_weights(self)
         self.asked_for = want
         result = attnkit.attention(q, k, v, return_weights=want)
