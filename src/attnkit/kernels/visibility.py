@@ -26,8 +26,7 @@ broadcast shape of an index grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -116,6 +115,8 @@ class Visibility:
     mask: Tensor | None = None
     bias: Tensor | None = None
     block_mask: BlockMask | None = None
+    # Filled by `ranges` (not a functools.cached_property: its lock stops torch.compile).
+    _ranges: Ranges | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.offset is None:
@@ -128,14 +129,16 @@ class Visibility:
             self.left = _tighter(self.left, band[0])
             self.right = _tighter(self.right, band[1])
 
-    @cached_property
+    @property
     def ranges(self) -> Ranges:
         """The per-sequence tensors' smallest and largest values: read once, and only by the
         block kernels' tiling (the dense path of sdpa/reference reads no tensor's values, so
         it traces)."""
-        keys = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
-        return Ranges(*_lengths(self.shifts, 0), *_lengths(keys, self.kv_len),
-                      *_lengths(self.query_lengths, self.q_len))
+        if self._ranges is None:
+            keys = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
+            self._ranges = Ranges(*_lengths(self.shifts, 0), *_lengths(keys, self.kv_len),
+                                  *_lengths(self.query_lengths, self.q_len))
+        return self._ranges
 
     # -- what the call holds ------------------------------------------------------------------
 
