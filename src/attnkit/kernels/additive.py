@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels import online, summaries
+from attnkit.kernels import online, ops, summaries
 from attnkit.kernels.online import ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
@@ -53,6 +53,8 @@ def additive(
     if form.bias is not None:
         qa = qa + form.bias.to(cd)
     ka = torch.matmul(k.to(cd), form.w_k.to(cd).transpose(0, 1))  # (B, Hkv, Lk, A)
+    if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
+        return ops.run("additive", [qa, ka, form.v, v], plan, plan.score.scale, need_lse=True)
     call = _Call(plan, qa.shape[-1])
     bias = plan.visibility.bias
     out, lse, *rest = _AdditiveAttention.apply(qa, ka, form.v, v, bias, call,
@@ -81,7 +83,7 @@ class _Call:
         pairs = max(1, _BLOCK_ELEMENTS // (s.batch * s.kv_heads * width))  # q·k pairs per tile
         kb = max(1, min(s.kv_len, 64, pairs // 16))
         qb = max(1, min(s.q_len, pairs // kb))
-        dropout = online.dropout_for(plan.dropout_p, plan.device)
+        dropout = online.dropout_for(plan)
         self.tiling = Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype),
                              dropout)
 
@@ -137,19 +139,49 @@ class _AdditiveScores:
         self.dka[:, k0:k1] += dh.sum(dim=1)
 
 
+def _rows(call: _Call, qa: Tensor, ka: Tensor, vec: Tensor, v: Tensor) -> tuple[Tensor, ...]:
+    """``qr, kr (n, G·Lq | Lk, A)``, ``vc (A,)``, ``vr (n, Lk, Dv)`` in the compute dtype."""
+    cd, hkv = compute_dtype(qa.dtype), call.plan.shapes.kv_heads
+    return to_rows(qa, hkv, cd), to_rows(ka, hkv, cd), vec.to(cd), to_rows(v, hkv, cd)
+
+
+def _backward(
+    call: _Call, saved: tuple[Tensor | None, ...], dout: Tensor | None, dweights: Tensor | None,
+    bias_grad: bool,
+) -> tuple[list[Tensor], Tensor | None, list[Tensor | None]]:
+    """``[dqa (B, Hq, Lq, A), dka (B, Hkv, Lk, A), dvec (A,), dv (B, Hkv, Lk, Dv)]`` in the
+    compute dtype, the bias's gradient (with ``bias_grad``) and the ``score_mod`` leaves'."""
+    qr, kr, vc, vr, out, lse, weights = saved
+    s = call.plan.shapes
+    hkv, b, hq = s.kv_heads, s.batch, s.q_heads
+    dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
+    bias = call.plan.visibility.bias
+    dbias = None
+    if bias_grad and bias is not None:
+        dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
+    sb = call.scores(qr, kr, vc, grads=True)
+    tiles = sb.inner if isinstance(sb, ModScores) else sb
+    dv = online.gradients(sb, dout_rows, (vr, out, lse, weights), dweights, call.tiling, dbias)
+    leaf_grads = sb.leaf_grads if isinstance(sb, ModScores) else []
+    grads = [
+        from_rows(tiles.dqa, b, hq),  # (B, Hq, Lq, A)
+        tiles.dka.reshape(b, hkv, *tiles.dka.shape[1:]),  # (B, Hkv, Lk, A)
+        tiles.dvec,
+        dv.reshape(b, hkv, *dv.shape[1:]),  # (B, Hkv, Lk, Dv)
+    ]
+    return grads, dbias, leaf_grads
+
+
 class _AdditiveAttention(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, qa: Tensor, ka: Tensor, vec: Tensor, v: Tensor, bias: Tensor | None,
         call: _Call, *leaves: Tensor,
     ):
-        cd = compute_dtype(qa.dtype)
-        s = call.plan.shapes
-        qr, kr = to_rows(qa, s.kv_heads, cd), to_rows(ka, s.kv_heads, cd)  # (n, G·Lq | Lk, A)
-        vr, vc = to_rows(v, s.kv_heads, cd), vec.to(cd)  # (n, Lk, Dv), (A,)
-        plan = call.plan
+        s, plan = call.plan.shapes, call.plan
+        qr, kr, vc, vr = _rows(call, qa, ka, vec, v)
         reduce = None if plan.summary is None else summaries.reduction(
-            plan.summary, s, plan.dtype, cd, qa.device)
+            plan.summary, s, plan.dtype, qr.dtype, qa.device)
         out, lse, weights = online.attention(call.scores(qr, kr, vc), vr, call.tiling, call.weights,
                                              consume=reduce)
         ctx.save_for_backward(qr, kr, vc, vr, out, lse, weights)
@@ -170,36 +202,47 @@ class _AdditiveAttention(torch.autograd.Function):
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):
         dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("additive")
-        qr, kr, vc, vr, out, lse, weights = ctx.saved_tensors
-        call: _Call = ctx.call
-        s = call.plan.shapes
-        hkv, b, hq = s.kv_heads, s.batch, s.q_heads
-        dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
-        bias = call.plan.visibility.bias
-        dbias = None
-        if ctx.needs_input_grad[4] and bias is not None:
-            dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
-        sb = call.scores(qr, kr, vc, grads=True)
-        tiles = sb.inner if isinstance(sb, ModScores) else sb
-        dv = online.gradients(sb, dout_rows, (vr, out, lse, weights), dweights, call.tiling, dbias)
-        leaf_grads = sb.leaf_grads if isinstance(sb, ModScores) else []
-        qa_t, ka_t, vec_t, v_t, bias_t = ctx.dtypes
+        grads, dbias, leaf_grads = _backward(
+            ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[4]
+        )
+        *dtypes, bias_t = ctx.dtypes
         return (
-            from_rows(tiles.dqa, b, hq).to(qa_t),  # (B, Hq, Lq, A)
-            tiles.dka.reshape(b, hkv, *tiles.dka.shape[1:]).to(ka_t),  # (B, Hkv, Lk, A)
-            tiles.dvec.to(vec_t),
-            dv.reshape(b, hkv, *dv.shape[1:]).to(v_t),  # (B, Hkv, Lk, Dv)
+            *(g.to(t) for g, t in zip(grads, dtypes, strict=True)),
             None if dbias is None else dbias.to(bias_t),
             None,
             *(leaf_grads or [None] * (len(ctx.needs_input_grad) - 6)),
         )
 
 
+def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
+    """``attnkit::block_attention``'s additive forward (see :mod:`attnkit.kernels.ops`)."""
+    call = _Call(plan, inputs[0].shape[-1])
+    qr, kr, vc, vr = _rows(call, *inputs)
+    found = online.attention(call.scores(qr, kr, vc), vr, call.tiling, call.weights)
+    return ops.user_layout(found, plan.shapes.batch, plan.shapes.q_heads)
+
+
+def _op_backward(
+    grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
+    bias_grad: bool,
+) -> list[Tensor]:
+    """``attnkit::block_attention_backward`` for additive."""
+    call = _Call(plan, inputs[0].shape[-1])
+    rows = ops.rows_layout(outputs, plan.shapes.kv_heads, compute_dtype(plan.dtype))
+    saved = (*_rows(call, *inputs), *rows)
+    dout, _, dweights = (ops.present(g) for g in grads)
+    found, dbias, _ = _backward(call, saved, dout, dweights, bias_grad)
+    return [*found, ops.empty(found[0]) if dbias is None else dbias]
+
+
+ops.register_op_kernel("additive", _op_forward, _op_backward)
+
+
 KERNEL = Kernel(
     "additive",
     additive,
     Capabilities(scores=frozenset({"additive", "concat"}), normalizers=SOFTMAX, dtypes=FLOATS,
-                 summaries=True),
+                 summaries=True, extra=ops.refuses),
     declines=_declines,
     priority=30,
     description="additive/concat scores in blocks with the online softmax",

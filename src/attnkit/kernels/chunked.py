@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels import online, summaries
+from attnkit.kernels import online, ops, summaries
 from attnkit.kernels.online import DotScores, ModScores, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
@@ -57,6 +57,9 @@ def chunked(
     assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
+    if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
+        return ops.run("chunked", [qp, kp, v], plan, form.scale,
+                       need_lse=plan.needs_grad and not plan.return_weights)
     call = _Call(plan, form.scale)
     bias = plan.visibility.bias
     out, lse, *rest = _ChunkedAttention.apply(qp, kp, v, bias, call, *plan.score.mod_leaves)
@@ -74,7 +77,7 @@ def tiling(plan: AttentionPlan) -> Tiling:
         qb, kbs = plan.visibility.block_mask.block_size  # the keys a block sees fit the tiles
         kb = max(kbs, kb // kbs * kbs)  # closely; a table's full tiles stay full
         merge = _BLOCK_ELEMENTS
-    dropout = online.dropout_for(plan.dropout_p, plan.device)
+    dropout = online.dropout_for(plan)
     return Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype), dropout,
                   merge=merge)
 
@@ -109,27 +112,71 @@ class _Call:
         return out, lse, reduce.result()
 
 
+def _rows(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``qs`` (scaled), ``kr``, ``vr`` in the rows layout and the compute dtype."""
+    cd, hkv = compute_dtype(q.dtype), call.plan.shapes.kv_heads
+    qs = to_rows(q, hkv, cd) * call.scale  # (n, G·Lq, D)
+    return qs, to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (n, Lk, D|Dv)
+
+
+def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
+    """What the backward pass needs, in the rows layout: ``(qs, kr, vr, out (n, G·Lq, Dv),
+    lse (n, G·Lq) or None, weights (n, G·Lq, Lk) or None)``, and the plan's summary (or
+    ``None``)."""
+    qs, kr, vr = _rows(call, q, k, v)
+    lse, summary = None, None
+    if call.plan.summary is not None:
+        out, lse, summary = call.summarised(qs, kr, vr)
+        weights = None
+    elif call.weights and call.mod is None:  # the backward pass reads the weights
+        weights = qs.new_empty(*qs.shape[:2], call.plan.shapes.kv_len)  # (n, G·Lq, Lk)
+        out = rows_forward(qs, kr, vr, call.tiling, weights)
+    else:
+        out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights,
+                                             need_lse=call.plan.needs_grad)
+    return (qs, kr, vr, out, lse, weights), summary
+
+
+def _backward(
+    call: _Call, saved: tuple[Tensor | None, ...], dout: Tensor | None, dweights: Tensor | None,
+    bias_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor | None]]:
+    """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
+    dtype, the bias's gradient (with ``bias_grad``) and the ``score_mod`` leaves'."""
+    qs, kr, vr, out, lse, weights = saved
+    s, hkv = call.plan.shapes, call.plan.shapes.kv_heads
+    dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
+    bias = call.plan.visibility.bias
+    dbias = None
+    if bias_grad and bias is not None:
+        dbias = torch.zeros(bias.shape, dtype=qs.dtype, device=qs.device)
+    leaf_grads: list[Tensor | None] = []
+    if lse is None:
+        dqs, dk, dv = rows_backward(dout_rows, dweights, (qs, kr, vr, weights), call.tiling,
+                                    dbias)
+    else:
+        dqs, dk = torch.zeros_like(qs), torch.zeros_like(kr)
+        sb = call.scores(qs, kr, (dqs, dk))
+        dv = online.gradients(sb, dout_rows, (vr, out, lse, weights), dweights, call.tiling,
+                              dbias)
+        if isinstance(sb, ModScores):
+            leaf_grads = sb.leaf_grads
+    dq = from_rows(dqs.mul_(call.scale), s.batch, s.q_heads)  # (B, Hq, Lq, D)
+    dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:])  # (B, Hkv, Lk, D)
+    dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:])  # (B, Hkv, Lk, Dv)
+    return dq, dk4, dv4, dbias, leaf_grads
+
+
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, call: _Call,
                 *leaves: Tensor):
-        cd = compute_dtype(q.dtype)
         s = call.plan.shapes
-        qs = to_rows(q, s.kv_heads, cd) * call.scale  # (n, G·Lq, D)
-        kr, vr = to_rows(k, s.kv_heads, cd), to_rows(v, s.kv_heads, cd)  # (n, Lk, D|Dv)
-        lse, summary = None, None
-        if call.plan.summary is not None:
-            out, lse, summary = call.summarised(qs, kr, vr)
-            weights = None
-        elif call.weights and call.mod is None:  # the backward pass reads the weights
-            weights = qs.new_empty(*qs.shape[:2], s.kv_len)  # (n, G·Lq, Lk)
-            out = rows_forward(qs, kr, vr, call.tiling, weights)
-        else:
-            out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights,
-                                                 need_lse=call.plan.needs_grad)
-        ctx.save_for_backward(qs, kr, vr, out, lse, weights)
+        saved, summary = _forward(call, q, k, v)
+        ctx.save_for_backward(*saved)
         ctx.call = call
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)
+        _, _, _, out, lse, weights = saved
         out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
         lse_user = None if lse is None else from_rows(lse, s.batch, s.q_heads).float()
         if lse_user is not None:
@@ -145,38 +192,42 @@ class _ChunkedAttention(torch.autograd.Function):
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):
         dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("chunked")
-        qs, kr, vr, out, lse, weights = ctx.saved_tensors
-        call: _Call = ctx.call
-        s = call.plan.shapes
-        hkv = s.kv_heads
-        dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
-        bias = call.plan.visibility.bias
-        dbias = None
-        if ctx.needs_input_grad[3] and bias is not None:
-            dbias = torch.zeros(bias.shape, dtype=qs.dtype, device=qs.device)
-        leaf_grads: list[Tensor | None] = []
-        if lse is None:
-            dqs, dk, dv = rows_backward(dout_rows, dweights, (qs, kr, vr, weights), call.tiling,
-                                        dbias)
-        else:
-            dqs, dk = torch.zeros_like(qs), torch.zeros_like(kr)
-            sb = call.scores(qs, kr, (dqs, dk))
-            saved = (vr, out, lse, weights)
-            dv = online.gradients(sb, dout_rows, saved, dweights, call.tiling, dbias)
-            if isinstance(sb, ModScores):
-                leaf_grads = sb.leaf_grads
+        dq, dk, dv, dbias, leaf_grads = _backward(
+            ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[3]
+        )
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes
-        dq = from_rows(dqs.mul_(call.scale), s.batch, s.q_heads).to(q_dtype)  # (B, Hq, Lq, D)
-        dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:]).to(k_dtype)  # (B, Hkv, Lk, D)
-        dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:]).to(v_dtype)  # (B, Hkv, Lk, Dv)
         extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 5)
-        return dq, dk4, dv4, None if dbias is None else dbias.to(bias_dtype), None, *extra
+        return (dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype),
+                None if dbias is None else dbias.to(bias_dtype), None, *extra)
+
+
+def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
+    """``attnkit::block_attention``'s chunked forward (see :mod:`attnkit.kernels.ops`)."""
+    saved, _ = _forward(_Call(plan, plan.score.scale), *inputs)
+    return ops.user_layout(saved[3:], plan.shapes.batch, plan.shapes.q_heads)
+
+
+def _op_backward(
+    grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
+    bias_grad: bool,
+) -> list[Tensor]:
+    """``attnkit::block_attention_backward`` for chunked."""
+    call = _Call(plan, plan.score.scale)
+    rows = ops.rows_layout(outputs, plan.shapes.kv_heads, compute_dtype(plan.dtype))
+    saved = (*_rows(call, *inputs), *rows)
+    dout, _, dweights = (ops.present(g) for g in grads)
+    dq, dk, dv, dbias, _ = _backward(call, saved, dout, dweights, bias_grad)
+    return [dq, dk, dv, ops.empty(dq) if dbias is None else dbias]
+
+
+ops.register_op_kernel("chunked", _op_forward, _op_backward)
 
 
 KERNEL = Kernel(
     "chunked",
     chunked,
-    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS, summaries=True),
+    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS, summaries=True,
+                 extra=ops.refuses),
     priority=20,
     description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
 )

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.kernels import online
+from attnkit.kernels import online, ops
 from attnkit.kernels.online import NEG_INF, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
@@ -62,9 +62,11 @@ def local(
     """Banded attention; see the module docstring."""
     form = plan.score.dot
     assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
-    band = Band(plan, form.scale)
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
-    out = _LocalAttention.apply(form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd)), v, band)
+    qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
+    if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
+        return ops.run("local", [qp, kp, v], plan, form.scale, need_lse=False)
+    out = _LocalAttention.apply(qp, kp, v, Band(plan, form.scale))
     return out, None, None
 
 
@@ -123,7 +125,7 @@ class Band:
         self.lo = vis.offset - left
         self.gb = max(1, _GROUP_ELEMENTS // (s.group * self.qb * self.width))
         self.dtype = compute_dtype(plan.dtype)
-        self.dropout = online.dropout_for(plan.dropout_p, plan.device)
+        self.dropout = online.dropout_for(plan)
         self.segments = self._segments()
         device, qb, w = plan.device, self.qb, self.width
         inside = vis.band_at(torch.arange(qb, device=device).unsqueeze(1),
@@ -268,86 +270,125 @@ class Band:
         return [torch.empty(self.gb, rows, x, dtype=self.dtype, device=device) for x in widths]
 
 
+def _rows(band: Band, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``qr (n, G·Lq, D)``, ``kr, vr (n, Lk, D|Dv)`` in the compute dtype."""
+    cd, hkv = band.dtype, band.kv_heads
+    return to_rows(q, hkv, cd), to_rows(k, hkv, cd), to_rows(v, hkv, cd)
+
+
+def _forward(band: Band, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
+    """The output in the local layout ``(n, nb, G·qb, Dv)``, compute dtype."""
+    cd = band.dtype
+    qloc = band.to_local(qr)  # (n, nb, G·qb, D)
+    n, nb, rows, _ = qloc.shape
+    out = torch.empty(n, nb, rows, vr.shape[2], dtype=cd, device=qr.device)
+    (ws,) = band.workspace(band.width)
+    windows = {}
+    for seg in band.segments:
+        kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
+        windows[seg] = (band.windows(kb, seg), band.windows(vb, seg).transpose(-1, -2))
+    for h, seg, b0, b1, plain in band.tiles():
+        kwin, vwin = windows[seg]  # (n, blocks, D, W), (n, blocks, W, Dv)
+        i0, i1 = b0 - seg.start, b1 - seg.start
+        s = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
+        keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
+        online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], None, first=True,
+                       may_be_empty=not plain, keep=keep)
+    return out
+
+
+def _backward(band: Band, saved: tuple[Tensor, ...], dout: Tensor) -> tuple[Tensor, ...]:
+    """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
+    dtype, from ``saved = (qr, kr, vr, out)`` (``out`` in the local layout)."""
+    qr, kr, vr, out = saved
+    hkv, qb, lk = band.kv_heads, band.qb, band.kv_len
+    qloc = band.to_local(qr)  # (n, nb, G·qb, D)
+    do_loc = band.to_local(to_rows(dout, hkv, out.dtype))  # (n, nb, G·qb, Dv)
+    row_dot = torch.linalg.vecdot(do_loc, out).unsqueeze(-1)  # (n, nb, G·qb, 1): dO·O
+    dq = torch.empty_like(qloc) if not band.aligned else torch.empty_like(qr)
+    dq_loc = dq if not band.aligned else band.to_local(dq)  # (n, nb, G·qb, D)
+    ws, wdp = band.workspace(band.width, band.width)
+    wdk, wdv = (kr.new_empty(band.gb, band.width, x.shape[2]) for x in (kr, vr))  # (gb, W, ·)
+    # Key/value gradients, with qb rows of slack: the last slot chunk may run past the end.
+    dk_acc = kr.new_zeros(kr.shape[0], lk + qb, kr.shape[2])  # (n, Lk + qb, D)
+    dv_acc = vr.new_zeros(vr.shape[0], lk + qb, vr.shape[2])  # (n, Lk + qb, Dv)
+    tiles = {}
+    for seg in band.segments:
+        kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
+        if seg.pos0 is None:  # windows inside the keys: accumulate in place
+            dkb, dvb = dk_acc, dv_acc
+        else:
+            dkb = kr.new_zeros(kr.shape[0], seg.length + qb, kr.shape[2])
+            dvb = vr.new_zeros(vr.shape[0], seg.length + qb, vr.shape[2])
+        tiles[seg] = (band.windows(kb, seg), band.windows(vb, seg), dkb, dvb)
+    for h, seg, b0, b1, plain in band.tiles():
+        kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
+        i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
+        p = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
+        online.softmax_(p, not plain, lse=False)  # P again, in place
+        keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), p.shape, p.dtype)
+        ds = online.tile_grads(
+            p, do_loc[h, b0:b1], vwin_t[h, i0:i1], wdv[:gb], row_dot=row_dot[h, b0:b1],
+            accumulate=False, keep=keep, work=wdp[:gb],
+        )  # dS (gb, G·qb, W); wdv holds dV of the windows (gb, W, Dv)
+        torch.bmm(ds, kwin[h, i0:i1].transpose(1, 2), out=dq_loc[h, b0:b1])
+        dkwin = torch.bmm(ds.transpose(1, 2), qloc[h, b0:b1], out=wdk[:gb])  # (gb, W, D)
+        band.add_windows(dkb[h], dkwin, seg, b0, b1)
+        band.add_windows(dvb[h], wdv[:gb], seg, b0, b1)
+    for seg, (_, _, dkb, dvb) in tiles.items():
+        if seg.pos0 is not None:  # a padded end: add the rows that are real keys
+            a, b = max(seg.pos0, 0), min(seg.pos0 + seg.length, lk)
+            if b > a:
+                dk_acc[:, a:b] += dkb[:, a - seg.pos0 : b - seg.pos0]
+                dv_acc[:, a:b] += dvb[:, a - seg.pos0 : b - seg.pos0]
+    dk, dv = dk_acc[:, :lk], dv_acc[:, :lk]  # (n, Lk, D|Dv)
+    b, hq = band.n // hkv, band.group * hkv
+    dq_rows = (dq if band.aligned else band.from_local(dq_loc)).mul_(band.scale)
+    return (
+        from_rows(dq_rows, b, hq),  # (B, Hq, Lq, D)
+        dk.mul_(band.scale).reshape(b, hkv, *dk.shape[1:]),  # (B, Hkv, Lk, D)
+        dv.reshape(b, hkv, *dv.shape[1:]),  # (B, Hkv, Lk, Dv)
+    )
+
+
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, band: Band):
-        cd, hkv = band.dtype, band.kv_heads
-        qr = to_rows(q, hkv, cd)  # (n, G·Lq, D)
-        kr, vr = to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (n, Lk, D|Dv)
-        qloc = band.to_local(qr)  # (n, nb, G·qb, D)
-        n, nb, rows, _ = qloc.shape
-        out = torch.empty(n, nb, rows, vr.shape[2], dtype=cd, device=q.device)
-        (ws,) = band.workspace(band.width)
-        windows = {}
-        for seg in band.segments:
-            kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
-            windows[seg] = (band.windows(kb, seg), band.windows(vb, seg).transpose(-1, -2))
-        for h, seg, b0, b1, plain in band.tiles():
-            kwin, vwin = windows[seg]  # (n, blocks, D, W), (n, blocks, W, Dv)
-            i0, i1 = b0 - seg.start, b1 - seg.start
-            s = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
-            keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
-            online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], None, first=True,
-                           may_be_empty=not plain, keep=keep)
+        qr, kr, vr = _rows(band, q, k, v)
+        out = _forward(band, qr, kr, vr)
         ctx.save_for_backward(qr, kr, vr, out)
         ctx.band, ctx.dtypes = band, (q.dtype, k.dtype, v.dtype)
-        return from_rows(band.from_local(out), band.n // hkv, band.group * hkv).to(v.dtype)
+        return from_rows(band.from_local(out), band.n // band.kv_heads,
+                         band.group * band.kv_heads).to(v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor):
         online.no_double_backward("local")
-        qr, kr, vr, out = ctx.saved_tensors
-        band: Band = ctx.band
-        hkv, qb, lk = band.kv_heads, band.qb, band.kv_len
-        qloc = band.to_local(qr)  # (n, nb, G·qb, D)
-        do_loc = band.to_local(to_rows(dout, hkv, out.dtype))  # (n, nb, G·qb, Dv)
-        row_dot = torch.linalg.vecdot(do_loc, out).unsqueeze(-1)  # (n, nb, G·qb, 1): dO·O
-        dq = torch.empty_like(qloc) if not band.aligned else torch.empty_like(qr)
-        dq_loc = dq if not band.aligned else band.to_local(dq)  # (n, nb, G·qb, D)
-        ws, wdp = band.workspace(band.width, band.width)
-        wdk, wdv = (kr.new_empty(band.gb, band.width, x.shape[2]) for x in (kr, vr))  # (gb, W, ·)
-        # Key/value gradients, with qb rows of slack: the last slot chunk may run past the end.
-        dk_acc = kr.new_zeros(kr.shape[0], lk + qb, kr.shape[2])  # (n, Lk + qb, D)
-        dv_acc = vr.new_zeros(vr.shape[0], lk + qb, vr.shape[2])  # (n, Lk + qb, Dv)
-        tiles = {}
-        for seg in band.segments:
-            kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
-            if seg.pos0 is None:  # windows inside the keys: accumulate in place
-                dkb, dvb = dk_acc, dv_acc
-            else:
-                dkb = kr.new_zeros(kr.shape[0], seg.length + qb, kr.shape[2])
-                dvb = vr.new_zeros(vr.shape[0], seg.length + qb, vr.shape[2])
-            tiles[seg] = (band.windows(kb, seg), band.windows(vb, seg), dkb, dvb)
-        for h, seg, b0, b1, plain in band.tiles():
-            kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
-            i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
-            p = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
-            online.softmax_(p, not plain, lse=False)  # P again, in place
-            keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), p.shape, p.dtype)
-            ds = online.tile_grads(
-                p, do_loc[h, b0:b1], vwin_t[h, i0:i1], wdv[:gb], row_dot=row_dot[h, b0:b1],
-                accumulate=False, keep=keep, work=wdp[:gb],
-            )  # dS (gb, G·qb, W); wdv holds dV of the windows (gb, W, Dv)
-            torch.bmm(ds, kwin[h, i0:i1].transpose(1, 2), out=dq_loc[h, b0:b1])
-            dkwin = torch.bmm(ds.transpose(1, 2), qloc[h, b0:b1], out=wdk[:gb])  # (gb, W, D)
-            band.add_windows(dkb[h], dkwin, seg, b0, b1)
-            band.add_windows(dvb[h], wdv[:gb], seg, b0, b1)
-        for seg, (_, _, dkb, dvb) in tiles.items():
-            if seg.pos0 is not None:  # a padded end: add the rows that are real keys
-                a, b = max(seg.pos0, 0), min(seg.pos0 + seg.length, lk)
-                if b > a:
-                    dk_acc[:, a:b] += dkb[:, a - seg.pos0 : b - seg.pos0]
-                    dv_acc[:, a:b] += dvb[:, a - seg.pos0 : b - seg.pos0]
-        dk, dv = dk_acc[:, :lk], dv_acc[:, :lk]  # (n, Lk, D|Dv)
-        b, hq = band.n // hkv, band.group * hkv
-        q_dtype, k_dtype, v_dtype = ctx.dtypes
-        dq_rows = (dq if band.aligned else band.from_local(dq_loc)).mul_(band.scale)
-        return (
-            from_rows(dq_rows, b, hq).to(q_dtype),  # (B, Hq, Lq, D)
-            dk.mul_(band.scale).reshape(b, hkv, *dk.shape[1:]).to(k_dtype),  # (B, Hkv, Lk, D)
-            dv.reshape(b, hkv, *dv.shape[1:]).to(v_dtype),  # (B, Hkv, Lk, Dv)
-            None,
-        )
+        grads = _backward(ctx.band, ctx.saved_tensors, dout)
+        return (*(g.to(t) for g, t in zip(grads, ctx.dtypes, strict=True)), None)
+
+
+def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
+    """``attnkit::block_attention``'s local forward (see :mod:`attnkit.kernels.ops`)."""
+    band = Band(plan, plan.score.scale)
+    out = band.from_local(_forward(band, *_rows(band, *inputs)))  # (n, G·Lq, Dv)
+    return [from_rows(out, band.n // band.kv_heads, band.group * band.kv_heads),
+            ops.empty(out), ops.empty(out)]
+
+
+def _op_backward(
+    grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
+    bias_grad: bool,
+) -> list[Tensor]:
+    """``attnkit::block_attention_backward`` for local (no bias gradient: refused)."""
+    band = Band(plan, plan.score.scale)
+    out = band.to_local(to_rows(outputs[0], band.kv_heads, band.dtype))  # (n, nb, G·qb, Dv)
+    dout = grads[0] if grads[0] is not None else torch.zeros_like(outputs[0])
+    found = _backward(band, (*_rows(band, *inputs), out), dout)
+    return [*found, ops.empty(found[0])]
+
+
+ops.register_op_kernel("local", _op_forward, _op_backward)
 
 
 KERNEL = Kernel(

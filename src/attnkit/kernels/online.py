@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.plan import Scoring
+from attnkit.kernels.plan import AttentionPlan, Scoring
 from attnkit.kernels.visibility import Tile, Visibility
 
 NEG_INF = float("-inf")
@@ -177,10 +177,10 @@ class BlockDropout:
 
     _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
-    def __init__(self, p: float, device: torch.device) -> None:
+    def __init__(self, p: float, device: torch.device, seed: int | None = None) -> None:
         self.p = p
         self.device = device
-        self.seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
 
     def keep(self, key: tuple[int, int, int], shape: Sequence[int], dtype: torch.dtype) -> Tensor:
         mixed = self.seed
@@ -192,8 +192,11 @@ class BlockDropout:
         return (uniform >= self.p).to(dtype).mul_(1.0 / (1.0 - self.p))
 
 
-def dropout_for(p: float, device: torch.device) -> BlockDropout | None:
-    return BlockDropout(p, device) if p > 0 else None
+def dropout_for(plan: AttentionPlan) -> BlockDropout | None:
+    """The plan's dropout (its ``dropout_seed``, or a fresh one), or ``None`` without."""
+    if plan.dropout_p <= 0:
+        return None
+    return BlockDropout(plan.dropout_p, plan.device, plan.dropout_seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,3 +110,6 @@ class AttentionPlan:
     needs_grad: bool
     summary: Summary | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    # The block kernels' dropout seed (None: drawn per call); set when a custom operator
+    # (kernels/ops.py) carries the call, so its backward regenerates the forward's masks.
+    dropout_seed: int | None = None

@@ -1,0 +1,240 @@
+"""The block kernels as custom operators, so that ``torch.compile`` takes them whole.
+
+``chunked``, ``local`` and ``additive`` walk tiles in Python: which tiles exist depends on the
+sizes and on the values of the key lengths (tiles past a sequence's end are skipped), so the
+loop cannot be traced into a graph that holds for every input. Under ``torch.compile`` each
+of them therefore runs as one opaque operator, ``attnkit::block_attention``, whose eager
+implementation is the kernel itself; a fake implementation gives the output shapes to the
+compiler (any batch and length, no recompilation) and a registered autograd formula calls
+``attnkit::block_attention_backward``, the kernel's own FlashAttention-2 backward
+(``torch.library.custom_op``, ``register_fake``, ``register_autograd``). ``sdpa`` and
+``reference`` stay traceable, so inductor fuses them with the surrounding code.
+
+What crosses the operator is tensors and numbers only: the prepared inputs, the
+:class:`~attnkit.kernels.visibility.Visibility`'s tensors and band, the scale, dropout (with
+its seed as a tensor, so the compiled graph draws a new one each call and the backward regenerates
+the forward's masks) and which outputs are wanted. Python callables cannot cross it: under
+``torch.compile`` a ``mask_mod``'s block mask or a ``score_mod`` is served by the traceable
+kernels (``reference``, ``sdpa`` for block masks), and the block kernels say so when forced.
+
+A kernel plugs in with :func:`register_op_kernel`: ``forward(inputs, plan) -> [out, lse,
+weights]`` and ``backward(grads, inputs, outputs, plan, bias_grad) -> [*input grads, dbias]``,
+in the compute dtype and the user layout; an output or gradient not asked for is an empty
+tensor.
+
+Shapes: inputs ``[q (B, Hq, Lq, ·), ..., v (B, Hkv, Lk, Dv)]`` -> ``out (B, Hq, Lq, Dv)``,
+``lse (B, Hq, Lq)`` (or empty), ``weights (B, Hq, Lq, Lk)`` (or empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnkit.kernels.online import compute_dtype
+from attnkit.kernels.plan import AttentionPlan, Scoring, Shapes
+from attnkit.kernels.visibility import Visibility
+
+Forward = Callable[[list[Tensor], AttentionPlan], list[Tensor]]
+Backward = Callable[
+    [list["Tensor | None"], list[Tensor], list[Tensor], AttentionPlan, bool], list[Tensor]
+]
+
+
+@dataclass(frozen=True)
+class OpKernel:
+    forward: Forward
+    backward: Backward
+
+
+_OP_KERNELS: dict[str, OpKernel] = {}
+_UNBOUNDED = -1  # a band side without bound (window sides are >= 0)
+
+
+def register_op_kernel(name: str, forward: Forward, backward: Backward) -> None:
+    """Let ``attnkit::block_attention`` run kernel ``name`` (see the module docstring)."""
+    _OP_KERNELS[name] = OpKernel(forward, backward)
+
+
+def empty(like: Tensor) -> Tensor:
+    """The placeholder for an output or gradient not asked for."""
+    return like.new_empty(0)
+
+
+def present(t: Tensor | None) -> Tensor | None:
+    """``None`` for a placeholder (or a missing gradient), else ``t``."""
+    return None if t is None or (t.numel() == 0 and t.dim() == 1) else t
+
+
+def _plan(
+    kernel: str, inputs: list[Tensor], vis_tensors: tuple[Tensor | None, ...], band: list[int],
+    scale: float, dropout_p: float, weights: bool, need_lse: bool,
+) -> AttentionPlan:
+    """The plan a block kernel reads, rebuilt from the operator's arguments."""
+    q, k, v = inputs[0], inputs[1], inputs[-1]
+    shifts, key_lengths, query_lengths, mask, bias, seed = vis_tensors
+    (b, hq, lq, d), (hkv, lk) = q.shape, v.shape[1:3]
+    left, right, offset = (None if x == _UNBOUNDED else x for x in band)
+    vis = Visibility(
+        batch=b, heads=hq, q_len=lq, kv_len=lk, device=q.device, left=left, right=right,
+        offset=offset, shifts=shifts, key_lengths=key_lengths, query_lengths=query_lengths,
+        mask=mask, bias=bias,
+    )
+    return AttentionPlan(
+        shapes=Shapes(b, hq, hkv, lq, lk, d, k.shape[-1], v.shape[-1]),
+        dtype=v.dtype,
+        device=q.device,
+        score=Scoring(name=kernel, fn=_no_scores, params={}, scale=scale),
+        normalizer="softmax",
+        normalize=_no_scores,
+        visibility=vis,
+        dropout_p=dropout_p,
+        return_weights=weights,
+        needs_grad=need_lse,
+        dropout_seed=None if seed is None else int(seed),
+    )
+
+
+def _no_scores(*args: object) -> Tensor:
+    raise RuntimeError("a block kernel run as a custom operator makes its own scores")
+
+
+@torch.library.custom_op("attnkit::block_attention", mutates_args=())
+def block_attention(
+    kernel: str,
+    inputs: list[Tensor],
+    shifts: Tensor | None,
+    key_lengths: Tensor | None,
+    query_lengths: Tensor | None,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    seed: Tensor | None,
+    band: list[int],
+    scale: float,
+    dropout_p: float,
+    weights: bool,
+    need_lse: bool,
+) -> list[Tensor]:
+    """Block kernel ``kernel`` on ``inputs``: ``[out, lse, weights]`` (module docstring)."""
+    vis_tensors = (shifts, key_lengths, query_lengths, mask, bias, seed)
+    plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
+    return _OP_KERNELS[kernel].forward(list(inputs), plan)
+
+
+@block_attention.register_fake
+def _(kernel, inputs, shifts, key_lengths, query_lengths, mask, bias, seed, band, scale,
+      dropout_p, weights, need_lse):
+    q, v = inputs[0], inputs[-1]
+    b, hq, lq = q.shape[:3]
+    cd = compute_dtype(v.dtype)
+    out = q.new_empty(b, hq, lq, v.shape[3], dtype=cd)  # (B, Hq, Lq, Dv)
+    lse = q.new_empty((b, hq, lq) if need_lse else (0,), dtype=cd)  # (B, Hq, Lq)
+    w = q.new_empty((b, hq, lq, v.shape[2]) if weights else (0,), dtype=cd)  # (B, Hq, Lq, Lk)
+    return [out, lse, w]
+
+
+@torch.library.custom_op("attnkit::block_attention_backward", mutates_args=())
+def block_attention_backward(
+    kernel: str,
+    grads: list[Tensor | None],
+    inputs: list[Tensor],
+    outputs: list[Tensor],
+    shifts: Tensor | None,
+    key_lengths: Tensor | None,
+    query_lengths: Tensor | None,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    seed: Tensor | None,
+    band: list[int],
+    scale: float,
+    dropout_p: float,
+    weights: bool,
+    need_lse: bool,
+    bias_grad: bool,
+) -> list[Tensor]:
+    """The gradients of :func:`block_attention`: one per input, then the bias's (or empty)."""
+    vis_tensors = (shifts, key_lengths, query_lengths, mask, bias, seed)
+    plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
+    found = _OP_KERNELS[kernel].backward(list(grads), list(inputs), list(outputs), plan,
+                                         bias_grad)
+    like = [*inputs, bias if bias_grad and bias is not None else found[-1]]
+    found = [g.to(t.dtype) for g, t in zip(found, like, strict=True)]  # each input's dtype
+    return [g.clone() if any(g is t for t in (*inputs, *outputs)) else g for g in found]
+
+
+@block_attention_backward.register_fake
+def _(kernel, grads, inputs, outputs, shifts, key_lengths, query_lengths, mask, bias, seed,
+      band, scale, dropout_p, weights, need_lse, bias_grad):
+    found = [torch.empty_like(t) for t in inputs]
+    return [*found, torch.empty_like(bias) if bias_grad and bias is not None else
+            inputs[0].new_empty(0)]
+
+
+_ARGS = ("kernel", "inputs", "shifts", "key_lengths", "query_lengths", "mask", "bias", "seed",
+         "band", "scale", "dropout_p", "weights", "need_lse")
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    args = dict(zip(_ARGS, inputs, strict=True))
+    vis = [args[name] for name in _ARGS[2:8]]
+    ctx.save_for_backward(*args["inputs"], *output, *vis)
+    ctx.sizes = len(args["inputs"]), len(output)
+    ctx.settings = tuple(args[name] for name in _ARGS[8:])
+    ctx.kernel = args["kernel"]
+
+
+def _backward(ctx, grads):
+    saved = ctx.saved_tensors
+    n_in, n_out = ctx.sizes
+    inputs, outputs, vis = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
+    bias_grad = bool(ctx.needs_input_grad[6]) and vis[4] is not None
+    found = block_attention_backward(
+        ctx.kernel, list(grads), list(inputs), list(outputs), *vis, *ctx.settings, bias_grad
+    )
+    dbias = found[-1] if bias_grad else None
+    return None, found[:-1], None, None, None, None, dbias, None, None, None, None, None, None
+
+
+block_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+def run(kernel: str, inputs: list[Tensor], plan: AttentionPlan, scale: float, *,
+        need_lse: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Kernel ``kernel`` through the operator: ``(out, lse, weights)`` as a kernel returns
+    them (``out``/``weights`` in the dtype of the values, ``lse`` float32, ``None`` where not
+    asked for). ``inputs`` are the kernel's own (the first is the queries, the last the
+    values)."""
+    vis, v = plan.visibility, inputs[-1]
+    seed = None
+    if plan.dropout_p > 0:  # drawn by the graph, so each compiled call drops anew
+        seed = torch.randint(0, 2**62, (), device=plan.device)
+    band = [_UNBOUNDED if x is None else x for x in (vis.left, vis.right, vis.offset)]
+    out, lse, weights = block_attention(
+        kernel, inputs, vis.shifts, vis.key_lengths, vis.query_lengths, vis.mask, vis.bias,
+        seed, band, scale, plan.dropout_p, plan.return_weights, need_lse,
+    )
+    return (
+        out.to(v.dtype),
+        lse.float() if need_lse else None,
+        weights.to(v.dtype) if plan.return_weights else None,
+    )
+
+
+def refuses(plan: AttentionPlan) -> str | None:
+    """Why a block kernel cannot serve ``plan`` under ``torch.compile`` (else ``None``)."""
+    if not torch.compiler.is_compiling():
+        return None
+    if plan.score.mod is not None:
+        return ("under torch.compile, a score_mod runs in the traceable kernels (reference): "
+                "a Python callable cannot cross the block kernels' custom operator")
+    if plan.visibility.block_mask is not None:
+        return ("under torch.compile, a mask_mod's block mask runs in the traceable kernels "
+                "(sdpa, reference): a Python callable cannot cross the block kernels' custom "
+                "operator")
+    return None
+
+
+__all__ = ["block_attention", "block_attention_backward", "register_op_kernel", "run"]
