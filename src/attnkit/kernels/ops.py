@@ -121,7 +121,8 @@ def block_attention(
     """Block kernel ``kernel`` on ``inputs``: ``[out, lse, weights]`` (module docstring)."""
     vis_tensors = (shifts, key_lengths, query_lengths, mask, bias, seed)
     plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
-    return _OP_KERNELS[kernel].forward(list(inputs), plan)
+    # Contiguous, as the fake implementation promises the compiler.
+    return [t.contiguous() for t in _OP_KERNELS[kernel].forward(list(inputs), plan)]
 
 
 @block_attention.register_fake
@@ -162,14 +163,15 @@ def block_attention_backward(
                                          bias_grad)
     like = [*inputs, bias if bias_grad and bias is not None else found[-1]]
     found = [g.to(t.dtype) for g, t in zip(found, like, strict=True)]  # each input's dtype
-    return [g.clone() if any(g is t for t in (*inputs, *outputs)) else g for g in found]
+    return [g.clone() if any(g is t for t in (*inputs, *outputs)) else g.contiguous()
+            for g in found]
 
 
 @block_attention_backward.register_fake
 def _(kernel, grads, inputs, outputs, shifts, key_lengths, query_lengths, mask, bias, seed,
       band, scale, dropout_p, weights, need_lse, bias_grad):
-    found = [torch.empty_like(t) for t in inputs]
-    return [*found, torch.empty_like(bias) if bias_grad and bias is not None else
+    found = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
+    return [*found, bias.new_empty(bias.shape) if bias_grad and bias is not None else
             inputs[0].new_empty(0)]
 
 
