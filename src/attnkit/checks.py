@@ -37,8 +37,28 @@ def set_checks(enabled: bool) -> None:
 
 def checks_enabled() -> bool:
     """Whether :func:`set_checks` (or ``ATTNKIT_CHECKS=1``) turned the checks on; never
-    while ``torch.export`` traces (a graph cannot raise on the values it will be given)."""
-    return _state["enabled"] and not torch.compiler.is_exporting()
+    while ``torch.compile`` or ``torch.export`` traces (a graph cannot raise on the values it
+    will be given)."""
+    return _state["enabled"] and not torch.compiler.is_compiling()
+
+
+def check_within(
+    name: str, values: Tensor, low: int, high: int, message: Callable[[], str]
+) -> None:
+    """Raise ``ValueError(message())`` unless every entry of the integer ``values`` lies in
+    ``low..high``. A traced graph cannot raise from the values it will be given: under
+    ``torch.compile`` the bounds become the compiled graph's run-time assertions (a
+    ``RuntimeError`` naming the bound broken, or ``"{name} must lie in low..high"``), under
+    ``torch.export`` the exported graph's caller checks them."""
+    if values.numel() == 0 or torch.compiler.is_exporting():
+        return
+    lo, hi = int(values.min()), int(values.max())
+    if torch.compiler.is_compiling():
+        text = f"{name} must lie in {low}..{high}"
+        torch._check(lo >= low, lambda: text)
+        torch._check(hi <= high, lambda: text)
+    elif lo < low or hi > high:
+        raise ValueError(message())
 
 
 def describe_non_finite(value: Any) -> str | None:

@@ -184,10 +184,10 @@ def relative_skew(q: Tensor, embeddings: Tensor, *, zero_future: bool = True) ->
         )
     rel = torch.matmul(q, table.transpose(-1, -2))  # (B, H, Lq, Lk): column r = distance r-(Lk-1)
     padded = torch.nn.functional.pad(rel, (1, 0))  # (B, H, Lq, Lk + 1), contiguous
-    # viewed as (B, H, Lk + 1, Lq), without its first row (Lq elements), viewed as (Lq, Lk):
-    skewed = padded.as_strided(
-        (b, h, lq, lk), (padded.stride(0), padded.stride(1), lk, 1), padded.storage_offset() + lq
-    )  # (B, H, Lq, Lk): [i, j] = rel[i, Lq - 1 + j - i]
+    # viewed as (B, H, Lk + 1, Lq), without its first row (Lq elements), viewed as (Lq, Lk)
+    # (slices and views only, so torch.compile traces it):
+    flat = padded.flatten(-2)[..., lq : lq + lq * lk]  # (B, H, Lq·Lk)
+    skewed = flat.view(b, h, lq, lk)  # (B, H, Lq, Lk): [i, j] = rel[i, Lq - 1 + j - i]
     if not zero_future:
         return skewed
     future = ~causal(lq, lk, device=q.device)  # (Lq, Lk)

@@ -42,9 +42,9 @@ def with_key_lengths(
 
 def right_padded_lengths(real: Tensor) -> KeyLengths | None:
     """:class:`KeyLengths` of a bool ``real (B, S)`` (True = real key) whose padding is all on
-    the right, else ``None``; always ``None`` under ``torch.export``, where the values are
-    unknown (the exported graph keeps the dense mask, right for any padding)."""
-    if torch.compiler.is_exporting():
+    the right, else ``None``; always ``None`` under ``torch.compile``/``torch.export``, where
+    the values are unknown (the traced graph keeps the dense mask, right for any padding)."""
+    if torch.compiler.is_compiling():
         return None
     lengths = real.sum(dim=-1)
     dense = masks.key_padding(lengths, real.shape[-1]).reshape(real.shape)  # (B, S)
@@ -55,8 +55,9 @@ def is_square_causal(attn_mask: Tensor, q_len: int, kv_len: int) -> bool:
     """Whether a PyTorch-convention ``attn_mask (L, S)`` is exactly the square causal mask
     (bool True above the diagonal, or float ``-inf`` above and 0 elsewhere), which
     ``causal=True`` describes without materialising it. Always ``False`` under
-    ``torch.export``, where the values are unknown (the mask is then used as given)."""
-    if torch.compiler.is_exporting() or q_len != kv_len or attn_mask.shape != (q_len, kv_len):
+    ``torch.compile``/``torch.export``, where the values are unknown (the mask is then used as
+    given)."""
+    if torch.compiler.is_compiling() or q_len != kv_len or attn_mask.shape != (q_len, kv_len):
         return False
     future = torch.ones(q_len, kv_len, dtype=torch.bool, device=attn_mask.device).triu(1)
     if attn_mask.dtype == torch.bool:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit._validate import check_positive_fields
+from attnkit.checks import check_within
 from attnkit.layers import CachePolicy, KVCache, MultiHeadAttention
 from attnkit.layers.relative import RelativeMultiHeadAttention
 from attnkit.models.transformer import ACTIVATIONS, Embedding, FeedForward
@@ -145,10 +146,9 @@ def _check_ids(ids: Tensor, vocab_size: int) -> None:
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
         shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
         raise ValueError(f"ids must be integer event ids (batch, length), got {shape}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(
-            f"ids must lie in [0, {vocab_size}), got values {int(ids.min())}..{int(ids.max())}"
-        )
+    check_within("ids", ids, 0, vocab_size - 1, lambda: (
+        f"ids must lie in [0, {vocab_size}), got values {int(ids.min())}..{int(ids.max())}"
+    ))
 
 
 class MusicTransformer(nn.Module):

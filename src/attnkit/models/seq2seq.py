@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnkit.checks import check_within
+
 
 class DecodingState(ABC):
     """Everything a model needs to continue decoding a batch of hypotheses."""
@@ -71,12 +73,11 @@ def check_source(src: Tensor, src_lengths: Tensor) -> None:
         raise ValueError(
             f"src_lengths must be (batch,) = ({src.shape[0]},), got {tuple(src_lengths.shape)}"
         )
-    # The lengths' values are unknown while torch.export traces: the exported graph's caller
-    # checks them (attnkit.export's runtimes do).
-    if torch.compiler.is_exporting():
-        return
-    if src.shape[1] and (src_lengths.min() < 1 or src_lengths.max() > src.shape[1]):
-        raise ValueError(f"src_lengths must lie in 1..{src.shape[1]}, got {src_lengths.tolist()}")
+    # Under torch.export the exported graph's caller checks them (attnkit.export's runtimes do).
+    if src.shape[1]:
+        check_within("src_lengths", src_lengths, 1, src.shape[1], lambda: (
+            f"src_lengths must lie in 1..{src.shape[1]}, got {src_lengths.tolist()}"
+        ))
 
 
 def padding_mask(lengths: Tensor, length: int) -> Tensor:
