@@ -203,21 +203,27 @@ def _backward(ctx, grads):
 block_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
+def arguments(
+    kernel: str, inputs: list[Tensor], plan: AttentionPlan, scale: float, need_lse: bool
+) -> tuple:
+    """:func:`block_attention`'s arguments for kernel ``kernel`` serving ``plan``."""
+    vis = plan.visibility
+    seed = None
+    if plan.dropout_p > 0:  # drawn by the graph, so each compiled call drops anew
+        seed = torch.randint(0, 2**62, (), device=plan.device)
+    band = [_UNBOUNDED if x is None else x for x in (vis.left, vis.right, vis.offset)]
+    return (kernel, inputs, vis.shifts, vis.key_lengths, vis.query_lengths, vis.mask, vis.bias,
+            seed, band, scale, plan.dropout_p, plan.return_weights, need_lse)
+
+
 def run(kernel: str, inputs: list[Tensor], plan: AttentionPlan, scale: float, *,
         need_lse: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Kernel ``kernel`` through the operator: ``(out, lse, weights)`` as a kernel returns
     them (``out``/``weights`` in the dtype of the values, ``lse`` float32, ``None`` where not
     asked for). ``inputs`` are the kernel's own (the first is the queries, the last the
     values)."""
-    vis, v = plan.visibility, inputs[-1]
-    seed = None
-    if plan.dropout_p > 0:  # drawn by the graph, so each compiled call drops anew
-        seed = torch.randint(0, 2**62, (), device=plan.device)
-    band = [_UNBOUNDED if x is None else x for x in (vis.left, vis.right, vis.offset)]
-    out, lse, weights = block_attention(
-        kernel, inputs, vis.shifts, vis.key_lengths, vis.query_lengths, vis.mask, vis.bias,
-        seed, band, scale, plan.dropout_p, plan.return_weights, need_lse,
-    )
+    v = inputs[-1]
+    out, lse, weights = block_attention(*arguments(kernel, inputs, plan, scale, need_lse))
     return (
         out.to(v.dtype),
         lse.float() if need_lse else None,
@@ -239,4 +245,6 @@ def refuses(plan: AttentionPlan) -> str | None:
     return None
 
 
-__all__ = ["block_attention", "block_attention_backward", "register_op_kernel", "run"]
+__all__ = [
+    "arguments", "block_attention", "block_attention_backward", "register_op_kernel", "run",
+]

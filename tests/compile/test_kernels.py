@@ -1,0 +1,186 @@
+"""Every registered kernel under ``torch.compile(fullgraph=True)``, forward and backward: no
+graph break (``fullgraph`` raises on one), and outputs and gradients equal to the eager
+``reference`` kernel (the oracle). ``sdpa`` and ``reference`` are traced; ``chunked``,
+``local``, ``additive`` and the weights path run as the custom operator
+``attnkit::block_attention``, checked with ``torch.library.opcheck``.
+
+Sizes are tiny and awkward: grouped heads (4 query heads over 2), ``Lq != Lk`` (bottom-right
+causal), key lengths. ``aot_eager`` checks the graphs; one ``inductor`` test per kernel checks
+that inductor compiles its forward pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo.testing
+from torch import Tensor
+
+import attnkit
+from attnkit.functional import KeyLengths, build_plan
+from attnkit.kernels import ops
+
+B, HQ, HKV, LQ, LK, D, A = 2, 4, 2, 13, 21, 8, 6
+
+
+def _inputs(grad: bool = True) -> tuple[Tensor, ...]:
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(B, HQ, LQ, D), (B, HKV, LK, D), (B, HKV, LK, D)]
+    return tuple(torch.randn(s, generator=gen).requires_grad_(grad) for s in shapes)
+
+
+def _additive() -> attnkit.Score:
+    gen = torch.Generator().manual_seed(4)
+    w_q, w_k = torch.randn(A, D, generator=gen), torch.randn(A, D, generator=gen)
+    return attnkit.Score("additive", w_q=w_q, w_k=w_k, v=torch.randn(A, generator=gen))
+
+
+LENGTHS = KeyLengths(torch.tensor([LK, 15]))
+BIAS = torch.randn(B, 1, LQ, LK, generator=torch.Generator().manual_seed(5))
+
+# kernel -> attention() arguments it is forced to serve (each with a mask of some kind)
+CASES = {
+    "sdpa": dict(backend="sdpa", causal=True, mask=LENGTHS),
+    "reference": dict(backend="reference", causal=True, mask=torch.rand(LQ, LK) > 0.3),
+    "chunked": dict(backend="chunked", causal=True, mask=BIAS),
+    "local": dict(backend="local", window=(3, 2), mask=LENGTHS),
+    "additive": dict(backend="additive", score=_additive(), causal=True, mask=LENGTHS),
+    "weights": dict(backend="chunked", causal=True, mask=LENGTHS, return_weights=True),
+}
+
+
+def _loss(kwargs: dict, bias: Tensor | None = None):
+    """``attention()`` under ``kwargs`` reduced to a scalar that reads the output and, when
+    returned, the weights (so their gradient is tested too)."""
+
+    def loss(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = bias) -> Tensor:
+        args = dict(kwargs)
+        if bias is not None:
+            args["mask"] = bias
+        result = attnkit.attention(q, k, v, **args)
+        if isinstance(result, tuple):
+            out, weights = result
+            return out.square().sum() + (weights * torch.arange(LK)).sum()
+        return result.square().sum()
+
+    return loss
+
+
+def _oracle(kwargs: dict) -> dict:
+    return {**kwargs, "backend": "reference"}
+
+
+@pytest.mark.parametrize("kernel", list(CASES))
+def test_forward_and_backward_compile_whole(kernel: str) -> None:
+    kwargs = CASES[kernel]
+    q, k, v = _inputs()
+    bias = BIAS.clone().requires_grad_() if kernel == "chunked" else None
+    leaves = (q, k, v) if bias is None else (q, k, v, bias)
+    compiled = torch.compile(_loss(kwargs, bias), fullgraph=True, backend="aot_eager")
+    got = compiled(q, k, v)
+    got_grads = torch.autograd.grad(got, leaves)
+    want = _loss(_oracle(kwargs), bias)(q, k, v)
+    want_grads = torch.autograd.grad(want, leaves)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for name, g, w in zip(("q", "k", "v", "bias"), got_grads, want_grads, strict=False):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("kernel", list(CASES))
+def test_inductor_compiles_the_forward(kernel: str) -> None:
+    kwargs = CASES[kernel]
+    q, k, v = _inputs(grad=False)
+    compiled = torch.compile(_loss(kwargs), fullgraph=True, backend="inductor")
+    torch.testing.assert_close(compiled(q, k, v), _loss(_oracle(kwargs))(q, k, v), rtol=1e-4,
+                               atol=1e-3)
+
+
+def test_a_block_kernel_compiles_once_for_every_length() -> None:
+    """The custom operator's fake implementation gives the shapes for any length: one
+    graph serves them all (with dynamic shapes), each equal to the oracle."""
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    kwargs = {"backend": "chunked", "causal": True}
+    compiled = torch.compile(_loss(kwargs), fullgraph=True, backend=counter, dynamic=True)
+    compiled_frames = []
+    for lq, lk in ((5, 9), (11, 30), (17, 17)):
+        q = torch.randn(B, HQ, lq, D)
+        k, v = torch.randn(B, HKV, lk, D), torch.randn(B, HKV, lk, D)
+        torch.testing.assert_close(compiled(q, k, v), _loss(_oracle(kwargs))(q, k, v),
+                                   rtol=1e-4, atol=1e-4)
+        compiled_frames.append(counter.frame_count)
+    assert compiled_frames[1:] == compiled_frames[:1] * 2  # nothing recompiled
+
+
+def test_compiled_dropout_regenerates_the_forward_mask_in_backward() -> None:
+    """With ``v`` the identity the output is the dropped weights ``P̃`` themselves, and the
+    gradient of ``v`` must be ``P̃ᵀ g``: the backward pass dropped exactly what the forward
+    did. Two calls draw different masks (the seed is drawn by the graph)."""
+    q = torch.randn(1, 2, 24, D)
+    k = torch.randn(1, 2, 24, D)
+    v = torch.eye(24).expand(1, 2, 24, 24).clone().requires_grad_()
+    g = torch.randn(1, 2, 24, 24)
+
+    def f(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return attnkit.attention(q, k, v, backend="chunked", dropout_p=0.5)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(q, k, v)
+    (grad_v,) = torch.autograd.grad((out * g).sum(), v)
+    dropped = out.detach()
+    assert 0.3 < float((dropped == 0).float().mean()) < 0.7
+    torch.testing.assert_close(grad_v, dropped.transpose(-1, -2) @ g)
+    assert not torch.equal(compiled(q, k, v), out)
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "additive"])
+def test_callables_cannot_cross_the_operator_and_the_block_kernels_say_so(
+    kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the dispatch says while torch.compile traces (``score_mod`` itself does not
+    trace yet: its validation inspects the callable)."""
+    q, k, v = _inputs(grad=False)
+    kwargs = {key: val for key, val in CASES[kernel].items() if key != "backend"}
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    dispatch = attnkit.explain_dispatch(q, k, v, score_mod=lambda s, b, h, i, j: s, **kwargs)
+    assert "score_mod runs in the traceable kernels" in dispatch.passed_over[kernel]
+    assert dispatch.kernel == "reference"
+
+
+# ---------------------------------------------------------------------------------------------
+# opcheck: the operator's schema, fake implementation, autograd registration, and the traced
+# (AOT) forward and backward against the real one.
+
+
+def _op_args(kernel: str) -> tuple:
+    q, k, v = _inputs()
+    kwargs = {key: val for key, val in CASES[kernel].items() if key != "backend"}
+    if kernel == "chunked":
+        kwargs["mask"] = BIAS.clone().requires_grad_()
+    plan = build_plan(q, k, v, **kwargs)
+    inputs, scale = [q, k, v], plan.score.scale
+    if kernel == "additive":
+        form = plan.score.additive
+        inputs = [q @ form.w_q.T, k @ form.w_k.T, form.v, v]
+    need_lse = kernel == "additive" or (kernel == "chunked" and not plan.return_weights)
+    if kernel == "weights":
+        kernel = "chunked"
+    return ops.arguments(kernel, [t.detach().requires_grad_() for t in inputs], plan, scale,
+                         need_lse)
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "local", "additive", "weights"])
+def test_opcheck_block_attention(kernel: str) -> None:
+    torch.library.opcheck(torch.ops.attnkit.block_attention.default, _op_args(kernel))
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "additive"])
+def test_opcheck_block_attention_backward(kernel: str) -> None:
+    args = _op_args(kernel)
+    with torch.no_grad():
+        outputs = torch.ops.attnkit.block_attention(*args)
+    inputs = [t.detach() for t in args[1]]
+    grads = [torch.randn_like(outputs[0]), None, None]
+    bias = args[6]
+    backward_args = (args[0], grads, inputs, outputs, *args[2:6],
+                     None if bias is None else bias.detach(), *args[7:], bias is not None)
+    torch.library.opcheck(torch.ops.attnkit.block_attention_backward.default, backward_args)
