@@ -299,7 +299,8 @@ CASES: list[Case] = [
 # Cases kept in their own modules (they import Case and Target from here).
 from attnkit.bench import cases_flex  # noqa: E402
 from attnkit.bench.cases_cache import CACHE_CASES  # noqa: E402
+from attnkit.bench.cases_compile import COMPILE_CASES  # noqa: E402
 from attnkit.bench.cases_hf import HF_CASES  # noqa: E402
 from attnkit.bench.cases_statistics import STATISTICS_CASES  # noqa: E402
 
-CASES += HF_CASES + CACHE_CASES + STATISTICS_CASES + cases_flex.CASES
+CASES += HF_CASES + CACHE_CASES + STATISTICS_CASES + cases_flex.CASES + COMPILE_CASES
