@@ -181,6 +181,6 @@ def test_opcheck_block_attention_backward(kernel: str) -> None:
     inputs = [t.detach() for t in args[1]]
     grads = [torch.randn_like(outputs[0]), None, None]
     bias = args[6]
-    backward_args = (args[0], grads, inputs, outputs, *args[2:6],
-                     None if bias is None else bias.detach(), *args[7:], bias is not None)
+    visibility = [*args[2:6], None if bias is None else bias.detach(), args[7]]
+    backward_args = (args[0], grads, inputs, outputs, visibility, *args[8:], bias is not None)
     torch.library.opcheck(torch.ops.attnkit.block_attention_backward.default, backward_args)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.kernels.online import compute_dtype
+from attnkit.kernels.online import compute_dtype, from_rows
 from attnkit.kernels.plan import AttentionPlan, Scoring, Shapes
 from attnkit.kernels.visibility import Visibility
 
@@ -62,6 +62,22 @@ def register_op_kernel(name: str, forward: Forward, backward: Backward) -> None:
 def empty(like: Tensor) -> Tensor:
     """The placeholder for an output or gradient not asked for."""
     return like.new_empty(0)
+
+
+def user_layout(rows: tuple[Tensor | None, ...], batch: int, heads: int) -> list[Tensor]:
+    """A kernel's ``(out, lse, weights)`` in the rows layout ``(B·Hkv, G·Lq, ·)`` as the
+    operator returns them: ``(B, Hq, Lq, ·)``, an absent one as :func:`empty`."""
+    out = rows[0]
+    assert out is not None
+    return [empty(out) if t is None else from_rows(t, batch, heads) for t in rows]
+
+
+def rows_layout(outputs: list[Tensor], kv_heads: int, dtype: torch.dtype) -> list[Tensor | None]:
+    """The inverse of :func:`user_layout`: ``None`` for a placeholder."""
+    out = outputs[0]
+    n = out.shape[0] * kv_heads
+    return [None if present(t) is None else t.to(dtype).reshape(n, -1, *t.shape[3:])
+            for t in outputs]  # (B·Hkv, G·Lq[, ·])
 
 
 def present(t: Tensor | None) -> Tensor | None:
@@ -139,25 +155,14 @@ def _(kernel, inputs, shifts, key_lengths, query_lengths, mask, bias, seed, band
 
 @torch.library.custom_op("attnkit::block_attention_backward", mutates_args=())
 def block_attention_backward(
-    kernel: str,
-    grads: list[Tensor | None],
-    inputs: list[Tensor],
-    outputs: list[Tensor],
-    shifts: Tensor | None,
-    key_lengths: Tensor | None,
-    query_lengths: Tensor | None,
-    mask: Tensor | None,
-    bias: Tensor | None,
-    seed: Tensor | None,
-    band: list[int],
-    scale: float,
-    dropout_p: float,
-    weights: bool,
-    need_lse: bool,
-    bias_grad: bool,
+    kernel: str, grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor],
+    visibility: list[Tensor | None], band: list[int], scale: float, dropout_p: float,
+    weights: bool, need_lse: bool, bias_grad: bool,
 ) -> list[Tensor]:
-    """The gradients of :func:`block_attention`: one per input, then the bias's (or empty)."""
-    vis_tensors = (shifts, key_lengths, query_lengths, mask, bias, seed)
+    """The gradients of :func:`block_attention`: one per input, then the bias's (or empty).
+    ``visibility`` holds its ``shifts, key_lengths, query_lengths, mask, bias, seed``."""
+    vis_tensors = tuple(visibility)
+    bias = vis_tensors[4]
     plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
     found = _OP_KERNELS[kernel].backward(list(grads), list(inputs), list(outputs), plan,
                                          bias_grad)
@@ -168,8 +173,9 @@ def block_attention_backward(
 
 
 @block_attention_backward.register_fake
-def _(kernel, grads, inputs, outputs, shifts, key_lengths, query_lengths, mask, bias, seed,
-      band, scale, dropout_p, weights, need_lse, bias_grad):
+def _(kernel, grads, inputs, outputs, visibility, band, scale, dropout_p, weights, need_lse,
+      bias_grad):
+    bias = visibility[4]
     found = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
     return [*found, bias.new_empty(bias.shape) if bias_grad and bias is not None else
             inputs[0].new_empty(0)]
@@ -194,7 +200,7 @@ def _backward(ctx, grads):
     inputs, outputs, vis = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
     bias_grad = bool(ctx.needs_input_grad[6]) and vis[4] is not None
     found = block_attention_backward(
-        ctx.kernel, list(grads), list(inputs), list(outputs), *vis, *ctx.settings, bias_grad
+        ctx.kernel, list(grads), list(inputs), list(outputs), list(vis), *ctx.settings, bias_grad
     )
     dbias = found[-1] if bias_grad else None
     return None, found[:-1], None, None, None, None, dbias, None, None, None, None, None, None
