@@ -48,7 +48,7 @@ def check_compiled_training(
         loss = loss_of(compiled(*inputs))
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0], losses
 
 

@@ -44,7 +44,7 @@ def translator_step() -> tuple[Fn, Fn]:
             loss = F.cross_entropy(logits.reshape(-1, VOCAB), tgt[:, 1:].reshape(-1))
             loss.backward()
             optimizer.step()
-            return float(loss)
+            return float(loss.detach())
 
         return step
 
