@@ -93,7 +93,8 @@ def _plan(
     q, k, v = inputs[0], inputs[1], inputs[-1]
     shifts, key_lengths, query_lengths, mask, bias, seed = vis_tensors
     (b, hq, lq, d), (hkv, lk) = q.shape, v.shape[1:3]
-    left, right, offset = (None if x == _UNBOUNDED else x for x in band)
+    left, right = (None if x == _UNBOUNDED else x for x in band[:2])
+    offset = band[2]  # any integer (negative when Lq > Lk)
     vis = Visibility(
         batch=b, heads=hq, q_len=lq, kv_len=lk, device=q.device, left=left, right=right,
         offset=offset, shifts=shifts, key_lengths=key_lengths, query_lengths=query_lengths,
@@ -109,7 +110,7 @@ def _plan(
         visibility=vis,
         dropout_p=dropout_p,
         return_weights=weights,
-        needs_grad=need_lse,
+        needs_grad=need_lse,  # what chunked reads it for: whether to keep the lse
         dropout_seed=None if seed is None else int(seed),
     )
 
@@ -217,7 +218,7 @@ def arguments(
     seed = None
     if plan.dropout_p > 0:  # drawn by the graph, so each compiled call drops anew
         seed = torch.randint(0, 2**62, (), device=plan.device)
-    band = [_UNBOUNDED if x is None else x for x in (vis.left, vis.right, vis.offset)]
+    band = [*(_UNBOUNDED if x is None else x for x in (vis.left, vis.right)), vis.offset]
     return (kernel, inputs, vis.shifts, vis.key_lengths, vis.query_lengths, vis.mask, vis.bias,
             seed, band, scale, plan.dropout_p, plan.return_weights, need_lse)
 
