@@ -102,13 +102,13 @@ def test_a_block_kernel_compiles_once_for_every_length() -> None:
     kwargs = {"backend": "chunked", "causal": True}
     compiled = torch.compile(_loss(kwargs), fullgraph=True, backend=counter, dynamic=True)
     compiled_frames = []
-    for lq, lk in ((5, 9), (11, 30), (17, 17)):
+    for lq, lk in ((5, 9), (11, 30), (17, 17), (9, 4)):  # the last: negative offset
         q = torch.randn(B, HQ, lq, D)
         k, v = torch.randn(B, HKV, lk, D), torch.randn(B, HKV, lk, D)
         torch.testing.assert_close(compiled(q, k, v), _loss(_oracle(kwargs))(q, k, v),
                                    rtol=1e-4, atol=1e-4)
         compiled_frames.append(counter.frame_count)
-    assert compiled_frames[1:] == compiled_frames[:1] * 2  # nothing recompiled
+    assert compiled_frames[1:] == compiled_frames[:1] * 3  # nothing recompiled
 
 
 def test_compiled_dropout_regenerates_the_forward_mask_in_backward() -> None:
