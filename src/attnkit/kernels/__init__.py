@@ -20,6 +20,10 @@ Under ``torch.export`` only kernels declared ``Capabilities(exports=True)`` serv
 since the graph must hold for all of them: a ``window`` then runs as ``sdpa`` with the band as
 a dense mask, and a request for weights as ``reference``.
 
+Under ``torch.compile`` ``sdpa`` and ``reference`` are traced, and ``chunked``, ``local`` and
+``additive`` each run whole as the custom operator ``attnkit::block_attention``
+(:mod:`~attnkit.kernels.ops`; docs/compile.md).
+
 What every kernel shares: :mod:`~attnkit.kernels.visibility` (which keys each query may see,
 tile by tile), :mod:`~attnkit.kernels.online` (the online softmax and its backward).
 """
