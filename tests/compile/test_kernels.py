@@ -184,3 +184,16 @@ def test_opcheck_block_attention_backward(kernel: str) -> None:
     visibility = [*args[2:6], None if bias is None else bias.detach(), args[7]]
     backward_args = (args[0], grads, inputs, outputs, visibility, *args[8:], bias is not None)
     torch.library.opcheck(torch.ops.attnkit.block_attention_backward.default, backward_args)
+
+
+def test_a_weight_summary_compiles() -> None:
+    """``return_weights="heads_mean"`` under compile (the reference kernel makes it: the
+    operator returns full weights only) equals the mean over heads of the eager weights."""
+    q, k, v = _inputs(grad=False)
+
+    def f(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return attnkit.attention(q, k, v, causal=True, return_weights="heads_mean")[1]
+
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
+    weights = attnkit.attention(q, k, v, causal=True, return_weights=True, backend="reference")[1]
+    torch.testing.assert_close(got, weights.mean(dim=1), rtol=1e-5, atol=1e-6)

@@ -245,6 +245,9 @@ def refuses(plan: AttentionPlan) -> str | None:
     if plan.score.mod is not None:
         return ("under torch.compile, a score_mod runs in the traceable kernels (reference): "
                 "a Python callable cannot cross the block kernels' custom operator")
+    if plan.summary is not None:
+        return ("under torch.compile, summaries of the weights are made by the traceable "
+                "reference kernel: the block kernels' custom operator returns full weights only")
     if plan.visibility.block_mask is not None:
         return ("under torch.compile, a mask_mod's block mask runs in the traceable kernels "
                 "(sdpa, reference): a Python callable cannot cross the block kernels' custom "
