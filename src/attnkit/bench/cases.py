@@ -287,7 +287,7 @@ CASES: list[Case] = [
         Target(2, min_memory_ratio=10), quick=True,
     ),
     Case(
-        "kv-cache-T1024", "recompute the full prefix each step", kv_cache(1024), Target(10),
+        "kv-cache-T1024", "recompute the full prefix each step", kv_cache(1024), Target(15),
         single_run=True,
     ),
     Case(
@@ -301,6 +301,9 @@ from attnkit.bench import cases_flex  # noqa: E402
 from attnkit.bench.cases_cache import CACHE_CASES  # noqa: E402
 from attnkit.bench.cases_compile import COMPILE_CASES  # noqa: E402
 from attnkit.bench.cases_hf import HF_CASES  # noqa: E402
+from attnkit.bench.cases_overhead import OVERHEAD_CASES  # noqa: E402
 from attnkit.bench.cases_statistics import STATISTICS_CASES  # noqa: E402
 
-CASES += HF_CASES + CACHE_CASES + STATISTICS_CASES + cases_flex.CASES + COMPILE_CASES
+CASES += (
+    HF_CASES + CACHE_CASES + STATISTICS_CASES + cases_flex.CASES + COMPILE_CASES + OVERHEAD_CASES
+)
