@@ -20,6 +20,7 @@ from attnkit import scores as scores_
 from attnkit._validate import check_qkv, check_window
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select
+from attnkit.kernels.registry import BoundCall, remember, remembered
 from attnkit.kernels.visibility import bottom_right, clip_band
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
@@ -86,6 +87,12 @@ class KeyLengths:
 
 
 MaskArg = Tensor | KeyLengths | BlockMask | Any | None
+
+# The exact types of the arguments a remembered plan may be looked up by (see _signature).
+_EXACT_CAUSAL = (bool, str)
+_EXACT_SCALE = (type(None), float, int)
+_EXACT_NUMBER = (float, int)
+_is_compiling = torch.compiler.is_compiling  # one attribute lookup less per call
 
 
 @overload
@@ -171,6 +178,31 @@ def attention(
             a ``mask_mod``/``score_mod`` whose result does not broadcast over its indices,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
+    signature = None
+    if mask is None and window is None and mask_mod is None and score_mod is None:
+        signature = _signature(
+            q, k, v, score, causal, scale, dropout_p, return_weights, backend, normalize
+        )
+    chosen = None if signature is None else remembered(signature)
+    if chosen is None:
+        return _validate_and_attend(
+            q, k, v, score=score, mask=mask, causal=causal, window=window, scale=scale,
+            dropout_p=dropout_p, return_weights=return_weights, backend=backend,
+            normalize=normalize, mask_mod=mask_mod, score_mod=score_mod, signature=signature,
+        )
+    out, _lse, weights = chosen(q, k, v)
+    return (out, weights) if return_weights else out
+
+
+def _validate_and_attend(
+    q: Tensor, k: Tensor, v: Tensor, *, score: str | Score, mask: MaskArg, causal: bool | str,
+    window: tuple[int, int] | None, scale: float | None, dropout_p: float,
+    return_weights: statistics.ReturnWeights, backend: str, normalize: str | Normalizer,
+    mask_mod: Callable[..., Tensor] | None, score_mod: Callable[..., Tensor] | None,
+    signature: tuple[Any, ...] | None,
+) -> Tensor | tuple[Tensor, Any]:
+    """:func:`attention` the whole way: validate, build the plan, dispatch, run; the plan and
+    the kernel chosen are remembered under ``signature`` (when it is not ``None``)."""
     plan = build_plan(
         q,
         k,
@@ -189,12 +221,54 @@ def attention(
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
     dispatch = _dispatch(plan, backend)
-    if checks_enabled():
+    name = dispatch.kernel
+    call = kernels()[name].bound(plan) if signature is None else remember(signature, name, plan)
+    return _run(call, name, q, k, v, return_weights)
+
+
+def _run(
+    call: BoundCall, name: str, q: Tensor, k: Tensor, v: Tensor,
+    return_weights: statistics.ReturnWeights,
+) -> Any:
+    """The output of kernel ``name`` bound to its plan (with the weights or their summary if
+    asked for), checked for NaN/Inf when :func:`attnkit.set_checks` asks."""
+    checking = checks_enabled()
+    if checking:
         check_finite("attnkit.attention", q=q, k=k, v=v)
-    out, _lse, weights = kernels()[dispatch.kernel].fn(q, k, v, plan)
-    if checks_enabled():
-        check_finite(f"attnkit.attention (kernel {dispatch.kernel!r})", output=out)
+    out, _lse, weights = call(q, k, v)
+    if checking:
+        check_finite(f"attnkit.attention (kernel {name!r})", output=out)
     return (out, weights) if return_weights is not False else out
+
+
+def _signature(
+    q: Tensor, k: Tensor, v: Tensor, score: object, causal: object, scale: object,
+    dropout_p: object, return_weights: object, backend: object, normalize: object,
+) -> tuple[Any, ...] | None:
+    """The key under which the plan of a call without masks is remembered, or ``None`` when
+    the call cannot be: a tensor subclass (a nested or traced tensor), an argument that is not
+    of an exact plain type (so equal keys mean equal requests: ``causal=1`` is refused where
+    ``causal=True`` is not), tracing (a traced graph must not depend on this memory), or the
+    NaN/Inf checks on (they run with the full path). Everything the plan and the choice of
+    kernel depend on is in the key."""
+    if (
+        type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor
+        or type(score) is not str or type(normalize) is not str or type(backend) is not str
+        or type(causal) not in _EXACT_CAUSAL or type(scale) not in _EXACT_SCALE
+        or type(dropout_p) not in _EXACT_NUMBER or type(return_weights) is not bool
+        or _is_compiling() or checks_enabled()
+    ):
+        return None
+    try:
+        return (
+            q.size(), k.size(), v.size(), q.dtype, k.dtype, v.dtype, q.device, k.device,
+            v.device,
+            torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad),
+            score, causal, scale, dropout_p, return_weights, backend, normalize,
+        )
+    except RuntimeError:  # a nested tensor has no sizes: validation names it
+        return None
+
 
 
 def attention_weights(q: Tensor, k: Tensor, **kwargs: Any) -> Tensor:

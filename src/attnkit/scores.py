@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.kernels.plan import AdditiveForm, DotForm, Scoring
+from attnkit.kernels.plan import AdditiveForm, DotForm, Scoring, unchanged
 
 
 def dot(q: Tensor, k: Tensor) -> Tensor:
@@ -152,17 +152,13 @@ class ScoreInfo:
     additive_form: Callable[[Mapping[str, Tensor], float, int], AdditiveForm] | None = None
 
 
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
 def _dot_form(params: Mapping[str, Tensor], scale: float) -> DotForm:
-    return DotForm(_identity, _identity, scale)
+    return DotForm(unchanged, unchanged, scale)
 
 
 def _general_form(params: Mapping[str, Tensor], scale: float) -> DotForm:
     weight = params["weight"]
-    return DotForm(lambda q: torch.matmul(q, weight.to(q.dtype)), _identity, scale)
+    return DotForm(lambda q: torch.matmul(q, weight.to(q.dtype)), unchanged, scale)
 
 
 def _cosine_form(params: Mapping[str, Tensor], scale: float) -> DotForm:

@@ -51,6 +51,12 @@ class Shapes:
         return self.q_heads // self.kv_heads
 
 
+def unchanged(x: Tensor) -> Tensor:
+    """The :class:`DotForm` preparation of a plain dot product: ``x`` itself (a kernel may
+    skip calling it)."""
+    return x
+
+
 @dataclass(frozen=True)
 class DotForm:
     """A score that is a scaled dot product of transformed queries and keys.

@@ -10,11 +10,16 @@ with ``q (B, Hq, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``, ``out 
 in the input dtype, ``lse (B, Hq, Lq)`` float32 (the log-sum-exp of each query's scores, or
 ``None``) and ``weights (B, Hq, Lq, Lk)`` (only when ``plan.return_weights``), or instead the
 detached ``plan.summary`` of them (:mod:`attnkit.kernels.summaries`).
+
+Small calls repeat: :func:`attnkit.attention` remembers the kernel chosen for a call without
+masks under the call's signature (:func:`remember`), bound to its plan (``Kernel.bind``, when
+a kernel can take the plan's decisions once), so the next call of that signature runs it
+without validating and dispatching again. Registering a kernel forgets every choice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,9 +27,9 @@ from torch import Tensor
 
 from attnkit.kernels.plan import AttentionPlan
 
-KernelFn = Callable[
-    [Tensor, Tensor, Tensor, AttentionPlan], tuple[Tensor, "Tensor | None", "Tensor | None"]
-]
+KernelOut = tuple[Tensor, "Tensor | None", "Tensor | None"]  # (out, lse, weights)
+KernelFn = Callable[[Tensor, Tensor, Tensor, AttentionPlan], KernelOut]
+BoundCall = Callable[[Tensor, Tensor, Tensor], KernelOut]  # a kernel bound to one plan
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,16 @@ class Kernel:
     # Under backend="auto" only: why another kernel should serve this plan although this one
     # could (e.g. it would be slower or use far more memory), or None. Named backends ignore it.
     declines: Callable[[AttentionPlan], str | None] | None = None
+    # ``fn`` bound to one plan with the plan's decisions taken once: what a remembered plan
+    # (see remember()) runs on every later call. None: ``fn(q, k, v, plan)`` each time.
+    bind: Callable[[AttentionPlan], BoundCall] | None = None
+
+    def bound(self, plan: AttentionPlan) -> BoundCall:
+        """``fn`` bound to ``plan``: ``call(q, k, v) -> (out, lse, weights)``."""
+        if self.bind is not None:
+            return self.bind(plan)
+        fn = self.fn
+        return lambda q, k, v: fn(q, k, v, plan)
 
 
 @dataclass
@@ -125,17 +140,51 @@ class Dispatch:
 
 
 _KERNELS: dict[str, Kernel] = {}
+_ORDERED: dict[str, Kernel] = {}  # _KERNELS in auto order, sorted once per registration
+# Plans already validated and dispatched, by the signature of the call that made them (see
+# remember()); a registration may change any choice, so it forgets them all.
+_CHOSEN: dict[Hashable, BoundCall] = {}
+CHOSEN_LIMIT = 1024  # signatures remembered before the memory starts over
 
 
 def register(kernel: Kernel) -> Kernel:
     """Add ``kernel`` to the registry (replacing one of the same name)."""
     _KERNELS[kernel.name] = kernel
+    _ORDERED.clear()
+    forget()
     return kernel
+
+
+def forget() -> None:
+    """Forget every plan :func:`remember` kept (the next call of each signature is validated
+    and dispatched in full)."""
+    _CHOSEN.clear()
 
 
 def kernels() -> dict[str, Kernel]:
     """The registered kernels, in ``auto`` order."""
-    return dict(sorted(_KERNELS.items(), key=lambda item: item[1].priority))
+    if not _ORDERED:
+        _ORDERED.update(sorted(_KERNELS.items(), key=lambda item: item[1].priority))
+    return dict(_ORDERED)
+
+
+def remember(signature: Hashable, kernel: str, plan: AttentionPlan) -> BoundCall:
+    """Keep the kernel chosen for ``plan``, bound to it, under ``signature`` for
+    :func:`remembered`, and return the bound call.
+
+    ``signature`` must hold everything the plan and the choice depend on; the caller
+    (:func:`attnkit.attention`) makes one only for plans that hold no tensor, whose arguments
+    are exactly typed (so equal signatures mean equal requests), and only once the request
+    has passed validation and dispatch."""
+    if len(_CHOSEN) >= CHOSEN_LIMIT:
+        _CHOSEN.clear()
+    call = _CHOSEN[signature] = _KERNELS[kernel].bound(plan)
+    return call
+
+
+# remembered(signature) -> the kernel call bound to its plan that remember() kept under
+# signature, or None (the memory's own lookup: no Python frame on the hot path).
+remembered: Callable[[Hashable], BoundCall | None] = _CHOSEN.get
 
 
 def select(plan: AttentionPlan, backend: str) -> Dispatch:

@@ -14,13 +14,15 @@ Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, L
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.kernels.plan import AttentionPlan
-from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.plan import AttentionPlan, unchanged
+from attnkit.kernels.registry import FLOATS, SOFTMAX, BoundCall, Capabilities, Kernel
 
 DENSE_LIMIT = 128 << 20  # bytes of dense mask/weights beyond which auto prefers block kernels
 SPARSE = 0.5  # block masks leaving at most this fraction of blocks go to the block kernels
@@ -88,6 +90,33 @@ def sdpa(
     return out, None, None
 
 
+def _bind(plan: AttentionPlan) -> BoundCall:
+    """:func:`sdpa` bound to ``plan``: without a mask or bias, one call of PyTorch's kernel
+    given only the arguments that differ from its defaults (each keyword argument costs
+    time in a small call); with them, :func:`sdpa` itself."""
+    form, vis = plan.score.dot, plan.visibility
+    assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
+    if vis.bias is not None or (vis.has_mask and not vis.top_left_causal):
+        return lambda q, k, v: sdpa(q, k, v, plan)
+    options: dict[str, Any] = {}
+    if plan.dropout_p > 0:
+        options["dropout_p"] = plan.dropout_p
+    if vis.top_left_causal:
+        options["is_causal"] = True
+    plain_dot = form.prepare_q is unchanged and form.prepare_k is unchanged
+    if not plain_dot or form.scale != 1 / math.sqrt(plan.shapes.head_dim):  # PyTorch's default
+        options["scale"] = form.scale
+    if plan.shapes.group > 1:
+        options["enable_gqa"] = True
+    attend = partial(F.scaled_dot_product_attention, **options) if options else (
+        F.scaled_dot_product_attention
+    )
+    if plain_dot:
+        return lambda q, k, v: (attend(q, k, v), None, None)  # (B, Hq, Lq, Dv)
+    prepare_q, prepare_k = form.prepare_q, form.prepare_k
+    return lambda q, k, v: (attend(prepare_q(q), prepare_k(k), v), None, None)
+
+
 KERNEL = Kernel(
     "sdpa",
     sdpa,
@@ -98,4 +127,5 @@ KERNEL = Kernel(
     declines=_declines,
     priority=10,
     description="PyTorch's fused scaled_dot_product_attention",
+    bind=_bind,
 )

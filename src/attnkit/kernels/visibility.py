@@ -146,11 +146,27 @@ class Visibility:
     def banded(self) -> bool:
         return self.left is not None or self.right is not None
 
-    @property
+    @cached_property
+    def band_hides(self) -> bool:
+        """Whether the band may hide a key from a query, told by the sizes alone: a causal
+        query sitting at or after the last key (one decoding step) sees every key. With
+        symbolic sizes (under ``torch.export``) only what holds for every size counts."""
+        if not self.banded:
+            return False
+        if self.shifts is not None:
+            return True
+        last = self.offset + self.q_len - 1  # key position of the last query
+        sees_first = self.left is None or statically_known_true(last - self.left <= 0)
+        sees_last = self.right is None or statically_known_true(
+            self.offset + self.right >= self.kv_len - 1
+        )
+        return not (sees_first and sees_last)
+
+    @cached_property
     def has_mask(self) -> bool:
         """Whether any key may be hidden from a query (anything but a float bias)."""
         return (
-            self.banded or self.key_lengths is not None or self.query_lengths is not None
+            self.band_hides or self.key_lengths is not None or self.query_lengths is not None
             or self.mask is not None or self.block_mask is not None
         )
 
@@ -159,7 +175,7 @@ class Visibility:
         """Whether every batch entry has the same query positions and all query rows are real."""
         return self.shifts is None and self.query_lengths is None
 
-    @property
+    @cached_property
     def top_left_causal(self) -> bool:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
         return (
@@ -171,7 +187,7 @@ class Visibility:
     def dense_shape(self) -> tuple[int, int, int, int] | None:
         """The shape of the dense bool mask and bias this call needs at most (``None``: none)."""
         shape = [1, 1, 1, 1]
-        if self.banded or self.block_mask is not None:
+        if self.band_hides or self.block_mask is not None:
             shape[2:] = [self.q_len, self.kv_len]
         if self.shifts is not None:
             shape[0] = self.batch
