@@ -41,3 +41,27 @@ def test_block_masks_and_spans_follow_the_contract(lq: int, lk: int, kwargs: dic
                     mask.expand(2, 1, q1 - q0, k1 - k0)[b, 0]
                 )
                 assert torch.equal(got, expected[q0:q1, k0:k1]), (b, q0, q1, k0, k1)
+
+
+@pytest.mark.parametrize(
+    ("lq", "lk", "causal", "window"),
+    [
+        (1, 512, True, None),  # one decoding step: the query sits at the last key
+        (2, 512, True, None),
+        (7, 7, True, None),
+        (19, 7, True, None),
+        (1, 40, False, (39, 0)),
+        (1, 40, False, (38, 0)),
+        (5, 9, False, (100, 100)),
+        (5, 9, False, (3, 8)),
+        (5, 9, False, (8, 3)),
+    ],
+)
+def test_the_band_hides_keys_exactly_when_the_contract_hides_some(
+    lq: int, lk: int, causal: bool, window: tuple[int, int] | None
+) -> None:
+    q, k = torch.randn(1, 1, lq, 4), torch.randn(1, 1, lk, 4)
+    vis = build_plan(q, k, k, causal=causal, window=window).visibility
+    allowed = allowed_matrix(lq, lk, causal=causal, window=window, key_length=lk)
+    assert vis.band_hides == (not allowed.all())
+    assert vis.has_mask == vis.band_hides  # nothing else hides a key here
