@@ -260,7 +260,7 @@ class MultiHeadAttention(AttentionLayer):
         ``key``/``value (B, S, kdim|vdim)`` when given (self-attention: one matmul)."""
         packed = self.in_proj_weight
         if key is query and value is query and packed is not None:
-            q, k, v = F.linear(query, packed, self.in_proj_bias).split(self._widths, dim=-1)
+            q, k, v = F.linear(query, packed, self.in_proj_bias).split_with_sizes(self._widths, -1)
         else:
             if packed is not None:
                 weights = packed.split(self._widths)
