@@ -146,7 +146,7 @@ class Visibility:
     def banded(self) -> bool:
         return self.left is not None or self.right is not None
 
-    @cached_property
+    @property
     def band_hides(self) -> bool:
         """Whether the band may hide a key from a query, told by the sizes alone: a causal
         query sitting at or after the last key (one decoding step) sees every key. With
@@ -162,7 +162,7 @@ class Visibility:
         )
         return not (sees_first and sees_last)
 
-    @cached_property
+    @property
     def has_mask(self) -> bool:
         """Whether any key may be hidden from a query (anything but a float bias)."""
         return (
@@ -175,7 +175,7 @@ class Visibility:
         """Whether every batch entry has the same query positions and all query rows are real."""
         return self.shifts is None and self.query_lengths is None
 
-    @cached_property
+    @property
     def top_left_causal(self) -> bool:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
         return (
