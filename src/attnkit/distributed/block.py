@@ -35,7 +35,8 @@ from torch import Tensor
 
 from attnkit._validate import check_qkv, check_window
 from attnkit.kernels import online
-from attnkit.kernels.online import DotScores, Tiling, compute_dtype, to_rows
+from attnkit.kernels.online import Tiling, compute_dtype, to_rows
+from attnkit.kernels.tile_scores import DotScores
 from attnkit.kernels.visibility import Visibility, clip_band
 
 DEFAULT_CHUNK = 256

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels import online, ops, summaries
-from attnkit.kernels.online import ModScores, Tiling, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.tile_scores import ModScores, modded
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of one (q, k, A) tanh block across the batch (8 MiB)
 # Under auto: with this few queries per key/value head the tile loop cannot amortise its
@@ -89,7 +90,7 @@ class _Call:
 
     def scores(self, qa: Tensor, ka: Tensor, vec: Tensor, grads: bool = False):
         tiles = _AdditiveScores(qa, ka, vec, self.scale, self.tiling, grads)
-        return online.modded(tiles, self.plan.score, self.tiling, grads)
+        return modded(tiles, self.plan.score, self.tiling, grads)
 
 
 class _AdditiveScores:

@@ -9,7 +9,7 @@ one tile plus ``O(Lq)`` row state.
 Backward (FlashAttention-2): an autograd function that saves only ``q, k, v, out, lse`` and
 recomputes each tile (:func:`online.backward`), so training is ``O(length)`` in memory too.
 Dropout regenerates each tile's keep-mask from a seed. A ``score_mod`` is applied to each tile
-(:class:`online.ModScores`), with its gradient.
+(:class:`~attnkit.kernels.tile_scores.ModScores`), with its gradient.
 
 With ``return_weights=True`` the exact weights are written tile by tile into the output tensor
 (:mod:`attnkit.kernels.weights`; with a ``score_mod``, by :func:`online.probabilities` from the
@@ -40,9 +40,10 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels import online, ops, summaries
-from attnkit.kernels.online import DotScores, ModScores, Tiling, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.tile_scores import DotScores, ModScores, modded
 from attnkit.kernels.weights import rows_backward, rows_forward
 
 _BLOCK_ELEMENTS = 1 << 21  # scores per tile across the batch (8 MiB in float32)
@@ -96,7 +97,7 @@ class _Call:
     ):
         tiles = tiles or self.tiling
         dots = DotScores(qs, kr, tiles, grads)
-        return online.modded(dots, self.plan.score, tiles, grads is not None)
+        return modded(dots, self.plan.score, tiles, grads is not None)
 
     def summarised(self, qs: Tensor, kr: Tensor, vr: Tensor):
         """``(out, lse or None, summary)`` in the rows layout (see the module docstring)."""

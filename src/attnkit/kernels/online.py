@@ -1,7 +1,7 @@
 """The online softmax and its FlashAttention-2 backward, written once for every block kernel.
 
-A kernel says how a tile's scores are made (a :class:`TileScores`: dot products, additive
-scores, either through a ``score_mod``); this module does the rest.
+A kernel says how a tile's scores are made (a :class:`TileScores`; those of dot products and
+of a ``score_mod`` are in :mod:`~attnkit.kernels.tile_scores`); this module does the rest.
 
 * :func:`attend_` is one tile of the forward pass: the tile is normalised on its own by
   PyTorch's fused softmax (``P_b``, log-sum-exp ``lse_b``; FORMULAS.md "Online softmax"), and
@@ -38,8 +38,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.plan import AttentionPlan, Scoring
+from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.visibility import Tile, Visibility
 
 NEG_INF = float("-inf")
@@ -469,87 +468,3 @@ def gradients(
     dv = torch.zeros_like(vr)
     backward(sb, dout, vr, lse, row_dot, dv, tiling, dw=dw, dbias=dbias)
     return dv
-
-
-# ---------------------------------------------------------------------------------------------
-# How tiles' scores are made
-
-
-class DotScores:
-    """Tiles ``scale · q kᵀ`` of the rows layout (``qs (n, G·Lq, D)``, ``kr (n, Lk, D)``), and
-    their gradients accumulated into ``grads = (dqs, dk)`` when given."""
-
-    def __init__(
-        self, qs: Tensor, kr: Tensor, tiling: Tiling, grads: tuple[Tensor, Tensor] | None = None,
-        scale: float = 1.0,
-    ) -> None:
-        self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (n, D, Lk)
-        self._work = qs.new_empty(tiling.elements)  # reused by every tile
-        self.grads, self.scale = grads, scale
-
-    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
-        n = self.qs.shape[0]
-        out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
-        q, kt = self.qs[:, r0:r1], self.kt[:, :, k0:k1]
-        if add is None and self.scale == 1.0:
-            return torch.bmm(q, kt, out=out)  # (n, q, k)
-        base, beta = (out, 0.0) if add is None else (add.expand(out.shape), 1.0)
-        return torch.baddbmm(base, q, kt, beta=beta, alpha=self.scale, out=out)  # + add
-
-    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
-        dqs, dk = self.grads  # type: ignore[misc]
-        dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1], alpha=self.scale)
-        dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1], alpha=self.scale)
-
-
-def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
-    """``inner``'s tiles through the plan's ``score_mod``, if it has one."""
-    return inner if score.mod is None else ModScores(inner, score, tiling, grads)
-
-
-class ModScores:
-    """The tiles of ``inner`` passed through a FlexAttention ``score_mod(score, b, h, q_idx,
-    kv_idx)`` (He et al. 2024). With ``grads``, the backward pass chains ``score_mod``'s
-    derivative (autograd on the recomputed tile) into ``inner`` and sums the gradients of the
-    tensors ``score_mod`` reads (``score.mod_leaves``) into ``leaf_grads``."""
-
-    def __init__(self, inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> None:
-        assert score.mod is not None
-        self.inner, self.mod, self.tiling, self.leaves = inner, score.mod, tiling, score.mod_leaves
-        self.grads = grads
-        self.leaf_grads: list[Tensor | None] = [None] * len(self.leaves)
-        self._saved: tuple[Tensor, Tensor] | None = None
-
-    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
-        t = self.tiling
-        g, q0 = divmod(r0, t.vis.q_len)
-        raw = self.inner.scores(r0, r1, k0, k1)  # (n, q, k)
-        raw4 = raw.view(t.vis.batch, t.kv_heads, r1 - r0, k1 - k0)  # (B, Hkv, q, k)
-        rows = torch.arange(q0, q0 + r1 - r0, device=raw.device).unsqueeze(-1)  # (q, 1)
-        b, h, qi, ki = index_grid(t.vis.batch, t.kv_heads, rows,
-                                  torch.arange(k0, k1, device=raw.device))
-        h = h * t.group + g  # the query heads of group g
-        if not self.grads:
-            with torch.no_grad():
-                raw4.copy_(self.mod(raw4, b, h, qi, ki))  # the caller works in place
-        else:
-            leaf = raw4.clone().requires_grad_()
-            with torch.enable_grad():
-                out = self.mod(leaf, b, h, qi, ki)
-            self._saved = (leaf, out)
-            raw4.copy_(out.detach())
-        return raw if add is None else raw.add_(add)  # masks after the score_mod
-
-    def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
-        assert self._saved is not None
-        leaf, out = self._saved
-        self._saved = None
-        wanted = (leaf, *self.leaves)
-        cotangent = ds.view(leaf.shape).sum_to_size(out.shape)  # out may broadcast
-        got = torch.autograd.grad(out, wanted, cotangent, allow_unused=True)
-        for i, grad in enumerate(got[1:]):
-            if grad is not None:
-                prev = self.leaf_grads[i]
-                self.leaf_grads[i] = grad if prev is None else prev + grad
-        if got[0] is not None:
-            self.inner.backward(got[0].reshape(ds.shape), r0, r1, k0, k1)
