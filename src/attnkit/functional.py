@@ -365,7 +365,11 @@ def build_plan(
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
 
     if score_mod is not None:
-        leaves = flex.check_score_mod(score_mod, b, hq, lq, lk, q.dtype, q.device)
+        # Traced, the checks (inspect.signature, a walk of the autograd graph) cannot run; the
+        # traceable kernels apply score_mod inside the graph, whose autograd reaches what it reads.
+        leaves = () if _is_compiling() else flex.check_score_mod(
+            score_mod, b, hq, lq, lk, q.dtype, q.device
+        )
         scoring = replace(scoring, mod=score_mod, mod_leaves=leaves)
     visibility = _visibility(q, mask, causal, window, mask_mod, (b, hq, lq, lk))
     needs_grad = torch.is_grad_enabled() and any(
@@ -402,6 +406,8 @@ def _visibility(
                 "them with attnkit.and_masks into one create_block_mask"
             )
         mask = None
+    elif mask_mod is not None and _is_compiling():  # classifying blocks would read values
+        block_mask = BlockMask.unclassified(mask_mod, (lq, lk), (128, 128), q.device)
     elif mask_mod is not None:
         flex.check_mask_mod(mask_mod, b, hq, lq, lk, q.device)
         block_mask = flex.build_block_mask(mask_mod, b, hq, (lq, lk), (128, 128), q.device)

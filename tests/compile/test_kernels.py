@@ -136,14 +136,45 @@ def test_compiled_dropout_regenerates_the_forward_mask_in_backward() -> None:
 def test_callables_cannot_cross_the_operator_and_the_block_kernels_say_so(
     kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the dispatch says while torch.compile traces (``score_mod`` itself does not
-    trace yet: its validation inspects the callable)."""
+    """What the dispatch says while torch.compile traces: a ``score_mod`` goes to the
+    traceable kernels."""
     q, k, v = _inputs(grad=False)
     kwargs = {key: val for key, val in CASES[kernel].items() if key != "backend"}
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     dispatch = attnkit.explain_dispatch(q, k, v, score_mod=lambda s, b, h, i, j: s, **kwargs)
     assert "score_mod runs in the traceable kernels" in dispatch.passed_over[kernel]
     assert dispatch.kernel == "reference"
+
+
+def _document(b: Tensor, h: Tensor, i: Tensor, j: Tensor) -> Tensor:
+    return (i // 5 == j // 7) | (j < 3)  # blocks of a packed batch, plus 3 global keys
+
+
+def test_mask_mod_and_score_mod_given_to_attention_compile_whole() -> None:
+    """``mask_mod``/``score_mod`` passed to ``attention()`` itself: traced, the blocks stay
+    unclassified (classifying them reads the mask's values) and ``score_mod`` runs inside the
+    graph, so the table it reads gets its gradient as in eager."""
+    q, k, v = _inputs()
+    table = torch.randn(LQ + LK, generator=torch.Generator().manual_seed(6)).requires_grad_()
+
+    def relative(s: Tensor, b: Tensor, h: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        return s + table[i - j + LK]
+
+    def loss(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
+        out = attnkit.attention(q, k, v, mask_mod=_document, score_mod=relative, backend=backend)
+        return out.square().sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    got = compiled(q, k, v)
+    want = loss(q, k, v, backend="reference")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    got_grads = torch.autograd.grad(got, (q, k, v, table))
+    want_grads = torch.autograd.grad(want, (q, k, v, table))
+    for name, g, w in zip(("q", "k", "v", "table"), got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4, msg=f"gradient of {name}")
+    inductor = torch.compile(loss, fullgraph=True, backend="inductor")
+    with torch.no_grad():
+        torch.testing.assert_close(inductor(q, k, v), want, rtol=1e-4, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------

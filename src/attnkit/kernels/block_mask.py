@@ -70,6 +70,26 @@ class BlockMask:
         self._first, self._last = first.tolist(), last.tolist()
         self.density = _rect(self._seen, 0, seen.shape[0], 0, seen.shape[1]) / max(1, seen.numel())
 
+    @classmethod
+    def unclassified(
+        cls, mask_mod: MaskMod, seq_lengths: tuple[int, int], block_size: tuple[int, int],
+        device: torch.device,
+    ) -> BlockMask:
+        """Every block :data:`PARTIAL`: ``mask_mod`` is evaluated wherever keys are seen, and no
+        value of it is read to build the table. Under ``torch.compile`` classifying the blocks
+        would read the mask's values (a data-dependent graph break); this table is built from
+        the sizes alone."""
+        (lq, lk), (qbs, kbs) = seq_lengths, block_size
+        nq, nk = -(-lq // qbs), -(-lk // kbs)
+        self = cls.__new__(cls)
+        self.mask_mod, self.band = mask_mod, None
+        self.block_size, self.seq_lengths = block_size, seq_lengths
+        self.table = torch.full((1, 1, nq, nk), PARTIAL, dtype=torch.int8, device=device)
+        self._seen = self._partial = [[i * j for j in range(nk + 1)] for i in range(nq + 1)]
+        self._first, self._last = [0] * nq, [nk] * nq
+        self.density = 1.0
+        return self
+
     def _blocks(self, q0: int, q1: int, k0: int, k1: int) -> tuple[int, int, int, int]:
         qbs, kbs = self.block_size
         return q0 // qbs, -(-q1 // qbs), k0 // kbs, -(-k1 // kbs)
