@@ -80,8 +80,9 @@ def attention_ref(
     window_size: tuple[int, int] = (-1, -1),
     upcast: bool = True,
     reorder_ops: bool = False,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
-    """flash-attn's ``attention_ref`` (without dropout and softcap): q (B, Lq, H, D),
+    """flash-attn's ``attention_ref`` (without dropout): q (B, Lq, H, D),
     k, v (B, Lk, Hk, D) -> (B, Lq, H, D). ``upcast`` computes in :data:`HIGH` precision."""
     if causal:
         window_size = (window_size[0], 0)
@@ -96,6 +97,10 @@ def attention_ref(
         scores = torch.einsum("bthd,bshd->bhts", q / math.sqrt(d), k)
     else:
         scores = torch.einsum("bthd,bshd->bhts", q, k / math.sqrt(d))
+    if softcap > 0:
+        scores = scores / softcap
+        scores = scores.tanh()
+        scores = scores * softcap
     if key_padding_mask is not None:
         scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
     local = None
@@ -272,6 +277,43 @@ def test_flash_attn_output(mha_type, causal, local, alibi, seqlen_q, seqlen_k, d
     refs = references(q, k, v, g, attn_bias=attn_bias, causal=causal, window_size=window_size)
     run = Batched(q, k, v, **attnkit_kwargs(causal, window_size, attn_bias))
     assert "reference" in run.backends
+    check_every_kernel(q, k, v, g, *refs, grad_factor=3.0, run=run)
+
+
+# -- softcap: flash-attn's tanh soft-capping as attnkit's score_mod -------------------------
+
+
+def soft_capping(cap: float):
+    def capped(score, b, h, q_idx, kv_idx):
+        return torch.tanh(score / cap) * cap
+
+    return capped
+
+
+@pytest.mark.parametrize(
+    ("mha_type", "causal", "local", "seqlen_q", "seqlen_k", "dtype"),
+    [
+        ("mha", True, False, 113, 203, torch.float32),
+        ("gqa", False, True, 128, 217, torch.float32),
+        ("mqa", True, True, 256, 512, torch.float32),
+        ("gqa", True, False, 108, 256, torch.bfloat16),
+    ],
+)
+def test_flash_attn_softcap(mha_type, causal, local, seqlen_q, seqlen_k, dtype) -> None:
+    """flash-attn's ``softcap`` (30.0 in its grid) is a ``score_mod`` in attnkit, applied to
+    the scaled scores before the masks, as in ``attention_ref``."""
+    torch.random.manual_seed(0)
+    nheads, softcap = 6, 30.0
+    nheads_k = {"mha": nheads, "mqa": 1, "gqa": 2}[mha_type]
+    d = HEAD_DIMS[seqlen_q % 2]
+    window_size = (-1, -1) if not local else tuple(torch.randint(0, seqlen_k, (2,)).tolist())
+    q, k, v = _inputs(seqlen_q, seqlen_k, nheads, nheads_k, d, dtype)
+    q.data.mul_(8.0)  # scores well past the cap, so capping changes the answer
+    g = torch.randn(q.shape).to(dtype)
+    refs = references(q, k, v, g, causal=causal, window_size=window_size, softcap=softcap)
+    kwargs = {**attnkit_kwargs(causal, window_size, None), "score_mod": soft_capping(softcap)}
+    run = Batched(q, k, v, **kwargs)
+    assert {"reference", "chunked"} <= set(run.backends)
     check_every_kernel(q, k, v, g, *refs, grad_factor=3.0, run=run)
 
 
