@@ -62,6 +62,22 @@ def or_masks(*mask_mods: MaskMod) -> MaskMod:
     return or_mask
 
 
+def soft_capping(cap: float) -> Callable[..., Tensor]:
+    """A ``score_mod`` for logit soft-capping, ``cap · tanh(score / cap)`` (Gemma 2's
+    ``attn_logit_softcapping``), applied to the scaled scores before any mask.
+
+    Raises:
+        ValueError: ``cap`` is not a positive finite number.
+    """
+    if not (cap > 0 and cap != float("inf")):
+        raise ValueError(f"softcap must be a positive finite number, got {cap!r}")
+
+    def capped(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return torch.tanh(score / cap) * cap
+
+    return capped
+
+
 def _check_callables(mods: tuple[Any, ...], what: str) -> None:
     bad = [type(m).__name__ for m in mods if not callable(m)]
     if bad:
@@ -308,4 +324,4 @@ def _leaves(out: Tensor, own: Tensor) -> tuple[Tensor, ...]:
     return tuple(found)
 
 
-__all__ = ["and_masks", "create_block_mask", "or_masks"]
+__all__ = ["and_masks", "create_block_mask", "or_masks", "soft_capping"]

@@ -16,8 +16,8 @@ Adaptations, each for a reason:
   (not 2048), and the flag combinations spread over the length pairs instead of crossed with
   every one, so the suite stays within its time budget on 2 cores.
 - Not ported: dropout (flash-attn reads its kernel's dropout mask back; attnkit's dropout draws
-  from torch's generator), ``softcap`` (attnkit has no soft-capping score yet), the KV-cache
-  and block-sparse APIs (no attnkit counterpart).
+  from torch's generator), the KV-cache and block-sparse APIs (no attnkit counterpart).
+  ``softcap`` is ported as the score_mod ``attnkit.flex.soft_capping``.
 - Variable-length causal/local attention: flash-attn aligns each sequence bottom-right to its
   own length. attnkit's ``KeyLengths`` keep the padded alignment, so those cases run attnkit
   per sequence (the same check, today's API); non-causal, non-local ones run batched with
@@ -283,13 +283,6 @@ def test_flash_attn_output(mha_type, causal, local, alibi, seqlen_q, seqlen_k, d
 # -- softcap: flash-attn's tanh soft-capping as attnkit's score_mod -------------------------
 
 
-def soft_capping(cap: float):
-    def capped(score, b, h, q_idx, kv_idx):
-        return torch.tanh(score / cap) * cap
-
-    return capped
-
-
 @pytest.mark.parametrize(
     ("mha_type", "causal", "local", "seqlen_q", "seqlen_k", "dtype"),
     [
@@ -300,8 +293,8 @@ def soft_capping(cap: float):
     ],
 )
 def test_flash_attn_softcap(mha_type, causal, local, seqlen_q, seqlen_k, dtype) -> None:
-    """flash-attn's ``softcap`` (30.0 in its grid) is a ``score_mod`` in attnkit, applied to
-    the scaled scores before the masks, as in ``attention_ref``."""
+    """flash-attn's ``softcap`` (30.0 in its grid) is attnkit's ``flex.soft_capping`` score_mod,
+    applied to the scaled scores before the masks, as in ``attention_ref``."""
     torch.random.manual_seed(0)
     nheads, softcap = 6, 30.0
     nheads_k = {"mha": nheads, "mqa": 1, "gqa": 2}[mha_type]
@@ -311,7 +304,7 @@ def test_flash_attn_softcap(mha_type, causal, local, seqlen_q, seqlen_k, dtype) 
     q.data.mul_(8.0)  # scores well past the cap, so capping changes the answer
     g = torch.randn(q.shape).to(dtype)
     refs = references(q, k, v, g, causal=causal, window_size=window_size, softcap=softcap)
-    kwargs = {**attnkit_kwargs(causal, window_size, None), "score_mod": soft_capping(softcap)}
+    kwargs = {**attnkit_kwargs(causal, window_size, None), "score_mod": attnkit.flex.soft_capping(softcap)}
     run = Batched(q, k, v, **kwargs)
     assert {"reference", "chunked"} <= set(run.backends)
     check_every_kernel(q, k, v, g, *refs, grad_factor=3.0, run=run)

@@ -42,6 +42,7 @@ from transformers.utils import output_capturing
 
 import attnkit
 from attnkit.explain.record import recorded_weights, register_foreign_attention, report_weights
+from attnkit.flex import soft_capping
 from attnkit.integrations._hf_masks import AttnkitMask, build_mask
 from attnkit.masks import key_padding
 
@@ -153,22 +154,6 @@ def attention_forward(
     if asked and weights is not None:
         weights = weights.to(query.dtype)
     return out.transpose(1, 2).contiguous(), weights if asked else None  # (B, Lq, Hq, D)
-
-
-def soft_capping(cap: float):
-    """A ``score_mod`` for logit soft-capping, ``cap · tanh(score / cap)`` (Gemma 2's
-    ``attn_logit_softcapping``), applied to the scaled scores before any mask.
-
-    Raises:
-        ValueError: ``cap`` is not a positive finite number.
-    """
-    if not (cap > 0 and cap != float("inf")):
-        raise ValueError(f"softcap must be a positive finite number, got {cap!r}")
-
-    def capped(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        return torch.tanh(score / cap) * cap
-
-    return capped
 
 
 def set_window(model: nn.Module, window: tuple[int, int] | None) -> list[str]:
