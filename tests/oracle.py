@@ -12,10 +12,11 @@ def allowed_matrix(
     causal: bool = False,
     window: tuple[int, int] | None = None,
     key_length: int | None = None,
+    key_start: int = 0,
 ) -> np.ndarray:
     """(Lq, Lk) bool from the contract's words, with explicit loops: query i sits at key
     position p = Lk - Lq + i; causal hides j > p; window (l, r) keeps p - l <= j <= p + r;
-    key_length hides j >= key_length."""
+    key_length hides j >= key_length; key_start hides j < key_start."""
     out = np.ones((lq, lk), dtype=bool)
     for i in range(lq):
         p = lk - lq + i
@@ -25,6 +26,8 @@ def allowed_matrix(
             if window is not None and not (p - window[0] <= j <= p + window[1]):
                 out[i, j] = False
             if key_length is not None and j >= key_length:
+                out[i, j] = False
+            if j < key_start:
                 out[i, j] = False
     return out
 

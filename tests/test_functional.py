@@ -56,6 +56,45 @@ def test_key_lengths_equal_a_bool_padding_mask() -> None:
     torch.testing.assert_close(a, b)
 
 
+def test_key_starts_equal_a_bool_left_padding_mask() -> None:
+    q, k, v = qkv()
+    starts, lengths = torch.tensor([2, 0]), torch.tensor([7, 5])
+    j = torch.arange(7)
+    dense = (j >= starts[:, None]) & (j < lengths[:, None])  # (B, Lk)
+    for causal in (False, True):
+        a = attnkit.attention(q, k, v, mask=KeyLengths(lengths, starts=starts), causal=causal)
+        b = attnkit.attention(q, k, v, mask=dense[:, None, None, :], causal=causal)
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([[1, 1, 0], [1, 1, 1]], ([2, 3], None)),  # right padding only: no starts
+        ([[0, 1, 1], [0, 0, 1]], ([3, 3], [1, 2])),  # left padding
+        ([[0, 1, 0], [0, 0, 0]], ([2, 0], [1, 0])),  # both sides; an item with no real key
+        ([[1, 0, 1], [1, 1, 1]], None),  # a pad between real keys: not a run
+    ],
+)
+def test_key_lengths_from_mask(rows, expected) -> None:
+    got = KeyLengths.from_mask(torch.tensor(rows, dtype=torch.bool))
+    if expected is None:
+        assert got is None
+        return
+    lengths, starts = expected
+    assert got.lengths.tolist() == lengths
+    assert (None if got.starts is None else got.starts.tolist()) == starts
+
+
+def test_key_lengths_refuse_bad_starts() -> None:
+    with pytest.raises(ValueError, match=r"starts must be ≥ 0"):
+        KeyLengths(torch.tensor([3, 3]), starts=torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match=r"starts \(3,\) and lengths \(2,\)"):
+        KeyLengths(torch.tensor([3, 3]), starts=torch.tensor([0, 0, 0]))
+    with pytest.raises(ValueError, match=r"starts must be a 1-D integer tensor"):
+        KeyLengths(torch.tensor([3, 3]), starts=torch.tensor([0.5, 0.0]))
+
+
 def test_row_with_nothing_to_attend_is_zero_and_has_zero_grad() -> None:
     q, k, v = qkv(grad=True)
     mask = torch.ones(2, 1, 5, 7, dtype=torch.bool)

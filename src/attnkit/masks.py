@@ -68,10 +68,14 @@ def around(centers: Tensor, kv_len: int, half_width: float) -> Tensor:
     return (j - centers.unsqueeze(-1)).abs() <= half_width
 
 
-def key_padding(lengths: Tensor, kv_len: int) -> Tensor:
-    """``(B, 1, 1, Lk)`` bool from key lengths ``(B,)``: key ``j`` is real when ``j < length``."""
+def key_padding(lengths: Tensor, kv_len: int, starts: Tensor | None = None) -> Tensor:
+    """``(B, 1, 1, Lk)`` bool from key lengths ``(B,)``: key ``j`` is real when
+    ``starts ≤ j < length`` (``starts (B,)``, default 0: left padding)."""
     j = torch.arange(kv_len, device=lengths.device)
-    return (j < lengths.unsqueeze(-1)).reshape(lengths.shape[0], 1, 1, kv_len)  # (B, 1, 1, Lk)
+    real = j < lengths.unsqueeze(-1)  # (B, Lk)
+    if starts is not None:
+        real &= j >= starts.unsqueeze(-1)
+    return real.reshape(lengths.shape[0], 1, 1, kv_len)  # (B, 1, 1, Lk)
 
 
 def combine(*masks: Tensor | None) -> Tensor | None:

@@ -35,7 +35,7 @@ def _additive() -> attnkit.Score:
     return attnkit.Score("additive", w_q=w_q, w_k=w_k, v=torch.randn(A, generator=gen))
 
 
-LENGTHS = KeyLengths(torch.tensor([LK, 15]))
+LENGTHS = KeyLengths(torch.tensor([LK, 15]), starts=torch.tensor([4, 0]))  # left and right
 BIAS = torch.randn(B, 1, LQ, LK, generator=torch.Generator().manual_seed(5))
 
 # kernel -> attention() arguments it is forced to serve (each with a mask of some kind)
@@ -211,9 +211,12 @@ def test_opcheck_block_attention_backward(kernel: str) -> None:
         outputs = torch.ops.attnkit.block_attention(*args)
     inputs = [t.detach() for t in args[1]]
     grads = [torch.randn_like(outputs[0]), None, None]
-    bias = args[6]
-    visibility = [*args[2:6], None if bias is None else bias.detach(), args[7]]
-    backward_args = (args[0], grads, inputs, outputs, visibility, *args[8:], bias is not None)
+    named = dict(zip(ops._ARGS, args, strict=True))
+    bias = named["bias"]
+    visibility = [named[name] for name in ops._VIS]
+    visibility[ops._BIAS] = None if bias is None else bias.detach()
+    settings = [named[name] for name in ops._ARGS[ops._SETTINGS:]]
+    backward_args = (args[0], grads, inputs, outputs, visibility, *settings, bias is not None)
     torch.library.opcheck(torch.ops.attnkit.block_attention_backward.default, backward_args)
 
 

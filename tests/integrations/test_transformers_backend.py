@@ -72,6 +72,8 @@ def attnkit_visible(mask: AttnkitMask, batch: int) -> torch.Tensor:
         visible &= attnkit.masks.window(lq, lk, *args["window"])
     if isinstance(args["mask"], attnkit.KeyLengths):
         visible &= attnkit.masks.key_padding(args["mask"].lengths, lk)[:, 0]
+        if args["mask"].starts is not None:  # left padding: keys before the start hidden
+            visible &= (torch.arange(lk) >= args["mask"].starts[:, None]).unsqueeze(1)
     elif args["mask"] is not None:
         visible &= args["mask"][:, 0]
     return visible
@@ -94,13 +96,18 @@ SIZES = [(9, 9, 0, 0), (3, 10, 7, 0), (1, 10, 9, 0), (1, 5, 9, 5), (4, 16, 0, 0)
 
 
 @pytest.mark.parametrize("name", list(MASK_FUNCTIONS))
-@pytest.mark.parametrize("padding", ["none", "right", "left"])
+@pytest.mark.parametrize("padding", ["none", "right", "left", "holes"])
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "q{}-k{}-qo{}-ko{}".format(*s))
 def test_mask_equals_transformers_dense_mask(name: str, padding: str, sizes) -> None:
     q_len, kv_len, q_offset, kv_offset = sizes
     total = kv_offset + kv_len
     lengths = (total, total - 2, total - 4)
-    attention_mask = None if padding == "none" else padding_mask(lengths, padding).bool()
+    attention_mask = None
+    if padding in ("right", "left"):
+        attention_mask = padding_mask(lengths, padding).bool()
+    elif padding == "holes":  # a pad token between real ones: not one run of real keys
+        attention_mask = torch.ones(3, total, dtype=torch.bool)
+        attention_mask[1, total - 3] = False
     kwargs = {
         "batch_size": 3, "q_length": q_len, "kv_length": kv_len, "q_offset": q_offset,
         "kv_offset": kv_offset, "mask_function": MASK_FUNCTIONS[name],
@@ -114,10 +121,15 @@ def test_mask_equals_transformers_dense_mask(name: str, padding: str, sizes) -> 
     aligned = q_offset + q_len == kv_offset + kv_len
     structured_band = name != "chunked-3" and (aligned or name == "bidirectional")
     keys = None if attention_mask is None else attention_mask[:, kv_offset:total]  # (B, Lk)
-    prefix = keys is None or torch.equal(keys, torch.arange(kv_len) < keys.sum(-1, keepdim=True))
-    assert (ours.dense is None) == (structured_band and prefix)
+    one_run = keys is None or all(  # each item's real keys are one run (left/right padding)
+        len({j for j in range(kv_len) if keys[b, j]}) in (0, max(
+            (j1 - j0 for j0 in range(kv_len) for j1 in range(j0, kv_len + 1)
+             if bool(keys[b, j0:j1].all())), default=0))
+        for b in range(3))
+    assert (ours.dense is None) == (structured_band and one_run)
     if ours.dense is None:
-        assert (ours.key_lengths is None) == (keys is None or bool(keys.all()))
+        padded = keys is not None and not bool(keys.all())
+        assert (ours.padding is not None) == padded
 
 
 @pytest.mark.parametrize("size", [1, 2, 4, 7])
@@ -366,3 +378,30 @@ def test_from_pretrained_and_set_attn_implementation(tmp_path: Path) -> None:
     loaded.set_attn_implementation("eager")
     loaded.set_attn_implementation("attnkit")
     assert loaded.config._attn_implementation == "attnkit"
+
+
+def test_left_padding_reaches_attention_as_key_starts(monkeypatch) -> None:
+    """A left-padded batch (as generate pads decoder-only prompts) reaches attnkit.attention
+    as KeyLengths with starts and causal=True, not as a dense mask, and equals eager on every
+    real token."""
+    seen = []
+    original = attnkit.attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append(kwargs)
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(attnkit, "attention", recording)
+    model = llama()
+    mask = padding_mask(LENGTHS, "left")
+    ids = token_ids(3, mask.shape[1])
+    with torch.no_grad():
+        model.set_attn_implementation("attnkit")
+        got = model(ids, attention_mask=mask, output_hidden_states=True)
+        model.set_attn_implementation("eager")
+        ref = model(ids, attention_mask=mask, output_hidden_states=True)
+    pads = [mask.shape[1] - n for n in LENGTHS]
+    assert seen and all(isinstance(c["mask"], attnkit.KeyLengths) for c in seen)
+    assert all(c["mask"].starts.tolist() == pads and c["causal"] is True for c in seen)
+    real = mask.bool()
+    assert (got.hidden_states[-1] - ref.hidden_states[-1])[real].abs().max() <= 1e-5

@@ -27,7 +27,9 @@ SHAPES: dict[str, tuple[int, int, int, int, int, int]] = {
     "square-97-d8": (2, 2, 2, 97, 97, 8),
     "long-1025-d8": (1, 2, 1, 1025, 1025, 8),
 }
-OPTIONS = ("plain", "causal", "window", "causal-window", "key-lengths", "bool-mask", "bias")
+OPTIONS = (
+    "plain", "causal", "window", "causal-window", "key-lengths", "key-starts", "bool-mask", "bias"
+)
 
 
 def grid(options: tuple[str, ...], long_options: tuple[str, ...]) -> list[Any]:
@@ -75,6 +77,9 @@ def option_kwargs(
     if option == "key-lengths":
         lengths = [0, lk // 2 + 1][:b] if b > 1 else [lk // 2 + 1]
         return {"mask": KeyLengths(torch.tensor(lengths))}
+    if option == "key-starts":  # left padding (and right padding in another item)
+        starts, lengths = [lk // 3, 0][:b], [lk, lk // 2 + 1][:b]
+        return {"mask": KeyLengths(torch.tensor(lengths), starts=torch.tensor(starts))}
     if option == "bool-mask":
         mask = torch.rand(b, hq, lq, lk, generator=gen) < 0.7
         mask[0, 0, 0] = False  # a query with nothing to attend to

@@ -19,6 +19,9 @@ from tests.oracle import allowed_matrix
         (23, 23, {"window": (4, 2)}),
         (9, 30, {"window": (3, 0), "causal": True}),
         (30, 30, {"window": (0, 5), "mask": KeyLengths(torch.tensor([30, 11]))}),
+        (30, 30, {"causal": True,
+                  "mask": KeyLengths(torch.tensor([30, 26]), starts=torch.tensor([7, 0]))}),
+        (5, 30, {"mask": KeyLengths(torch.tensor([30, 30]), starts=torch.tensor([0, 29]))}),
     ],
 )
 def test_block_masks_and_spans_follow_the_contract(lq: int, lk: int, kwargs: dict) -> None:
@@ -26,10 +29,12 @@ def test_block_masks_and_spans_follow_the_contract(lq: int, lk: int, kwargs: dic
     vis = build_plan(q, k, k, **kwargs).visibility
     window = kwargs.get("window")
     lengths = kwargs["mask"].lengths.tolist() if "mask" in kwargs else [lk, lk]
+    starts = kwargs["mask"].starts if "mask" in kwargs else None
+    starts = [0, 0] if starts is None else starts.tolist()
     for b in range(2):
         expected = torch.from_numpy(
             allowed_matrix(lq, lk, causal=kwargs.get("causal", False), window=window,
-                           key_length=lengths[b])
+                           key_length=lengths[b], key_start=starts[b])
         )
         for q0, q1 in ((0, lq), (2, min(lq, 5)), (lq - 1, lq)):
             lo, hi = vis.span(q0, q1)

@@ -147,7 +147,7 @@ def test_transformer_model_passes_source_lengths_as_structure(calls) -> None:
     torch.testing.assert_close(logits, want)
 
 
-def test_bert_right_padding_is_structure(calls) -> None:
+def test_bert_left_and_right_padding_are_structure(calls) -> None:
     from attnkit.models.bert import BertConfig, BertEncoder
 
     model = BertEncoder(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1,
@@ -158,6 +158,13 @@ def test_bert_right_padding_is_structure(calls) -> None:
     assert isinstance(calls[-1]["mask"], KeyLengths)
     want = model.encoder(model.embeddings(ids), ~real)  # the dense path
     torch.testing.assert_close(got, want)
-    left = real.flip(-1)  # left padding has no KeyLengths: a dense mask
-    model(ids, left)
+    left = real.flip(-1)  # left padding: KeyLengths with starts
+    got = model(ids, left)
+    assert isinstance(calls[-1]["mask"], KeyLengths)
+    assert calls[-1]["mask"].starts.tolist() == [0, 3, 5]
+    torch.testing.assert_close(got, model.encoder(model.embeddings(ids), ~left))
+    holes = real.clone()
+    holes[0, 2] = False  # a pad between real tokens: not a run, a dense mask
+    got = model(ids, holes)
     assert isinstance(calls[-1]["mask"], torch.Tensor)
+    torch.testing.assert_close(got, model.encoder(model.embeddings(ids), ~holes))

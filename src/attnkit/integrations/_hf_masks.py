@@ -8,13 +8,14 @@ factories in ``transformers.masking_utils`` (causal, bidirectional, sliding-wind
 joined by ``and_masks``). The attention function then receives what that function returned.
 
 :func:`build_mask` returns the mask in the form attnkit's kernels take: a band of key − query
-offsets (``causal=True``, ``window=``) and the key lengths of right padding
-(:class:`attnkit.KeyLengths`), so no ``(B, 1, Lq, Lk)`` tensor is made. It recognises the
-mask function only when it is exactly one of those factories' functions (same code object; a
-window size is read from the closure), and only where both sides place queries alike (below).
-Anything else (left padding, packed sequences, chunked attention, overlays of image tokens, a
-user's own function, a static cache) becomes the dense boolean mask that transformers' own
-``sdpa_mask`` builds from the same description: always correct, only slower.
+offsets (``causal=True``, ``window=``) and the padding as key starts and lengths
+(:class:`attnkit.KeyLengths`: left padding, as batched generation has it, and right padding),
+so no ``(B, 1, Lq, Lk)`` tensor is made. It recognises the mask function only when it is
+exactly one of those factories' functions (same code object; a window size is read from the
+closure), and only where both sides place queries alike (below). Anything else (padding with
+holes, packed sequences, chunked attention, overlays of image tokens, a user's own function, a
+static cache) becomes the dense boolean mask that transformers' own ``sdpa_mask`` builds from
+the same description: always correct, only slower.
 
 Positions: transformers puts query ``i`` at ``q_offset + i`` and key ``j`` at ``kv_offset + j``;
 attnkit aligns queries bottom-right, query ``i`` at key index ``Lk − Lq + i``. The two agree
@@ -52,7 +53,8 @@ _SLIDING_BIDIRECTIONAL_CODE = hf_masks.sliding_window_bidirectional_overlay(1)._
 class AttnkitMask:
     """The mask of one kind of layer for one forward pass, as attnkit takes it.
 
-    Either structured (``band`` and ``key_lengths``) or ``dense``: bool ``(B, 1, Lq, Lk)``,
+    Either structured (``band`` and the ``padding`` of the keys) or ``dense``: bool
+    ``(B, 1, Lq, Lk)``,
     True = may attend. ``aligned`` says whether queries sit bottom-right of the keys, as
     attnkit's ``causal`` and ``window`` place them (needed to add a window on top).
     """
@@ -60,7 +62,7 @@ class AttnkitMask:
     q_len: int
     kv_len: int
     band: Band = (None, None)
-    key_lengths: Tensor | None = None  # (B,) int64: right padding
+    padding: attnkit.KeyLengths | None = None  # left and/or right padding
     dense: Tensor | None = None  # (B, 1, Lq, Lk) bool
     aligned: bool = True
 
@@ -73,9 +75,8 @@ class AttnkitMask:
         if self.dense is not None:
             causal, window = _attnkit_band(band, self.q_len, self.kv_len)
             return {"mask": self.dense, "causal": causal, "window": window}
-        mask = None if self.key_lengths is None else attnkit.KeyLengths(self.key_lengths)
         causal, window = _attnkit_band(band, self.q_len, self.kv_len)
-        return {"mask": mask, "causal": causal, "window": window}
+        return {"mask": self.padding, "causal": causal, "window": window}
 
 
 def build_mask(
@@ -102,9 +103,9 @@ def build_mask(
     aligned = q_offset + q_length == kv_offset + kv_length
     band = band_of(mask_function)
     if band is not None and (aligned or band == (None, None)):
-        lengths = _right_padding(attention_mask, kv_length, kv_offset)
-        if lengths is not False:
-            return AttnkitMask(q_length, kv_length, band=band, key_lengths=lengths)
+        padding = _padding_run(attention_mask, kv_length, kv_offset)
+        if padding is not False:
+            return AttnkitMask(q_length, kv_length, band=band, padding=padding)
     dense = hf_masks.sdpa_mask(
         batch_size=batch_size,
         q_length=q_length,
@@ -175,19 +176,20 @@ def _attnkit_band(band: Band, q_len: int, kv_len: int) -> tuple[bool, tuple[int,
     return False, (unbounded if left is None else left, unbounded if right is None else right)
 
 
-def _right_padding(
+def _padding_run(
     attention_mask: Tensor | None, kv_length: int, kv_offset: int
-) -> Tensor | bool | None:
-    """Key lengths ``(B,)`` when the padding of these keys is right padding, ``None`` when no
-    key is padding, ``False`` when it is anything else (left padding, holes)."""
+) -> attnkit.KeyLengths | bool | None:
+    """The padding of these keys as :class:`attnkit.KeyLengths` when each item's real keys are
+    one run (left and/or right padding), ``None`` when no key is padding, ``False`` when the
+    padding is anything else (holes, packed sequences) or unknown (under ``torch.compile``,
+    where the traced graph must hold for any padding: the dense mask)."""
     padding = hf_masks.prepare_padding_mask(attention_mask, kv_length, kv_offset)
     if padding is None:
         return None
-    if padding.dim() != 2:
+    if padding.dim() != 2 or torch.compiler.is_compiling():  # the values decide: unknown
         return False
     keys = padding[:, kv_offset : kv_offset + kv_length].bool()  # (B, Lk)
-    lengths = keys.sum(dim=-1)  # (B,)
-    if bool((lengths == kv_length).all()):
+    if bool(keys.all()):
         return None
-    real = torch.arange(kv_length, device=keys.device) < lengths.unsqueeze(-1)  # (B, Lk)
-    return lengths if torch.equal(keys, real) else False
+    run = attnkit.KeyLengths.from_mask(keys)
+    return False if run is None else run

@@ -44,7 +44,6 @@ import attnkit
 from attnkit.explain.record import recorded_weights, register_foreign_attention, report_weights
 from attnkit.flex import soft_capping
 from attnkit.integrations._hf_masks import AttnkitMask, build_mask
-from attnkit.masks import key_padding
 
 NAME = "attnkit"
 
@@ -317,7 +316,7 @@ def _with_bias(position_bias: Tensor, mask: Tensor | attnkit.KeyLengths | None, 
     separate)."""
     bias = position_bias[..., :lk]
     if isinstance(mask, attnkit.KeyLengths):
-        mask = key_padding(mask.lengths, lk)  # (B, 1, 1, Lk) bool
+        mask = mask.as_mask(lk)  # (B, 1, 1, Lk) bool
     if mask is None:
         return bias
     if mask.dtype != torch.bool:

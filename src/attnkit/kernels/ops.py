@@ -52,6 +52,9 @@ class OpKernel:
 
 _OP_KERNELS: dict[str, OpKernel] = {}
 _UNBOUNDED = -1  # a band side without bound (window sides are >= 0)
+# The Visibility's tensors, in the order the operators take them (the dropout seed last).
+_VIS = ("shifts", "key_starts", "key_lengths", "query_lengths", "mask", "bias", "seed")
+_BIAS = _VIS.index("bias")
 
 
 def register_op_kernel(name: str, forward: Forward, backward: Backward) -> None:
@@ -91,14 +94,14 @@ def _plan(
 ) -> AttentionPlan:
     """The plan a block kernel reads, rebuilt from the operator's arguments."""
     q, k, v = inputs[0], inputs[1], inputs[-1]
-    shifts, key_lengths, query_lengths, mask, bias, seed = vis_tensors
+    given = dict(zip(_VIS, vis_tensors, strict=True))
+    seed = given.pop("seed")
     (b, hq, lq, d), (hkv, lk) = q.shape, v.shape[1:3]
     left, right = (None if x == _UNBOUNDED else x for x in band[:2])
     offset = band[2]  # any integer (negative when Lq > Lk)
     vis = Visibility(
         batch=b, heads=hq, q_len=lq, kv_len=lk, device=q.device, left=left, right=right,
-        offset=offset, shifts=shifts, key_lengths=key_lengths, query_lengths=query_lengths,
-        mask=mask, bias=bias,
+        offset=offset, **given,
     )
     return AttentionPlan(
         shapes=Shapes(b, hq, hkv, lq, lk, d, k.shape[-1], v.shape[-1]),
@@ -124,6 +127,7 @@ def block_attention(
     kernel: str,
     inputs: list[Tensor],
     shifts: Tensor | None,
+    key_starts: Tensor | None,
     key_lengths: Tensor | None,
     query_lengths: Tensor | None,
     mask: Tensor | None,
@@ -136,15 +140,15 @@ def block_attention(
     need_lse: bool,
 ) -> list[Tensor]:
     """Block kernel ``kernel`` on ``inputs``: ``[out, lse, weights]`` (module docstring)."""
-    vis_tensors = (shifts, key_lengths, query_lengths, mask, bias, seed)
+    vis_tensors = (shifts, key_starts, key_lengths, query_lengths, mask, bias, seed)
     plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
     # Contiguous, as the fake implementation promises the compiler.
     return [t.contiguous() for t in _OP_KERNELS[kernel].forward(list(inputs), plan)]
 
 
 @block_attention.register_fake
-def _(kernel, inputs, shifts, key_lengths, query_lengths, mask, bias, seed, band, scale,
-      dropout_p, weights, need_lse):
+def _(kernel, inputs, shifts, key_starts, key_lengths, query_lengths, mask, bias, seed, band,
+      scale, dropout_p, weights, need_lse):
     q, v = inputs[0], inputs[-1]
     b, hq, lq = q.shape[:3]
     cd = compute_dtype(v.dtype)
@@ -161,9 +165,9 @@ def block_attention_backward(
     weights: bool, need_lse: bool, bias_grad: bool,
 ) -> list[Tensor]:
     """The gradients of :func:`block_attention`: one per input, then the bias's (or empty).
-    ``visibility`` holds its ``shifts, key_lengths, query_lengths, mask, bias, seed``."""
+    ``visibility`` holds its tensors in the order of ``_VIS``."""
     vis_tensors = tuple(visibility)
-    bias = vis_tensors[4]
+    bias = vis_tensors[_BIAS]
     plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
     found = _OP_KERNELS[kernel].backward(list(grads), list(inputs), list(outputs), plan,
                                          bias_grad)
@@ -176,22 +180,22 @@ def block_attention_backward(
 @block_attention_backward.register_fake
 def _(kernel, grads, inputs, outputs, visibility, band, scale, dropout_p, weights, need_lse,
       bias_grad):
-    bias = visibility[4]
+    bias = visibility[_BIAS]
     found = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
     return [*found, bias.new_empty(bias.shape) if bias_grad and bias is not None else
             inputs[0].new_empty(0)]
 
 
-_ARGS = ("kernel", "inputs", "shifts", "key_lengths", "query_lengths", "mask", "bias", "seed",
-         "band", "scale", "dropout_p", "weights", "need_lse")
+_ARGS = ("kernel", "inputs", *_VIS, "band", "scale", "dropout_p", "weights", "need_lse")
+_SETTINGS = _ARGS.index("band")  # the arguments from here on are settings, not tensors
 
 
 def _setup_context(ctx, inputs, output) -> None:
     args = dict(zip(_ARGS, inputs, strict=True))
-    vis = [args[name] for name in _ARGS[2:8]]
+    vis = [args[name] for name in _VIS]
     ctx.save_for_backward(*args["inputs"], *output, *vis)
     ctx.sizes = len(args["inputs"]), len(output)
-    ctx.settings = tuple(args[name] for name in _ARGS[8:])
+    ctx.settings = tuple(args[name] for name in _ARGS[_SETTINGS:])
     ctx.kernel = args["kernel"]
 
 
@@ -199,12 +203,12 @@ def _backward(ctx, grads):
     saved = ctx.saved_tensors
     n_in, n_out = ctx.sizes
     inputs, outputs, vis = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
-    bias_grad = bool(ctx.needs_input_grad[6]) and vis[4] is not None
+    bias_grad = bool(ctx.needs_input_grad[_ARGS.index("bias")]) and vis[_BIAS] is not None
     found = block_attention_backward(
         ctx.kernel, list(grads), list(inputs), list(outputs), list(vis), *ctx.settings, bias_grad
     )
-    dbias = found[-1] if bias_grad else None
-    return None, found[:-1], None, None, None, None, dbias, None, None, None, None, None, None
+    grads_by_name = {"inputs": found[:-1], "bias": found[-1] if bias_grad else None}
+    return tuple(grads_by_name.get(name) for name in _ARGS)
 
 
 block_attention.register_autograd(_backward, setup_context=_setup_context)
@@ -219,8 +223,9 @@ def arguments(
     if plan.dropout_p > 0:  # drawn by the graph, so each compiled call drops anew
         seed = torch.randint(0, 2**62, (), device=plan.device)
     band = [*(_UNBOUNDED if x is None else x for x in (vis.left, vis.right)), vis.offset]
-    return (kernel, inputs, vis.shifts, vis.key_lengths, vis.query_lengths, vis.mask, vis.bias,
-            seed, band, scale, plan.dropout_p, plan.return_weights, need_lse)
+    tensors = [seed if name == "seed" else getattr(vis, name) for name in _VIS]
+    return (kernel, inputs, *tensors, band, scale, plan.dropout_p, plan.return_weights,
+            need_lse)
 
 
 def run(kernel: str, inputs: list[Tensor], plan: AttentionPlan, scale: float, *,

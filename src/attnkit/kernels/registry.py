@@ -67,7 +67,7 @@ class Capabilities:
             return f"score {score.name!r} not supported"
         if self.normalizers is not None and plan.normalizer not in self.normalizers:
             return f"normalizer {plan.normalizer!r} not supported"
-        lengths = not vis.uniform or vis.key_lengths is not None
+        lengths = not vis.uniform or vis.padded
         checks = (
             (vis.mask is not None and not self.bool_mask, "boolean masks"),
             (vis.bias is not None and not self.float_bias, "float (additive) masks"),

@@ -8,7 +8,8 @@ of these hold:
 
 * the band: ``p − left ≤ j ≤ p + right`` (``causal`` clips ``right`` to ``min(right, 0)``;
   ``None`` leaves a side unbounded);
-* lengths: ``0 ≤ j < key_lengths[b]`` and ``i < query_lengths[b]``;
+* lengths: ``key_starts[b] ≤ j < key_lengths[b]`` (left and right padding) and
+  ``i < query_lengths[b]``;
 * the bool ``mask[b, h, i, j]`` (True = may attend);
 * the block mask: ``mask_mod(b, h, i, j)`` in its partial tiles, every key of its full tiles,
   none of its empty ones. A block mask that is exactly a band of indices (a sliding window,
@@ -79,6 +80,8 @@ class Ranges(NamedTuple):
     k_max: int
     q_min: int  # query lengths
     q_max: int
+    start_min: int  # key starts, clamped to 0..Lk
+    start_max: int
 
 
 def _tighter(a: int | None, b: int | None) -> int | None:
@@ -98,8 +101,9 @@ class Visibility:
     (query heads), ``q_len``, ``kv_len``; the band ``left``/``right`` (already clipped for
     causal; ``None``: unbounded); ``offset``, the key position of query row 0 (default
     bottom-right); ``shifts (B,)`` added to each batch entry's query positions;
-    ``key_lengths``/``query_lengths (B,)``; the bool ``mask (B|1, H|1, Lq, Lk)``; the float
-    ``bias (B|1, H|1, Lq|1, Lk|1)``; a :class:`BlockMask` for ``(Lq, Lk)``."""
+    ``key_starts``/``key_lengths``/``query_lengths (B,)``; the bool
+    ``mask (B|1, H|1, Lq, Lk)``; the float ``bias (B|1, H|1, Lq|1, Lk|1)``; a
+    :class:`BlockMask` for ``(Lq, Lk)``."""
 
     batch: int
     heads: int
@@ -110,6 +114,7 @@ class Visibility:
     right: int | None = None
     offset: int | None = None  # type: ignore[assignment]  # an int after __post_init__
     shifts: Tensor | None = None
+    key_starts: Tensor | None = None
     key_lengths: Tensor | None = None
     query_lengths: Tensor | None = None
     mask: Tensor | None = None
@@ -136,8 +141,10 @@ class Visibility:
         it traces)."""
         if self._ranges is None:
             keys = None if self.key_lengths is None else self.key_lengths.clamp(0, self.kv_len)
+            starts = None if self.key_starts is None else self.key_starts.clamp(0, self.kv_len)
             self._ranges = Ranges(*_lengths(self.shifts, 0), *_lengths(keys, self.kv_len),
-                                  *_lengths(self.query_lengths, self.q_len))
+                                  *_lengths(self.query_lengths, self.q_len),
+                                  *_lengths(starts, 0))
         return self._ranges
 
     # -- what the call holds ------------------------------------------------------------------
@@ -166,9 +173,14 @@ class Visibility:
     def has_mask(self) -> bool:
         """Whether any key may be hidden from a query (anything but a float bias)."""
         return (
-            self.band_hides or self.key_lengths is not None or self.query_lengths is not None
+            self.band_hides or self.padded or self.query_lengths is not None
             or self.mask is not None or self.block_mask is not None
         )
+
+    @property
+    def padded(self) -> bool:
+        """Whether key lengths or key starts may hide keys of some batch entries."""
+        return self.key_lengths is not None or self.key_starts is not None
 
     @property
     def uniform(self) -> bool:
@@ -180,7 +192,7 @@ class Visibility:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
         return (
             (self.left, self.right) == (None, 0) and statically_known_true(self.offset == 0)
-            and self.uniform and self.key_lengths is None and self.mask is None
+            and self.uniform and not self.padded and self.mask is None
             and self.bias is None and self.block_mask is None
         )
 
@@ -191,7 +203,7 @@ class Visibility:
             shape[2:] = [self.q_len, self.kv_len]
         if self.shifts is not None:
             shape[0] = self.batch
-        if self.key_lengths is not None:
+        if self.padded:
             shape[0], shape[3] = self.batch, self.kv_len
         if self.query_lengths is not None:
             shape[0], shape[2] = self.batch, self.q_len
@@ -214,7 +226,7 @@ class Visibility:
         if q0 >= self.ranges.q_max:
             return 0, 0
         first, last = self._positions(q0, q1)
-        lo, hi = 0, self.ranges.k_max
+        lo, hi = self.ranges.start_min, self.ranges.k_max
         if self.left is not None:
             lo = max(lo, first - self.left)
         if self.right is not None:
@@ -239,7 +251,8 @@ class Visibility:
         """Whether nothing but the band hides or adds anything in the tile (its keys all real,
         its queries all real, no mask, bias or block mask)."""
         return (
-            k0 >= 0 and k1 <= self.ranges.k_min and q1 <= self.ranges.q_min and self.shifts is None
+            k0 >= self.ranges.start_max and k1 <= self.ranges.k_min and q1 <= self.ranges.q_min
+            and self.shifts is None
             and self.mask is None and self.bias is None and self.block_mask is None
         )
 
@@ -273,9 +286,9 @@ class Visibility:
         mask = None
         if exact:
             structured = not (self._band_covers(q0, q1, k0, k1) and k1 <= self.ranges.k_min
-                              and q1 <= self.ranges.q_min)
+                              and q1 <= self.ranges.q_min and k0 >= self.ranges.start_max)
         else:
-            structured = not self.uniform or self.key_lengths is not None or not (
+            structured = not self.uniform or self.padded or not (
                 self._band_covers(q0, q1, k0, k1)
             )
         if structured or (block_partial and self.block_mask is not None):
@@ -316,6 +329,8 @@ class Visibility:
             if self.shifts is not None:
                 diff = diff - batched(self.shifts)  # (B, E)
             out = in_band(diff, self.left, self.right)
+        if self.key_starts is not None and (not exact or k_start < self.ranges.start_max):
+            out = _and(out, cols >= batched(self.key_starts))
         if k_start < 0:
             out = _and(out, cols >= 0)
         if self.key_lengths is not None and (not exact or k_end > self.ranges.k_min):

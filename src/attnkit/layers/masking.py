@@ -40,15 +40,14 @@ def with_key_lengths(
     return masks.combine(mask, masks.key_padding(lengths.lengths, kv_len))  # (B, 1, L|1, S)
 
 
-def right_padded_lengths(real: Tensor) -> KeyLengths | None:
-    """:class:`KeyLengths` of a bool ``real (B, S)`` (True = real key) whose padding is all on
-    the right, else ``None``; always ``None`` under ``torch.compile``/``torch.export``, where
-    the values are unknown (the traced graph keeps the dense mask, right for any padding)."""
+def padding_as_lengths(real: Tensor) -> KeyLengths | None:
+    """:class:`KeyLengths` of a bool ``real (B, S)`` (True = real key) whose padding is on the
+    right and/or the left (:meth:`KeyLengths.from_mask`), else ``None``; always ``None`` under
+    ``torch.compile``/``torch.export``, where the values are unknown (the traced graph keeps
+    the dense mask, right for any padding)."""
     if torch.compiler.is_compiling():
         return None
-    lengths = real.sum(dim=-1)
-    dense = masks.key_padding(lengths, real.shape[-1]).reshape(real.shape)  # (B, S)
-    return KeyLengths(lengths) if torch.equal(dense, real.bool()) else None
+    return KeyLengths.from_mask(real)
 
 
 def is_square_causal(attn_mask: Tensor, q_len: int, kv_len: int) -> bool:
@@ -115,7 +114,7 @@ def merge(
             )
         if attn_mask is None and extra_bias is None:
             return key_padding_mask
-        parts.append(masks.key_padding(key_padding_mask.lengths, kv_len))  # (B, 1, 1, S)
+        parts.append(key_padding_mask.as_mask(kv_len))  # (B, 1, 1, S)
     elif key_padding_mask is not None:
         check_torch_mask("key_padding_mask", key_padding_mask)
         kpm = key_padding_mask.unsqueeze(0) if key_padding_mask.dim() == 1 else key_padding_mask

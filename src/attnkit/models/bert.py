@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnkit.layers.masking import right_padded_lengths
+from attnkit.layers.masking import padding_as_lengths
 from attnkit.models.transformer import LayerSpec, TransformerEncoder
 
 
@@ -98,10 +98,10 @@ class BertEncoder(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor, token_types: Tensor | None = None) -> Tensor:
         """``ids (B, L)`` token ids, ``mask (B, L)`` 1/True at real tokens -> ``(B, L, E)``.
 
-        A batch padded on the right (as :meth:`tokenize` pads) reaches the kernels as
+        A batch padded on the right (as :meth:`tokenize` pads) or the left reaches the kernels as
         :class:`KeyLengths`; any other mask as a dense one."""
         real = mask.bool()
-        lengths = right_padded_lengths(real)
+        lengths = padding_as_lengths(real)
         padding = ~real if lengths is None else lengths
         return self.encoder(self.embeddings(ids, token_types), padding)
 
