@@ -59,7 +59,7 @@ class KeyLengths:
         self.starts = self.query_lengths = None
         if starts is not None:
             self.starts = self._same_size("starts", starts)
-            if bool((self.starts < 0).any()):
+            if not torch.compiler.is_compiling() and bool((self.starts < 0).any()):
                 raise ValueError(f"KeyLengths: starts must be ≥ 0, got {self.starts.tolist()}")
         if query_lengths is not None:
             self.query_lengths = self._same_size("query_lengths", query_lengths)
@@ -461,7 +461,8 @@ def _visibility(
                 "aligns each sequence bottom-right: choose one"
             )
         query_lengths = lengths.query_lengths
-        if query_lengths is not None and bool(((query_lengths < 0) | (query_lengths > lq)).any()):
+        if (query_lengths is not None and not _is_compiling()  # traced: the values unknown
+                and bool(((query_lengths < 0) | (query_lengths > lq)).any())):
             raise ValueError(
                 f"mask: KeyLengths query_lengths must lie in 0..Lq = {lq}, got "
                 f"{query_lengths.tolist()}"

@@ -231,3 +231,19 @@ def test_a_weight_summary_compiles() -> None:
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
     weights = attnkit.attention(q, k, v, causal=True, return_weights=True, backend="reference")[1]
     torch.testing.assert_close(got, weights.mean(dim=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "chunked", "reference"])
+def test_per_sequence_alignment_compiles(backend: str) -> None:
+    """KeyLengths with query lengths and starts (align="end": each sequence bottom-right of
+    its own keys) compile with fullgraph: their value checks step aside while tracing, and
+    the output equals eager's."""
+    q, k, v = _inputs(grad=False)
+    padding = KeyLengths(torch.tensor([LK, 15]), starts=torch.tensor([2, 0]),
+                         query_lengths=torch.tensor([LQ, LQ - 3]))
+
+    def f(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return attnkit.attention(q, k, v, mask=padding, causal=True, backend=backend)
+
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
+    torch.testing.assert_close(got, f(q, k, v))
