@@ -19,9 +19,9 @@ Adaptations, each for a reason:
   from torch's generator), the KV-cache and block-sparse APIs (no attnkit counterpart).
   ``softcap`` is ported as the score_mod ``attnkit.flex.soft_capping``.
 - Variable-length causal/local attention: flash-attn aligns each sequence bottom-right to its
-  own length. attnkit's ``KeyLengths`` keep the padded alignment, so those cases run attnkit
-  per sequence (the same check, today's API); non-causal, non-local ones run batched with
-  ``KeyLengths``.
+  own length, which is ``KeyLengths(key_lengths, query_lengths=...)`` (``align="end"``): those
+  cases run batched with it, except with an ALiBi bias (one ``mask`` argument: the bias), which
+  run attnkit per sequence; non-causal, non-local ones run batched with ``KeyLengths``.
 
 Every kernel that accepts a case (``attnkit.kernels.kernels()``) is checked. Layout: flash-attn
 is ``(B, L, H, D)``, attnkit ``(B, H, L, D)``.
@@ -358,6 +358,15 @@ class PaddedKeyLengths(Batched):
         return super().__call__(backend) * self.keep
 
 
+class VarlenKeyLengths(Batched):
+    """attnkit over the padded batch with each sequence aligned on its own:
+    ``KeyLengths(key lengths, query_lengths=...)``; its padded query rows see no key (0)."""
+
+    def __init__(self, q, k, v, query_padding_mask, key_padding_mask, causal, window_size):
+        padding = KeyLengths(key_padding_mask.sum(-1), query_lengths=query_padding_mask.sum(-1))
+        super().__init__(q, k, v, **attnkit_kwargs(causal, window_size, padding))
+
+
 @pytest.mark.parametrize(
     ("mha_type", "causal", "local", "alibi", "seqlen_q", "seqlen_k"),
     [
@@ -387,7 +396,9 @@ def test_flash_attn_varlen_output(mha_type, causal, local, alibi, seqlen_q, seql
     refs = references(
         q, k, v, g, attn_bias=attn_bias, causal=causal, window_size=window_size, **masks
     )
-    if causal or local:  # per-sequence alignment: attnkit per sequence
+    if (causal or local) and not alibi:  # per-sequence alignment, batched
+        run = VarlenKeyLengths(q, k, v, query_padding_mask, key_padding_mask, causal, window_size)
+    elif causal or local:  # and a bias: attnkit per sequence
         run = PerSequence(q, k, v, query_padding_mask, key_padding_mask, causal, window_size,
                           attn_bias)
     else:
