@@ -70,3 +70,31 @@ def test_the_band_hides_keys_exactly_when_the_contract_hides_some(
     allowed = allowed_matrix(lq, lk, causal=causal, window=window, key_length=lk)
     assert vis.band_hides == (not allowed.all())
     assert vis.has_mask == vis.band_hides  # nothing else hides a key here
+
+
+@pytest.mark.parametrize(
+    ("lq", "lk", "causal", "window"),
+    [
+        (7, 19, True, None),
+        (19, 7, True, None),  # queries before the first key: empty rows
+        (9, 30, True, (3, 0)),
+        (9, 30, False, (0, 0)),
+        (30, 9, False, (2, 2)),
+    ],
+)
+def test_every_query_sees_a_key_exactly_when_the_oracle_says_so(
+    lq: int, lk: int, causal: bool, window: tuple[int, int] | None
+) -> None:
+    q, k = torch.randn(2, 1, lq, 4), torch.randn(2, 1, lk, 4)
+    vis = build_plan(q, k, k, causal=causal, window=window).visibility
+    allowed = allowed_matrix(lq, lk, causal=causal, window=window, key_length=lk)
+    assert vis.every_query_sees_a_key == bool(allowed.any(axis=1).all())
+
+
+@pytest.mark.parametrize(
+    "mask", [KeyLengths(torch.tensor([8, 8])), torch.rand(8, 8) > 0.5, torch.zeros(8, 8)]
+)
+def test_a_mask_makes_no_promise_that_every_query_sees_a_key(mask) -> None:
+    """Lengths, masks and biases could empty a row; the claim reads no values, so it is off."""
+    q = torch.randn(2, 1, 8, 4)
+    assert not build_plan(q, q, q, mask=mask).visibility.every_query_sees_a_key

@@ -188,6 +188,17 @@ class Visibility:
         return self.shifts is None and self.query_lengths is None
 
     @property
+    def every_query_sees_a_key(self) -> bool:
+        """Whether no query row can be empty, told without reading values: nothing but the
+        band may hide a key, and each query's own position (which every band keeps: window
+        sides are ≥ 0) is a key of ``0..Lk − 1``."""
+        return (
+            self.uniform and not self.padded and self.mask is None and self.bias is None
+            and self.block_mask is None and statically_known_true(self.offset >= 0)
+            and statically_known_true(self.offset + self.q_len <= self.kv_len)
+        )
+
+    @property
     def top_left_causal(self) -> bool:
         """Exactly ``torch``'s ``is_causal``: keys ``0..i`` for query ``i``, nothing else."""
         return (

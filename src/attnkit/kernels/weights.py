@@ -86,8 +86,8 @@ def rows_forward(
             add = tiling.additive(tile, g, s.dtype, entry).expand(s.shape)
             torch.baddbmm(add, qs[e0:e1, r0:r1], kt[e0:e1], out=s)
         keep = None if dropout is None else dropout.keep((g, q0, e0), s.shape, s.dtype)
-        attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True, may_be_empty=not tile.full,
-                keep=keep)
+        attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True,
+                may_be_empty=not (tile.full or tiling.vis.every_query_sees_a_key), keep=keep)
     return out
 
 
