@@ -14,12 +14,18 @@ from attnkit.training import StepLoss, TrainConfig, Trainer, TrainingDiverged
 def test_attention_checks_name_the_tensor_when_on() -> None:
     q, k, v = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
     v[0, 0, 2, 1] = float("nan")
-    attnkit.attention(q, k, v)  # off by default: no check, no error
+    attnkit.attention(q, k, v)  # off by default: no check, no error (and remembered)
     attnkit.set_checks(True)
     try:
-        with pytest.raises(
-            attnkit.NonFiniteError, match=r"v holds 1 NaN and 0 Inf of \(1, 1, 5, 4\)"
-        ):
+        for _ in range(2):  # every call checks: none runs from the memory of small calls
+            with pytest.raises(
+                attnkit.NonFiniteError, match=r"v holds 1 NaN and 0 Inf of \(1, 1, 5, 4\)"
+            ):
+                attnkit.attention(q, k, v)
+        v[0, 0, 2, 1] = 0.0
+        attnkit.attention(q, k, v)  # finite: checked, no error (and not remembered)
+        v[0, 0, 2, 1] = float("inf")
+        with pytest.raises(attnkit.NonFiniteError, match=r"v holds 0 NaN and 1 Inf"):
             attnkit.attention(q, k, v)
     finally:
         attnkit.set_checks(False)

@@ -168,7 +168,8 @@ def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(registry._CHOSEN) <= 3
 
 
-def test_export_after_remembered_calls_traces_the_kernel() -> None:
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+def test_export_after_remembered_calls_traces_the_kernel(strict: bool) -> None:
     q, k, v = _qkv(1, 1)
     attnkit.attention(q, k, v, causal=True)
 
@@ -176,7 +177,7 @@ def test_export_after_remembered_calls_traces_the_kernel() -> None:
         def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             return attnkit.attention(q, k, v, causal=True)
 
-    program = torch.export.export(Attend(), (q, k, v))
+    program = torch.export.export(Attend(), (q, k, v), strict=strict)
     ops = {str(node.target) for node in program.graph.nodes}
     assert any("scaled_dot_product" in op for op in ops), ops
     torch.testing.assert_close(program.module()(q, k, v), Attend()(q, k, v))

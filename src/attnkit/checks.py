@@ -32,7 +32,10 @@ class NonFiniteError(FloatingPointError):
 
 def set_checks(enabled: bool) -> None:
     """Turn the NaN/Inf checks of :func:`attnkit.attention` on or off (process-wide)."""
+    from attnkit.kernels.registry import forget  # the kernels import nothing of this module
+
     _state["enabled"] = bool(enabled)
+    forget()  # remembered calls skip the checks: none may be left while they are on
 
 
 def checks_enabled() -> bool:

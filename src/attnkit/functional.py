@@ -20,7 +20,7 @@ from attnkit import scores as scores_
 from attnkit._validate import check_qkv, check_window
 from attnkit.checks import check_finite, checks_enabled
 from attnkit.kernels import AttentionPlan, BlockMask, Dispatch, Shapes, Visibility, kernels, select
-from attnkit.kernels.registry import BoundCall, remember, remembered
+from attnkit.kernels.registry import remember, remembered
 from attnkit.kernels.visibility import bottom_right, clip_band
 from attnkit.normalizers import Normalizer
 from attnkit.scores import Score
@@ -127,11 +127,12 @@ class KeyLengths:
 
 MaskArg = Tensor | KeyLengths | BlockMask | Any | None
 
-# The exact types of the arguments a remembered plan may be looked up by (see _signature).
+# The exact types of the arguments a remembered plan may be looked up by (see attention).
 _EXACT_CAUSAL = (bool, str)
 _EXACT_SCALE = (type(None), float, int)
 _EXACT_NUMBER = (float, int)
-_is_compiling = torch.compiler.is_compiling  # one attribute lookup less per call
+_is_compiling = torch.compiler.is_compiling
+_is_dynamo_compiling = torch.compiler.is_dynamo_compiling  # one Python frame, not two
 
 
 @overload
@@ -218,19 +219,42 @@ def attention(
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
     signature = None
-    if mask is None and window is None and mask_mod is None and score_mod is None:
-        signature = _signature(
-            q, k, v, score, causal, scale, dropout_p, return_weights, backend, normalize
-        )
-    chosen = None if signature is None else remembered(signature)
-    if chosen is None:
-        return _validate_and_attend(
-            q, k, v, score=score, mask=mask, causal=causal, window=window, scale=scale,
-            dropout_p=dropout_p, return_weights=return_weights, backend=backend,
-            normalize=normalize, mask_mod=mask_mod, score_mod=score_mod, signature=signature,
-        )
-    out, _lse, weights = chosen(q, k, v)
-    return (out, weights) if return_weights else out
+    # A call without masks whose arguments all have exact plain types (so equal signatures
+    # mean equal requests: ``causal=1`` is refused where ``causal=True`` is not) is looked up
+    # by its signature, which holds everything the plan and the choice of kernel depend on.
+    # Never a tensor subclass (a nested tensor, or a FakeTensor of torch.export and AOT
+    # tracing), nor while Dynamo traces (a traced graph must not depend on this memory); with
+    # the NaN/Inf checks on the memory stays empty (set_checks forgets it, and nothing is
+    # remembered while they are on). Inline, not a helper: in a 1-token call each Python
+    # frame and tensor attribute read costs a visible share of the call.
+    if (
+        mask is None and window is None and mask_mod is None and score_mod is None
+        and type(q) is Tensor and type(k) is Tensor and type(v) is Tensor
+        and type(score) is str and type(normalize) is str and type(backend) is str
+        and type(causal) in _EXACT_CAUSAL and type(scale) in _EXACT_SCALE
+        and type(dropout_p) in _EXACT_NUMBER and type(return_weights) is bool
+        and not _is_dynamo_compiling()
+    ):
+        try:
+            signature = (
+                q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype,
+                # CPU tensors have no device index: all on CPU says every device.
+                True if q.is_cpu and k.is_cpu and v.is_cpu else (q.device, k.device, v.device),
+                torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                             or v.requires_grad),
+                score, causal, scale, dropout_p, return_weights, backend, normalize,
+            )
+        except RuntimeError:  # a nested tensor has no sizes: validation names it
+            pass
+        else:
+            answer = remembered(signature)
+            if answer is not None:
+                return answer(q, k, v)
+    return _validate_and_attend(
+        q, k, v, score=score, mask=mask, causal=causal, window=window, scale=scale,
+        dropout_p=dropout_p, return_weights=return_weights, backend=backend,
+        normalize=normalize, mask_mod=mask_mod, score_mod=score_mod, signature=signature,
+    )
 
 
 def _validate_and_attend(
@@ -259,55 +283,19 @@ def _validate_and_attend(
     )
     if plan.shapes.q_len == 0 or plan.shapes.kv_len == 0:
         return _empty(q, k, v, plan)
-    dispatch = _dispatch(plan, backend)
-    name = dispatch.kernel
-    call = kernels()[name].bound(plan) if signature is None else remember(signature, name, plan)
-    return _run(call, name, q, k, v, return_weights)
-
-
-def _run(
-    call: BoundCall, name: str, q: Tensor, k: Tensor, v: Tensor,
-    return_weights: statistics.ReturnWeights,
-) -> Any:
-    """The output of kernel ``name`` bound to its plan (with the weights or their summary if
-    asked for), checked for NaN/Inf when :func:`attnkit.set_checks` asks."""
+    name = _dispatch(plan, backend).kernel
     checking = checks_enabled()
-    if checking:
-        check_finite("attnkit.attention", q=q, k=k, v=v)
-    out, _lse, weights = call(q, k, v)
-    if checking:
-        check_finite(f"attnkit.attention (kernel {name!r})", output=out)
-    return (out, weights) if return_weights is not False else out
-
-
-def _signature(
-    q: Tensor, k: Tensor, v: Tensor, score: object, causal: object, scale: object,
-    dropout_p: object, return_weights: object, backend: object, normalize: object,
-) -> tuple[Any, ...] | None:
-    """The key under which the plan of a call without masks is remembered, or ``None`` when
-    the call cannot be: a tensor subclass (a nested or traced tensor), an argument that is not
-    of an exact plain type (so equal keys mean equal requests: ``causal=1`` is refused where
-    ``causal=True`` is not), tracing (a traced graph must not depend on this memory), or the
-    NaN/Inf checks on (they run with the full path). Everything the plan and the choice of
-    kernel depend on is in the key."""
-    if (
-        type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor
-        or type(score) is not str or type(normalize) is not str or type(backend) is not str
-        or type(causal) not in _EXACT_CAUSAL or type(scale) not in _EXACT_SCALE
-        or type(dropout_p) not in _EXACT_NUMBER or type(return_weights) is not bool
-        or _is_compiling() or checks_enabled()
-    ):
-        return None
-    try:
-        return (
-            q.size(), k.size(), v.size(), q.dtype, k.dtype, v.dtype, q.device, k.device,
-            v.device,
-            torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad),
-            score, causal, scale, dropout_p, return_weights, backend, normalize,
-        )
-    except RuntimeError:  # a nested tensor has no sizes: validation names it
-        return None
-
+    if signature is None or checking or _is_compiling():
+        answer = kernels()[name].answer(plan)
+    else:
+        answer = remember(signature, name, plan)
+    if not checking:
+        return answer(q, k, v)
+    check_finite("attnkit.attention", q=q, k=k, v=v)
+    result = answer(q, k, v)
+    out = result[0] if isinstance(result, tuple) else result
+    check_finite(f"attnkit.attention (kernel {name!r})", output=out)
+    return result
 
 
 def attention_weights(q: Tensor, k: Tensor, **kwargs: Any) -> Tensor:

@@ -12,15 +12,17 @@ in the input dtype, ``lse (B, Hq, Lq)`` float32 (the log-sum-exp of each query's
 detached ``plan.summary`` of them (:mod:`attnkit.kernels.summaries`).
 
 Small calls repeat: :func:`attnkit.attention` remembers the kernel chosen for a call without
-masks under the call's signature (:func:`remember`), bound to its plan (``Kernel.bind``, when
-a kernel can take the plan's decisions once), so the next call of that signature runs it
-without validating and dispatching again. Registering a kernel forgets every choice.
+masks under the call's signature (:func:`remember`), bound to its plan as an :data:`Answer`
+(``Kernel.answer``; ``Kernel.bind`` when a kernel can take the plan's decisions once), so the
+next call of that signature runs it without validating and dispatching again. Registering a
+kernel forgets every choice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,7 +31,9 @@ from attnkit.kernels.plan import AttentionPlan
 
 KernelOut = tuple[Tensor, "Tensor | None", "Tensor | None"]  # (out, lse, weights)
 KernelFn = Callable[[Tensor, Tensor, Tensor, AttentionPlan], KernelOut]
-BoundCall = Callable[[Tensor, Tensor, Tensor], KernelOut]  # a kernel bound to one plan
+# A kernel bound to one plan, returning what attention() returns: out (B, Hq, Lq, Dv), or
+# (out, weights) when the plan asks for the weights or a summary of them.
+Answer = Callable[[Tensor, Tensor, Tensor], Any]
 
 
 @dataclass(frozen=True)
@@ -114,16 +118,25 @@ class Kernel:
     # Under backend="auto" only: why another kernel should serve this plan although this one
     # could (e.g. it would be slower or use far more memory), or None. Named backends ignore it.
     declines: Callable[[AttentionPlan], str | None] | None = None
-    # ``fn`` bound to one plan with the plan's decisions taken once: what a remembered plan
-    # (see remember()) runs on every later call. None: ``fn(q, k, v, plan)`` each time.
-    bind: Callable[[AttentionPlan], BoundCall] | None = None
+    # ``fn`` bound to one plan that asks for no weights, with the plan's decisions taken once:
+    # ``call(q, k, v) -> out``, what a remembered plan (see remember()) runs on every later
+    # call. None: ``fn(q, k, v, plan)`` each time.
+    bind: Callable[[AttentionPlan], Answer] | None = None
 
-    def bound(self, plan: AttentionPlan) -> BoundCall:
-        """``fn`` bound to ``plan``: ``call(q, k, v) -> (out, lse, weights)``."""
+    def answer(self, plan: AttentionPlan) -> Answer:
+        """``fn`` bound to ``plan``, returning what :func:`attnkit.attention` returns:
+        ``out``, or ``(out, weights)`` (the weights or their summary) when ``plan`` asks."""
+        fn = self.fn
+        if plan.return_weights or plan.summary is not None:
+
+            def with_weights(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Any]:
+                out, _lse, weights = fn(q, k, v, plan)
+                return out, weights
+
+            return with_weights
         if self.bind is not None:
             return self.bind(plan)
-        fn = self.fn
-        return lambda q, k, v: fn(q, k, v, plan)
+        return lambda q, k, v: fn(q, k, v, plan)[0]
 
 
 @dataclass
@@ -143,7 +156,7 @@ _KERNELS: dict[str, Kernel] = {}
 _ORDERED: dict[str, Kernel] = {}  # _KERNELS in auto order, sorted once per registration
 # Plans already validated and dispatched, by the signature of the call that made them (see
 # remember()); a registration may change any choice, so it forgets them all.
-_CHOSEN: dict[Hashable, BoundCall] = {}
+_CHOSEN: dict[Hashable, Answer] = {}
 CHOSEN_LIMIT = 1024  # signatures remembered before the memory starts over
 
 
@@ -168,9 +181,9 @@ def kernels() -> dict[str, Kernel]:
     return dict(_ORDERED)
 
 
-def remember(signature: Hashable, kernel: str, plan: AttentionPlan) -> BoundCall:
-    """Keep the kernel chosen for ``plan``, bound to it, under ``signature`` for
-    :func:`remembered`, and return the bound call.
+def remember(signature: Hashable, kernel: str, plan: AttentionPlan) -> Answer:
+    """Keep the kernel chosen for ``plan``, bound to it (:meth:`Kernel.answer`), under
+    ``signature`` for :func:`remembered`, and return it.
 
     ``signature`` must hold everything the plan and the choice depend on; the caller
     (:func:`attnkit.attention`) makes one only for plans that hold no tensor, whose arguments
@@ -178,13 +191,13 @@ def remember(signature: Hashable, kernel: str, plan: AttentionPlan) -> BoundCall
     has passed validation and dispatch."""
     if len(_CHOSEN) >= CHOSEN_LIMIT:
         _CHOSEN.clear()
-    call = _CHOSEN[signature] = _KERNELS[kernel].bound(plan)
-    return call
+    answer = _CHOSEN[signature] = _KERNELS[kernel].answer(plan)
+    return answer
 
 
-# remembered(signature) -> the kernel call bound to its plan that remember() kept under
-# signature, or None (the memory's own lookup: no Python frame on the hot path).
-remembered: Callable[[Hashable], BoundCall | None] = _CHOSEN.get
+# remembered(signature) -> the kernel bound to its plan that remember() kept under signature,
+# or None (the memory's own lookup: no Python frame on the hot path).
+remembered: Callable[[Hashable], Answer | None] = _CHOSEN.get
 
 
 def select(plan: AttentionPlan, backend: str) -> Dispatch:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.kernels.plan import AttentionPlan, unchanged
-from attnkit.kernels.registry import FLOATS, SOFTMAX, BoundCall, Capabilities, Kernel
+from attnkit.kernels.registry import FLOATS, SOFTMAX, Answer, Capabilities, Kernel
 
 DENSE_LIMIT = 128 << 20  # bytes of dense mask/weights beyond which auto prefers block kernels
 SPARSE = 0.5  # block masks leaving at most this fraction of blocks go to the block kernels
@@ -90,14 +90,14 @@ def sdpa(
     return out, None, None
 
 
-def _bind(plan: AttentionPlan) -> BoundCall:
-    """:func:`sdpa` bound to ``plan``: without a mask or bias, one call of PyTorch's kernel
-    given only the arguments that differ from its defaults (each keyword argument costs
-    time in a small call); with them, :func:`sdpa` itself."""
+def _bind(plan: AttentionPlan) -> Answer:
+    """:func:`sdpa`'s output bound to ``plan`` (which asks for no weights): without a mask or
+    bias, PyTorch's kernel itself, given only the arguments that differ from its defaults
+    (each keyword argument costs time in a small call); with them, :func:`sdpa`."""
     form, vis = plan.score.dot, plan.visibility
     assert form is not None  # guaranteed by the capabilities (dot_product_scores=True)
     if vis.bias is not None or (vis.has_mask and not vis.top_left_causal):
-        return lambda q, k, v: sdpa(q, k, v, plan)
+        return lambda q, k, v: sdpa(q, k, v, plan)[0]
     options: dict[str, Any] = {}
     if plan.dropout_p > 0:
         options["dropout_p"] = plan.dropout_p
@@ -112,9 +112,9 @@ def _bind(plan: AttentionPlan) -> BoundCall:
         F.scaled_dot_product_attention
     )
     if plain_dot:
-        return lambda q, k, v: (attend(q, k, v), None, None)  # (B, Hq, Lq, Dv)
+        return attend  # (q, k, v) -> out (B, Hq, Lq, Dv), with no Python frame of ours
     prepare_q, prepare_k = form.prepare_q, form.prepare_k
-    return lambda q, k, v: (attend(prepare_q(q), prepare_k(k), v), None, None)
+    return lambda q, k, v: attend(prepare_q(q), prepare_k(k), v)  # (B, Hq, Lq, Dv)
 
 
 KERNEL = Kernel(
