@@ -133,6 +133,7 @@ _EXACT_SCALE = (type(None), float, int)
 _EXACT_NUMBER = (float, int)
 _is_compiling = torch.compiler.is_compiling
 _is_dynamo_compiling = torch.compiler.is_dynamo_compiling  # one Python frame, not two
+_grad_enabled = torch.is_grad_enabled  # one attribute lookup less per call
 
 
 @overload
@@ -240,8 +241,7 @@ def attention(
                 q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype,
                 # CPU tensors have no device index: all on CPU says every device.
                 True if q.is_cpu and k.is_cpu and v.is_cpu else (q.device, k.device, v.device),
-                torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                             or v.requires_grad),
+                _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad),
                 score, causal, scale, dropout_p, return_weights, backend, normalize,
             )
         except RuntimeError:  # a nested tensor has no sizes: validation names it
