@@ -139,6 +139,21 @@ def test_a_nested_tensor_is_refused_by_name_after_a_remembered_call() -> None:
         attnkit.attention(nested, k, v)
 
 
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_a_sparse_tensor_is_refused_by_name_before_and_after_a_remembered_call(which) -> None:
+    """A sparse tensor has a dense tensor's type, sizes and dtype, so it shares the signature
+    of a remembered call; the kernel's failure sends it through the full validation."""
+    q, k, v = _qkv(2, 2, hq=1, hk=1, d=3)
+    args = {"q": q, "k": k, "v": v}
+    sparse = {**args, which: args[which].detach().to_sparse()}
+    message = rf"{which} must be a dense \(strided\) tensor, got layout torch.sparse_coo"
+    with pytest.raises(TypeError, match=message):
+        attnkit.attention(**sparse)
+    attnkit.attention(q, k, v)
+    with pytest.raises(TypeError, match=message):
+        attnkit.attention(**sparse)
+
+
 def test_registering_a_kernel_forgets_the_remembered_choices() -> None:
     q, k, v = _qkv(2, 8)
     original = kernels()["sdpa"]

@@ -3,6 +3,7 @@ tasks."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -26,13 +27,19 @@ def check_qkv(
     ``v (B, Hkv, Lk, Dv)``; ``what`` prefixes every message (``"ring_attention: "``).
 
     Raises:
-        TypeError: not tensors, not floating point, or of different dtypes.
+        TypeError: not tensors, not dense (sparse or mkldnn layouts), not floating point, or of
+            different dtypes.
         ValueError: not 4-D, on different devices, sizes that disagree, ``Hkv`` not dividing
             ``Hq``, or (with ``same_head_dim``) ``D != Dk``.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{what}{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.layout != torch.strided:
+            raise TypeError(
+                f"{what}{name} must be a dense (strided) tensor, got layout {t.layout}; use "
+                f"{name}.to_dense()"
+            )
         if not t.is_floating_point():
             raise TypeError(f"{what}{name} must be a floating-point tensor, got dtype {t.dtype}")
         if t.dim() != 4:

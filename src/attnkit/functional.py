@@ -249,7 +249,10 @@ def attention(
         else:
             answer = remembered(signature)
             if answer is not None:
-                return answer(q, k, v)
+                try:
+                    return answer(q, k, v)
+                except Exception:  # what the signature does not hold (a sparse layout,
+                    pass  # ...): the full path below names it, or fails alike
     return _validate_and_attend(
         q, k, v, score=score, mask=mask, causal=causal, window=window, scale=scale,
         dropout_p=dropout_p, return_weights=return_weights, backend=backend,
