@@ -109,6 +109,18 @@ def merge_(out: Tensor, lse: Tensor, out_b: Tensor, lse_b: Tensor) -> None:
     lse.copy_(new)
 
 
+def add_product_(target: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
+    """``target += alpha · a @ b`` for batched ``a (n, i, j)``, ``b (n, j, k)``. When
+    ``target`` and ``b`` are slices of the rows layout (not contiguous), PyTorch's
+    ``baddbmm_`` multiplies one batch entry at a time, each product threaded on its own
+    (several times the CPU time on two threads); a ``bmm`` into fresh memory runs the entries
+    in parallel, and the sum is one more pass over ``target``."""
+    if target.is_contiguous():
+        target.baddbmm_(a, b, alpha=alpha)
+    else:
+        target.add_(torch.bmm(a, b), alpha=alpha)
+
+
 def attend_(
     s: Tensor,
     v: Tensor,
@@ -156,7 +168,10 @@ def tile_grads(
     """
     dp = torch.bmm(do, v_t, out=work)  # (..., q, k)
     kept = p if keep is None else p * keep
-    dv.baddbmm_(kept.transpose(-1, -2), do, beta=1.0 if accumulate else 0.0)
+    if accumulate:
+        add_product_(dv, kept.transpose(-1, -2), do)
+    else:
+        torch.bmm(kept.transpose(-1, -2), do, out=dv)
     if keep is not None:
         dp.mul_(keep)
     if dw is not None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.online import TileScores, Tiling
+from attnkit.kernels.online import TileScores, Tiling, add_product_
 from attnkit.kernels.plan import Scoring
 
 
@@ -39,8 +39,8 @@ class DotScores:
 
     def backward(self, ds: Tensor, r0: int, r1: int, k0: int, k1: int) -> None:
         dqs, dk = self.grads  # type: ignore[misc]
-        dqs[:, r0:r1].baddbmm_(ds, self.kr[:, k0:k1], alpha=self.scale)
-        dk[:, k0:k1].baddbmm_(ds.transpose(1, 2), self.qs[:, r0:r1], alpha=self.scale)
+        add_product_(dqs[:, r0:r1], ds, self.kr[:, k0:k1], alpha=self.scale)
+        add_product_(dk[:, k0:k1], ds.transpose(1, 2), self.qs[:, r0:r1], alpha=self.scale)
 
 
 def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
