@@ -92,50 +92,50 @@ class _Call:
         self.mod = plan.score.mod
 
     def scores(
-        self, qs: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None,
+        self, qr: Tensor, kr: Tensor, grads: tuple[Tensor, Tensor] | None = None,
         tiles: Tiling | None = None,
     ):
         tiles = tiles or self.tiling
-        dots = DotScores(qs, kr, tiles, grads)
+        dots = DotScores(qr, kr, tiles, grads, self.scale)
         return modded(dots, self.plan.score, tiles, grads is not None)
 
-    def summarised(self, qs: Tensor, kr: Tensor, vr: Tensor):
+    def summarised(self, qr: Tensor, kr: Tensor, vr: Tensor):
         """``(out, lse or None, summary)`` in the rows layout (see the module docstring)."""
         plan = self.plan
-        reduce = summaries.reduction(plan.summary, plan.shapes, plan.dtype, qs.dtype, qs.device)
+        reduce = summaries.reduction(plan.summary, plan.shapes, plan.dtype, qr.dtype, qr.device)
         rows = online.whole_rows(self.tiling)
         if rows is None:
-            out, lse, _ = online.attention(self.scores(qs, kr), vr, self.tiling, False,
+            out, lse, _ = online.attention(self.scores(qr, kr), vr, self.tiling, False,
                                            consume=reduce)
         else:
-            sb = self.scores(qs, kr, tiles=rows)
+            sb = self.scores(qr, kr, tiles=rows)
             out, lse = online.in_one_pass(sb, vr, rows, reduce, need_lse=plan.needs_grad)
         return out, lse, reduce.result()
 
 
 def _rows(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``qs`` (scaled), ``kr``, ``vr`` in the rows layout and the compute dtype."""
+    """``qr``, ``kr``, ``vr`` in the rows layout and the compute dtype: views of the inputs
+    when they are in it (the scale is applied by the score products, not by a copy of q)."""
     cd, hkv = compute_dtype(q.dtype), call.plan.shapes.kv_heads
-    qs = to_rows(q, hkv, cd) * call.scale  # (n, G·Lq, D)
-    return qs, to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (n, Lk, D|Dv)
+    return to_rows(q, hkv, cd), to_rows(k, hkv, cd), to_rows(v, hkv, cd)  # (n, G·Lq|Lk, D|Dv)
 
 
 def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
-    """What the backward pass needs, in the rows layout: ``(qs, kr, vr, out (n, G·Lq, Dv),
+    """What the backward pass needs, in the rows layout: ``(qr, kr, vr, out (n, G·Lq, Dv),
     lse (n, G·Lq) or None, weights (n, G·Lq, Lk) or None)``, and the plan's summary (or
     ``None``)."""
-    qs, kr, vr = _rows(call, q, k, v)
+    qr, kr, vr = _rows(call, q, k, v)
     lse, summary = None, None
     if call.plan.summary is not None:
-        out, lse, summary = call.summarised(qs, kr, vr)
+        out, lse, summary = call.summarised(qr, kr, vr)
         weights = None
     elif call.weights and call.mod is None:  # the backward pass reads the weights
-        weights = qs.new_empty(*qs.shape[:2], call.plan.shapes.kv_len)  # (n, G·Lq, Lk)
-        out = rows_forward(qs, kr, vr, call.tiling, weights)
+        weights = qr.new_empty(*qr.shape[:2], call.plan.shapes.kv_len)  # (n, G·Lq, Lk)
+        out = rows_forward(qr, kr, vr, call.tiling, weights, call.scale)
     else:
-        out, lse, weights = online.attention(call.scores(qs, kr), vr, call.tiling, call.weights,
+        out, lse, weights = online.attention(call.scores(qr, kr), vr, call.tiling, call.weights,
                                              need_lse=call.plan.needs_grad)
-    return (qs, kr, vr, out, lse, weights), summary
+    return (qr, kr, vr, out, lse, weights), summary
 
 
 def _backward(
@@ -144,25 +144,25 @@ def _backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor | None]]:
     """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
     dtype, the bias's gradient (with ``bias_grad``) and the ``score_mod`` leaves'."""
-    qs, kr, vr, out, lse, weights = saved
+    qr, kr, vr, out, lse, weights = saved
     s, hkv = call.plan.shapes, call.plan.shapes.kv_heads
     dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
     bias = call.plan.visibility.bias
     dbias = None
     if bias_grad and bias is not None:
-        dbias = torch.zeros(bias.shape, dtype=qs.dtype, device=qs.device)
+        dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
     leaf_grads: list[Tensor | None] = []
     if lse is None:
-        dqs, dk, dv = rows_backward(dout_rows, dweights, (qs, kr, vr, weights), call.tiling,
-                                    dbias)
+        dqr, dk, dv = rows_backward(dout_rows, dweights, (qr, kr, vr, weights), call.tiling,
+                                    dbias, call.scale)
     else:
-        dqs, dk = torch.zeros_like(qs), torch.zeros_like(kr)
-        sb = call.scores(qs, kr, (dqs, dk))
+        dqr, dk = torch.zeros_like(qr), torch.zeros_like(kr)
+        sb = call.scores(qr, kr, (dqr, dk))
         dv = online.gradients(sb, dout_rows, (vr, out, lse, weights), dweights, call.tiling,
                               dbias)
         if isinstance(sb, ModScores):
             leaf_grads = sb.leaf_grads
-    dq = from_rows(dqs.mul_(call.scale), s.batch, s.q_heads)  # (B, Hq, Lq, D)
+    dq = from_rows(dqr, s.batch, s.q_heads)  # (B, Hq, Lq, D)
     dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:])  # (B, Hkv, Lk, D)
     dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:])  # (B, Hkv, Lk, Dv)
     return dq, dk4, dv4, dbias, leaf_grads

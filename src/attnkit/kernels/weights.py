@@ -16,8 +16,8 @@ The backward pass reads the saved weights as ``P`` (:func:`online.tile_grads` wi
 ``D = rowsum(P ∘ dP)``), so gradients flow through the output and, when they are used, the
 weights.
 
-Shapes (rows layout, see :mod:`online`): qs (n, G·Lq, D) already scaled, kr (n, Lk, D),
-vr (n, Lk, Dv) -> out (n, G·Lq, Dv), weights (B, Hq, Lq, Lk).
+Shapes (rows layout, see :mod:`online`): qr (n, G·Lq, D) unscaled (the products apply
+``scale``), kr (n, Lk, D), vr (n, Lk, Dv) -> out (n, G·Lq, Dv), weights (B, Hq, Lq, Lk).
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ def _tiles(
 
 
 def rows_forward(
-    qs: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, w3: Tensor
+    qr: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, w3: Tensor, scale: float
 ) -> Tensor:
-    """The output; ``w3 (n, G·Lq, Lk)`` is filled with the exact weights."""
-    n, rows_all, _ = qs.shape
+    """The output; ``w3 (n, G·Lq, Lk)`` is filled with the exact weights of the scores
+    ``scale · q kᵀ``."""
+    n, rows_all, _ = qr.shape
     lq, lk = tiling.vis.q_len, kr.shape[1]
-    out = torch.empty(n, rows_all, vr.shape[2], dtype=qs.dtype, device=qs.device)
+    out = torch.empty(n, rows_all, vr.shape[2], dtype=qr.dtype, device=qr.device)
     kt = kr.transpose(1, 2)  # (n, D, Lk)
     tile, current, dropout = None, (-1, -1), tiling.dropout
     for q0, q1, g, entry in _tiles(tiling, n, whole=dropout is None):
@@ -81,10 +82,10 @@ def rows_forward(
             out[e0:e1, r0:r1].zero_()
             continue
         if tile.full:
-            torch.bmm(qs[e0:e1, r0:r1], kt[e0:e1], out=s)
+            torch.baddbmm(s, qr[e0:e1, r0:r1], kt[e0:e1], beta=0.0, alpha=scale, out=s)
         else:  # the tile's mask and bias added by the matmul
             add = tiling.additive(tile, g, s.dtype, entry).expand(s.shape)
-            torch.baddbmm(add, qs[e0:e1, r0:r1], kt[e0:e1], out=s)
+            torch.baddbmm(add, qr[e0:e1, r0:r1], kt[e0:e1], alpha=scale, out=s)
         keep = None if dropout is None else dropout.keep((g, q0, e0), s.shape, s.dtype)
         attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True,
                 may_be_empty=not (tile.full or tiling.vis.every_query_sees_a_key), keep=keep)
@@ -97,19 +98,20 @@ def rows_backward(
     saved: tuple[Tensor, Tensor, Tensor, Tensor],
     tiling: Tiling,
     dbias: Tensor | None,
+    scale: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients ``(dqs, dk, dv)`` in the rows layout; ``dbias`` is accumulated in place.
+    """Gradients ``(dq, dk, dv)`` in the rows layout; ``dbias`` is accumulated in place.
 
-    ``saved = (qs, kr, vr, w3)`` with the weights ``w3 (n, G·Lq, Lk)``; ``dout (n, G·Lq, Dv)``;
-    ``dweights (B, Hq, Lq, Lk)``.
+    ``saved = (qr, kr, vr, w3)``: ``qr`` unscaled, as :func:`rows_forward` took it, and the
+    weights ``w3 (n, G·Lq, Lk)``; ``dout (n, G·Lq, Dv)``; ``dweights (B, Hq, Lq, Lk)``.
     """
-    qs, kr, vr, w3 = saved
-    n, rows_all, _ = qs.shape
+    qr, kr, vr, w3 = saved
+    n, rows_all, _ = qr.shape
     lk = kr.shape[1]
-    dw3 = None if dweights is None else dweights.reshape(n, rows_all, lk).to(qs.dtype)
-    dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(kr), torch.zeros_like(vr)
+    dw3 = None if dweights is None else dweights.reshape(n, rows_all, lk).to(qr.dtype)
+    dq, dk, dv = torch.empty_like(qr), torch.zeros_like(kr), torch.zeros_like(vr)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
-    work = qs.new_empty(_tile_rows(lk) * lk)  # dP of one tile, reused
+    work = qr.new_empty(_tile_rows(lk) * lk)  # dP of one tile, reused
     dropout = tiling.dropout
     for q0, q1, g, entry in _tiles(tiling, n):  # one entry of B·Hkv at a time here
         e, (r0, r1) = slice(entry, entry + 1), tiling.rows(g, q0, q1)  # type: ignore[operator]
@@ -121,6 +123,7 @@ def rows_backward(
         )  # (1, q, Lk)
         if dbias is not None:
             tiling.add_bias_grad(dbias, ds, g, (q0, q1, 0, lk), entry)
-        torch.bmm(ds, kr[e], out=dqs[e, r0:r1])  # (1, q, D)
-        dk[e].baddbmm_(ds.transpose(1, 2), qs[e, r0:r1])
-    return dqs, dk, dv
+        dq_e = dq[e, r0:r1]  # (1, q, D)
+        torch.baddbmm(dq_e, ds, kr[e], beta=0.0, alpha=scale, out=dq_e)
+        dk[e].baddbmm_(ds.transpose(1, 2), qr[e, r0:r1], alpha=scale)
+    return dq, dk, dv
