@@ -116,12 +116,12 @@ class HeadsMean:
         s = self.shapes
         heads = p.view(s.batch, s.kv_heads, -1)  # (B, Hkv, q·k)
         share = p.new_full((s.batch, 1, s.kv_heads), 1.0 / s.q_heads)  # (B, 1, Hkv)
-        mean = torch.bmm(share, heads).view(s.batch, q1 - q0, k1 - k0)  # (B, q, k): a product,
-        target = self.sums[:, q0:q1, k0:k1]  # cheaper than a mean over dim 1
-        if s.group == 1:  # every head is in this tile
-            target.copy_(mean)
-        else:
-            target.add_(mean)
+        target = self.sums[:, q0:q1, k0:k1]  # (B, q, k): the mean is a product, cheaper than
+        if k1 - k0 < s.kv_len:  # a mean over dim 1; a tile of the second pass (part of a row)
+            target.add_(torch.bmm(share, heads).view(target.shape))
+            return
+        beta = 0.0 if s.group == 1 else 1.0  # every head in this tile: written once, not added
+        target.view(s.batch, 1, -1).baddbmm_(share, heads, beta=beta)  # (B, 1, q·k), in place
 
     def result(self) -> Tensor:
         return self.sums.to(self.dtype)  # (B, Lq, Lk)
