@@ -34,7 +34,7 @@ def settings(**kw) -> CaptionSettings:
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("caption") / "run"
     s = settings(doubly_stochastic=0.0)
-    config = TrainConfig(lr=3e-3, max_steps=200, log_every=25, warmup_steps=10, min_lr_ratio=1.0)
+    config = TrainConfig(lr=3e-3, max_steps=400, log_every=25, warmup_steps=10, min_lr_ratio=1.0)
     return train_captioner(s, config, run_dir), run_dir
 
 
