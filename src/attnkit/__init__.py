@@ -22,7 +22,7 @@ _EXPORTS = {
     "and_masks": "attnkit.flex",
     "create_block_mask": "attnkit.flex",
     "or_masks": "attnkit.flex",
-    "KeyLengths": "attnkit.functional",
+    "KeyLengths": "attnkit.key_lengths",
     "attention": "attnkit.functional",
     "attention_weights": "attnkit.functional",
     "explain_dispatch": "attnkit.functional",
@@ -97,8 +97,9 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
     )
     from attnkit.checks import NonFiniteError, set_checks
     from attnkit.flex import and_masks, create_block_mask, or_masks
-    from attnkit.functional import KeyLengths, attention, attention_weights, explain_dispatch
+    from attnkit.functional import attention, attention_weights, explain_dispatch
     from attnkit.kernels import BlockMask
+    from attnkit.key_lengths import KeyLengths
     from attnkit.layers import (
         AdditiveAttention,
         AttentionLayer,

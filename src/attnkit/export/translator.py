@@ -23,7 +23,7 @@ from torch.export import Dim
 
 from attnkit.export.cache import TensorCache
 from attnkit.export.graph import Graph
-from attnkit.functional import KeyLengths
+from attnkit.key_lengths import KeyLengths
 from attnkit.models.transformer import Seq2SeqTransformer, TransformerState
 
 BATCH = Dim("batch", min=1)

@@ -54,9 +54,9 @@ class AttnkitMask:
     """The mask of one kind of layer for one forward pass, as attnkit takes it.
 
     Either structured (``band`` and the ``padding`` of the keys) or ``dense``: bool
-    ``(B, 1, Lq, Lk)``,
-    True = may attend. ``aligned`` says whether queries sit bottom-right of the keys, as
-    attnkit's ``causal`` and ``window`` place them (needed to add a window on top).
+    ``(B, 1, Lq, Lk)``, True = may attend. ``aligned`` says whether queries sit bottom-right
+    of the keys, as attnkit's ``causal`` and ``window`` place them (needed to add a window on
+    top).
     """
 
     q_len: int
@@ -72,11 +72,9 @@ class AttnkitMask:
         band = self.band
         if extra_window is not None:
             band = _intersect(band, extra_window)
-        if self.dense is not None:
-            causal, window = _attnkit_band(band, self.q_len, self.kv_len)
-            return {"mask": self.dense, "causal": causal, "window": window}
         causal, window = _attnkit_band(band, self.q_len, self.kv_len)
-        return {"mask": self.padding, "causal": causal, "window": window}
+        mask = self.dense if self.dense is not None else self.padding
+        return {"mask": mask, "causal": causal, "window": window}
 
 
 def build_mask(

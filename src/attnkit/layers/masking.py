@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.nn.attention.bias import CausalBias
 
 from attnkit import masks
-from attnkit.functional import KeyLengths
+from attnkit.key_lengths import KeyLengths
 from attnkit.torch_inputs import check_readable
 
 KeyPadding = Tensor | KeyLengths

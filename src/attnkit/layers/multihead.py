@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from attnkit import statistics
 from attnkit._validate import check_positive_ints, check_window
-from attnkit.functional import KeyLengths, attention
+from attnkit.functional import attention
+from attnkit.key_lengths import KeyLengths
 from attnkit.layers import masking
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.kv_cache import KVCache

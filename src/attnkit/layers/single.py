@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import masks
-from attnkit.functional import KeyLengths, attention
+from attnkit.functional import attention
+from attnkit.key_lengths import KeyLengths
 from attnkit.layers.base import AttentionLayer
 from attnkit.layers.masking import with_key_lengths
 from attnkit.normalizers import Normalizer

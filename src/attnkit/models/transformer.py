@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from attnkit.functional import KeyLengths
+from attnkit.key_lengths import KeyLengths
 from attnkit.layers import CachePolicy, KVCache, MultiHeadAttention
 from attnkit.models.seq2seq import DecodingState, Seq2Seq, Special, check_source
 from attnkit.positions import sinusoidal
