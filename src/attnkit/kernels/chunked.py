@@ -4,7 +4,9 @@ Forward (Dao et al. 2022; FORMULAS.md "Online softmax"): for each block of queri
 softmax of :mod:`online` over the key tiles the :class:`Visibility` leaves visible — tiles no
 query of the block can see (causal, window, lengths, a ``mask_mod``'s empty blocks) are
 skipped, and a tile mask is built only for tiles the constraints cut through. Extra memory:
-one tile plus ``O(Lq)`` row state.
+one tile plus ``O(Lq)`` row state. On CPU, tiles of plain dot products (no dropout, weights or
+summary) run in PyTorch's fused FlashAttention kernel, forward and backward
+(:func:`online.fusable`).
 
 Backward (FlashAttention-2): an autograd function that saves only ``q, k, v, out, lse`` and
 recomputes each tile (:func:`online.backward`), so training is ``O(length)`` in memory too.

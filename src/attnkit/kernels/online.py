@@ -19,6 +19,12 @@ of a ``score_mod`` are in :mod:`~attnkit.kernels.tile_scores`); this module does
   the tile functions in their own layouts. :func:`probabilities` is the second pass with the
   final lse (``P = exp(S − lse)``) that hands each tile to a consumer (write the weights, or
   any reduction of them).
+* A :class:`TileScores` may do whole tiles itself (:func:`fusable`): on CPU, plain dot-product
+  tiles go to PyTorch's fused FlashAttention kernel, forward (the tile's ``out_b`` and
+  ``lse_b``, merged here as above) and backward (``tile_grads`` and the score gradients in
+  one call, from the final ``out`` and ``lse``). It keeps its blocks of scores in cache,
+  where :func:`attend_`/:func:`tile_grads` make a pass over the tile's memory per operation,
+  and it is one parallel region per tile instead of about ten.
 
 The **rows layout**: a kernel works on ``(B·Hkv, G·L, X)``, a pure view of ``(B, H, L, X)``
 (head ``h = hkv·G + g``). Every row of a batch entry uses one key/value head, so one ``bmm``
@@ -326,18 +332,48 @@ class Tiling:
         return g * self.vis.q_len + q0, g * self.vis.q_len + q1
 
 
-def scored(sb: TileScores, tiling: Tiling) -> Iterator[tuple[Box, int, int, Tile, Tensor]]:
-    """``(box, i, g, tile, s)`` for every visible tile and group: ``i`` the tile's place in its
-    row of tiles, ``s (n, q, k)`` its masked scores (valid until the next item)."""
+def masked(tiling: Tiling) -> Iterator[tuple[Box, int, int, Tile, Tensor | None]]:
+    """``(box, i, g, tile, add)`` for every visible tile and group: ``i`` the tile's place in
+    its row of tiles (``-1``: alone in it), ``add`` its mask and bias as one additive term
+    (:meth:`Tiling.additive`; ``None`` for a full tile)."""
     for q0, q1, row in tiling.tiles():
         for i, (k0, k1, tile) in enumerate(row):
             for g in range(tiling.group):
                 add = None if tile.full else tiling.additive(tile, g, tiling.dtype)
-                s = sb.scores(*tiling.rows(g, q0, q1), k0, k1, add)  # (n, q, k)
-                yield (q0, q1, k0, k1), i if len(row) > 1 else -1, g, tile, s
+                yield (q0, q1, k0, k1), i if len(row) > 1 else -1, g, tile, add
+
+
+def scored(sb: TileScores, tiling: Tiling) -> Iterator[tuple[Box, int, int, Tile, Tensor]]:
+    """``(box, i, g, tile, s)`` as :func:`masked` gives them, with ``s (n, q, k)`` the tile's
+    masked scores (valid until the next item) in place of ``add``."""
+    for (q0, q1, k0, k1), i, g, tile, add in masked(tiling):
+        s = sb.scores(*tiling.rows(g, q0, q1), k0, k1, add)  # (n, q, k)
+        yield (q0, q1, k0, k1), i, g, tile, s
 
 
 Consumer = Callable[[Tensor, int, Box], None]
+
+
+FUSED_ELEMENTS = 1 << 23  # scores in one fused tile: the kernel holds only its own blocks
+
+
+def fused_tiling(tiling: Tiling) -> Tiling:
+    """``tiling`` for :func:`fusable` scores: blocks of queries that see the same keys are
+    taken together up to ``FUSED_ELEMENTS`` scores (no tile of scores is made; only the mask
+    of a partial tile is)."""
+    return replace(tiling, merge=FUSED_ELEMENTS) if tiling.merge else tiling
+
+
+def fusable(sb: TileScores, vr: Tensor) -> bool:
+    """Whether ``sb`` does whole tiles of plain softmax attention itself, with values ``vr``:
+    ``fused(r0, r1, k0, k1, add, vr) -> (out_b (n, q, Dv), lse_b (n, q))`` (the tile on its
+    own, as :func:`attend_` would leave it; ``−inf`` for rows that see nothing) and
+    ``fused_grads`` (:func:`tile_grads` and the score gradients of a tile, from the final
+    ``out`` and ``lse``). :class:`~attnkit.kernels.tile_scores.DotScores` can, on CPU, by
+    PyTorch's FlashAttention kernel; tiles with dropout, weights to hand on or a bias to
+    differentiate go through :func:`attend_`/:func:`tile_grads`."""
+    fuses = getattr(sb, "fuses", None)
+    return fuses is not None and fuses(vr)
 
 
 def forward(
@@ -353,6 +389,16 @@ def forward(
     receives each tile's probabilities, exact since the rows are whole, like
     :func:`probabilities` does in a second pass."""
     dropout = tiling.dropout
+    if consume is None and dropout is None and fusable(sb, vr):
+        for (q0, q1, k0, k1), i, g, _, add in masked(fused_tiling(tiling)):
+            r0, r1 = tiling.rows(g, q0, q1)
+            out_b, lse_b = sb.fused(r0, r1, k0, k1, add, vr)  # type: ignore[attr-defined]
+            if fresh and i <= 0:
+                out[:, r0:r1] = out_b
+                lse[:, r0:r1] = lse_b
+            else:
+                merge_(out[:, r0:r1], lse[:, r0:r1], out_b, lse_b)
+        return
     for (q0, q1, k0, k1), i, g, tile, s in scored(sb, tiling):
         r0, r1 = tiling.rows(g, q0, q1)
         whole = fresh and not need_lse and i < 0  # one tile holds the whole rows
@@ -405,19 +451,34 @@ def backward(
     dout: Tensor,
     vr: Tensor,
     lse: Tensor,
-    row_dot: Tensor,
+    row_dot: Tensor | None,
     dv: Tensor,
     tiling: Tiling,
     *,
     dw: Tensor | None = None,
     dbias: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> None:
     """The recomputing backward over every visible tile: ``dv (n, Lk, Dv)`` and ``dbias``
     accumulate in place; score gradients go to ``sb``. ``dout (n, G·Lq, Dv)``, the final
-    ``lse (n, G·Lq)``, ``row_dot (n, G·Lq, 1)`` = ``D``; ``dw (n, G·Lq, Lk)`` the gradient of
-    the returned weights."""
+    ``lse (n, G·Lq)``, ``row_dot (n, G·Lq, 1)`` = ``D`` (``None``: ``rowsum(dO ∘ O)`` of the
+    final ``out (n, G·Lq, Dv)``); ``dw (n, G·Lq, Lk)`` the gradient of the returned weights.
+    Given ``out`` and no ``row_dot``, :func:`fusable` scores do each tile in one fused call
+    (which makes ``D`` from ``out`` itself), where nothing but the scores' own gradients is
+    asked for."""
     dropout = tiling.dropout
     lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, G·Lq, 1)
+    if row_dot is None:
+        assert out is not None, "backward needs row_dot or out"
+        if dropout is None and dw is None and dbias is None and fusable(sb, vr):
+            for (q0, q1, k0, k1), _, g, _, add in masked(fused_tiling(tiling)):
+                r0, r1 = tiling.rows(g, q0, q1)
+                sb.fused_grads(  # type: ignore[attr-defined]
+                    r0, r1, k0, k1, add, dout[:, r0:r1], out[:, r0:r1], lse_safe[:, r0:r1, 0],
+                    vr, dv,
+                )
+            return
+        row_dot = (dout * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1)
     vt = vr.transpose(1, 2)  # (n, Dv, Lk)
     work = vr.new_empty(tiling.elements)  # dP of one tile, reused
     for (q0, q1, k0, k1), _, g, _, s in scored(sb, tiling):
@@ -475,11 +536,12 @@ def gradients(
     """The backward of :func:`attention`: returns ``dv``; score gradients go to ``sb``.
     ``saved = (vr, out, lse, weights)``; ``dweights`` the weights' gradient (or ``None``)."""
     vr, out, lse, weights = saved
-    row_dot = (dout * out).sum(dim=-1, keepdim=True)  # (n, G·Lq, 1): D = rowsum(dO ∘ O)
-    dw = None
+    row_dot, dw = None, None  # D = rowsum(dO ∘ O), made by backward() where it needs it
     if weights is not None and dweights is not None:
         dw = dweights.reshape(weights.shape).to(weights.dtype)
-        row_dot = row_dot + (weights * dw).sum(dim=-1, keepdim=True)  # + rowsum(W ∘ dW)
+        row_dot = (dout * out).sum(dim=-1, keepdim=True) + (weights * dw).sum(
+            dim=-1, keepdim=True
+        )  # (n, G·Lq, 1): + rowsum(W ∘ dW)
     dv = torch.zeros_like(vr)
-    backward(sb, dout, vr, lse, row_dot, dv, tiling, dw=dw, dbias=dbias)
+    backward(sb, dout, vr, lse, row_dot, dv, tiling, dw=dw, dbias=dbias, out=out)
     return dv

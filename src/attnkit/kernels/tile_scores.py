@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.online import TileScores, Tiling, add_product_
+from attnkit.kernels.online import NEG_INF, TileScores, Tiling, add_product_
 from attnkit.kernels.plan import Scoring
 
 
@@ -41,6 +41,49 @@ class DotScores:
         dqs, dk = self.grads  # type: ignore[misc]
         add_product_(dqs[:, r0:r1], ds, self.kr[:, k0:k1], alpha=self.scale)
         add_product_(dk[:, k0:k1], ds.transpose(1, 2), self.qs[:, r0:r1], alpha=self.scale)
+
+    def fuses(self, vr: Tensor) -> bool:
+        """Whether PyTorch's fused CPU FlashAttention kernel can do the tiles with values
+        ``vr`` (:func:`~attnkit.kernels.online.fusable`): on CPU, values as wide as keys."""
+        return (self.qs.device.type == "cpu" and vr.shape[-1] == self.qs.shape[-1]
+                and self.qs.dtype in (torch.float32, torch.float64))
+
+    def fused(
+        self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None, vr: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One tile of the forward pass on its own, by PyTorch's fused CPU kernel:
+        ``(out_b (n, q, Dv), lse_b (n, q))``, lse ``−inf`` where ``add (n|1, q, k)`` hides
+        every key of a row (the kernel leaves 0 there)."""
+        out_b, lse_b = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            self.qs[:, r0:r1].unsqueeze(0), self.kr[:, k0:k1].unsqueeze(0),
+            vr[:, k0:k1].unsqueeze(0), attn_mask=None if add is None else add.unsqueeze(0),
+            scale=self.scale,
+        )  # (1, n, q, Dv), (1, n, q)
+        lse_b = lse_b[0]
+        if add is not None:
+            lse_b = lse_b.masked_fill((add.amax(dim=-1) == NEG_INF).expand(lse_b.shape), NEG_INF)
+        return out_b[0], lse_b
+
+    def fused_grads(
+        self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None, dout: Tensor, out: Tensor,
+        lse: Tensor, vr: Tensor, dv: Tensor,
+    ) -> None:
+        """FlashAttention-2's backward of one tile by PyTorch's fused CPU kernel, its
+        gradients added into ``grads`` and ``dv (n, Lk, Dv)``: ``dout``/``out (n, q, Dv)``
+        the rows' final output and its gradient, ``lse (n, q)`` their final log-sum-exp
+        (0 for empty rows), ``add (n|1, q, k)`` the tile's mask (or ``None``). The kernel
+        recomputes the tile's probabilities from ``lse`` and ``D = rowsum(dO ∘ O)`` from
+        ``out``, so a tile of part of a row gets exactly its share."""
+        dqs, dk = self.grads  # type: ignore[misc]
+        k, v = self.kr[:, k0:k1], vr[:, k0:k1]  # (n, k, D|Dv)
+        gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            dout.unsqueeze(0), self.qs[:, r0:r1].unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+            out.unsqueeze(0), lse.unsqueeze(0), 0.0, False,
+            attn_mask=None if add is None else add.unsqueeze(0), scale=self.scale,
+        )  # (1, n, q|k, D|Dv)
+        dqs[:, r0:r1].add_(gq[0])
+        dk[:, k0:k1].add_(gk[0])
+        dv[:, k0:k1].add_(gv[0])
 
 
 def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
