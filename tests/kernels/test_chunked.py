@@ -105,3 +105,19 @@ def test_broadcast_float_masks_and_their_gradients(shape, weights: bool) -> None
     q, k, v = make_inputs("gqa-7x97-d59")
     bias = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     assert_matches_reference("chunked", q, k, v, mask=bias, return_weights=weights, causal=True)
+
+
+@pytest.mark.parametrize("transposed", ["q", "k", "v"])
+def test_inputs_whose_rows_are_not_contiguous(transposed: str) -> None:
+    # PyTorch's fused CPU kernel, which serves plain tiles, reads each row of q, k and v as
+    # contiguous: a transposed view (last-dim stride != 1) must not reach it.
+    q, k, v = make_inputs((1, 2, 2, 97, 130, 64))
+    given = {
+        name: t.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+        if name == transposed else t
+        for name, t in (("q", q), ("k", k), ("v", v))
+    }
+    assert given[transposed].stride(-1) != 1
+    assert_matches_reference("chunked", given["q"], given["k"], given["v"], causal=True)
+    mask = attnkit.create_block_mask(lambda b, h, i, j: i // 40 == j // 40, None, None, 97, 130)
+    assert_matches_reference("chunked", given["q"], given["k"], given["v"], mask=mask)

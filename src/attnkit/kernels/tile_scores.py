@@ -44,9 +44,13 @@ class DotScores:
 
     def fuses(self, vr: Tensor) -> bool:
         """Whether PyTorch's fused CPU FlashAttention kernel can do the tiles with values
-        ``vr`` (:func:`~attnkit.kernels.online.fusable`): on CPU, values as wide as keys."""
-        return (self.qs.device.type == "cpu" and vr.shape[-1] == self.qs.shape[-1]
-                and self.qs.dtype in (torch.float32, torch.float64))
+        ``vr`` (:func:`~attnkit.kernels.online.fusable`): on CPU, values as wide as keys, and
+        each row of queries, keys and values contiguous (the kernel reads them so: a
+        transposed ``q`` would give garbage)."""
+        qs, kr = self.qs, self.kr
+        return (qs.device.type == "cpu" and vr.shape[-1] == qs.shape[-1]
+                and qs.dtype in (torch.float32, torch.float64)
+                and qs.stride(-1) == kr.stride(-1) == vr.stride(-1) == 1)
 
     def fused(
         self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None, vr: Tensor
