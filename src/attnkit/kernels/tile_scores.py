@@ -25,11 +25,14 @@ class DotScores:
         scale: float = 1.0,
     ) -> None:
         self.qs, self.kr, self.kt = qs, kr, kr.transpose(1, 2)  # kt (n, D, Lk)
-        self._work = qs.new_empty(tiling.elements)  # reused by every tile
+        self._elements = tiling.elements
+        self._work: Tensor | None = None  # reused by every tile; fused tiles make no scores
         self.grads, self.scale = grads, scale
 
     def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
         n = self.qs.shape[0]
+        if self._work is None:
+            self._work = self.qs.new_empty(self._elements)
         out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
         q, kt = self.qs[:, r0:r1], self.kt[:, :, k0:k1]
         if add is None and self.scale == 1.0:
