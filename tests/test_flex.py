@@ -321,14 +321,21 @@ def test_a_mask_that_is_exactly_a_band_runs_as_one() -> None:
         torch.testing.assert_close(attnkit.attention(q, k, v, mask=block_mask), want)
 
 
+@pytest.mark.parametrize("per_entry", [False, True])  # tiles of every entry of B·Hkv, or one
 @pytest.mark.parametrize("rows", [64, 0])  # one pass, a few rows per tile; a second pass
 @pytest.mark.parametrize("summary", ["heads_mean", "key_totals", attnkit.TopK(3)])
-def test_weight_summaries_see_the_same_masks(monkeypatch, summary, rows: int) -> None:
+def test_weight_summaries_see_the_same_masks(monkeypatch, summary, rows: int,
+                                             per_entry: bool) -> None:
     """A summary of the weights, made in the kernel, equals the summary of the reference's
     full weights for index-based masks, score_mod and top-left alignment."""
     monkeypatch.setattr(attnkit.kernels.online, "WHOLE_ROWS_ELEMENTS", rows * 29)
+    monkeypatch.setattr(attnkit.kernels.online, "PER_ENTRY_ELEMENTS", 0 if per_entry else 1 << 40)
     q, k, v = (t.detach() for t in _small(lq=29, lk=29))
+    def per_item_and_head(score, b, h, q_idx, kv_idx):  # b and h must reach each tile's rows
+        return score * (1.0 + 0.25 * h + 0.5 * b)
+
     for kwargs in ({"mask_mod": small_document, "score_mod": softcap},
+                   {"score_mod": per_item_and_head},
                    {"causal": "top_left"}, {"mask": create_block_mask(small_document, 2, 4, 29, 29)}):
         _, weights = attnkit.attention(q, k, v, return_weights=True, backend="reference", **kwargs)
         _, got = attnkit.attention(q, k, v, return_weights=summary, **kwargs)

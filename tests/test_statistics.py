@@ -53,11 +53,14 @@ def _reference_weights(q, k, v, **options) -> torch.Tensor:
     return attnkit.attention(q, k, v, return_weights=True, backend="reference", **options)[1]
 
 
-@pytest.fixture(params=["one-pass", "one-pass-few-rows", "two-pass"])
+@pytest.fixture(params=["one-pass", "one-pass-per-entry", "one-pass-few-rows", "two-pass"])
 def passes(request, monkeypatch) -> str:
     """Run every case in each of the chunked kernel's ways: tiles of whole rows reduced as they
-    are made (all queries in one tile, or a few rows per tile), and a second pass over tiles
-    of 16 keys with the final log-sum-exp."""
+    are made (all queries in one tile of every entry of B·Hkv, or of one entry, or a few rows
+    of one entry per tile), and a second pass over tiles of 16 keys with the final
+    log-sum-exp."""
+    if request.param != "one-pass":
+        monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0)
     if request.param == "one-pass-few-rows":
         monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", 200)
     if request.param == "two-pass":

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels import online, ops, summaries
-from attnkit.kernels.online import Tiling, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import ALL, Tiling, compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.tile_scores import ModScores, modded
@@ -115,10 +115,12 @@ class _AdditiveScores:
             self.dqa, self.dka = torch.zeros_like(qa), torch.zeros_like(ka)
             self.dvec = torch.zeros_like(vec)
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
-        n, width = self.qa2.shape[0], self.qa2.shape[-1]
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None,
+               entries: slice = ALL) -> Tensor:
+        qa2, ka2 = self.qa2[entries, r0:r1], self.ka2[entries, k0:k1]
+        n, width = qa2.shape[0], qa2.shape[-1]
         hidden = self._work[: n * (r1 - r0) * (k1 - k0) * width].view(n, r1 - r0, k1 - k0, width)
-        torch.add(self.qa2[:, r0:r1].unsqueeze(2), self.ka2[:, k0:k1].unsqueeze(1), out=hidden)
+        torch.add(qa2.unsqueeze(2), ka2.unsqueeze(1), out=hidden)
         sig = hidden.sigmoid_()  # σ(2x), x = qa + ka: (n, q, k, A)
         self._sig = sig
         s = torch.matmul(sig, self.vec).mul_(2.0 * self.scale).sub_(self.shift)  # (n, q, k)

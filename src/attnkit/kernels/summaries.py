@@ -3,8 +3,9 @@
 A :class:`Reduction` is a consumer of :func:`attnkit.kernels.online.probabilities` (or of the
 one-pass forward over whole rows, :func:`attnkit.kernels.online.forward` with ``consume``):
 it receives each visible tile's exact probabilities ``p (n, q, k)`` of group ``g`` over the
-queries ``q0:q1`` and keys ``k0:k1`` of the rows layout, folds them into a buffer of the
-summary's size, and :meth:`Reduction.result` hands the summary back. Tiles nobody can see are
+queries ``q0:q1`` and keys ``k0:k1`` of the rows layout, for the ``entries`` of ``B·Hkv``
+(all, or one: ``n = 1``), folds them into a buffer of the summary's size, and
+:meth:`Reduction.result` hands the summary back. Tiles nobody can see are
 never visited: their keys weigh 0.
 
 * ``"key_totals"`` (:class:`KeyTotals`): ``(B, Hq, Lk)``, ``Σ_i P_ij``, float32 at least;
@@ -66,9 +67,10 @@ def reduce(weights: Tensor, summary: Summary) -> Result:
 
 
 class Reduction(Protocol):
-    """A consumer ``(p (n, q, k), g, (q0, q1, k0, k1)) -> None`` that builds one summary."""
+    """A consumer ``(p (n, q, k), g, (q0, q1, k0, k1), entries) -> None`` that builds one
+    summary."""
 
-    def __call__(self, p: Tensor, g: int, box: Box) -> None: ...
+    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None: ...
 
     def result(self) -> Result: ...
 
@@ -92,9 +94,9 @@ class KeyTotals:
         self.totals = torch.zeros(shapes.batch * shapes.kv_heads, shapes.group, shapes.kv_len,
                                   dtype=dtype, device=device)  # (n, G, Lk)
 
-    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
         ones = p.new_ones(p.shape[0], 1, p.shape[1])  # (n, 1, q): Σ over the rows as a product,
-        target = self.totals[:, g, box[2] : box[3]].unsqueeze(1)  # (n, 1, k)  # cheaper than sum
+        target = self.totals[entries, g, box[2] : box[3]].unsqueeze(1)  # (n, 1, k)  # not a sum
         target.baddbmm_(ones, p.to(target.dtype))
 
     def result(self) -> Tensor:
@@ -111,9 +113,17 @@ class HeadsMean:
         self.sums = torch.zeros(shapes.batch, shapes.q_len, shapes.kv_len, dtype=compute,
                                 device=device)  # (B, Lq, Lk)
 
-    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
         q0, q1, k0, k1 = box
         s = self.shapes
+        if entries.start is not None:  # one head's tile of whole rows: its share, added
+            b, hkv = divmod(entries.start, s.kv_heads)
+            target = self.sums[b, q0:q1, k0:k1]  # (q, k); the first head of b writes it
+            if g == 0 and hkv == 0:
+                torch.mul(p[0], 1.0 / s.q_heads, out=target)
+            else:
+                target.add_(p[0], alpha=1.0 / s.q_heads)
+            return
         heads = p.view(s.batch, s.kv_heads, -1)  # (B, Hkv, q·k)
         share = p.new_full((s.batch, 1, s.kv_heads), 1.0 / s.q_heads)  # (B, 1, Hkv)
         target = self.sums[:, q0:q1, k0:k1]  # (B, q, k): the mean is a product, cheaper than
@@ -143,15 +153,15 @@ class TopKeys:
         self.values = torch.full((n, rows, k), -1.0, dtype=compute, device=device)  # (n, G·Lq, k)
         self.indices = torch.zeros(n, rows, k, dtype=torch.long, device=device)  # (n, G·Lq, k)
 
-    def __call__(self, p: Tensor, g: int, box: Box) -> None:
+    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
         q0, q1, k0, k1 = box
         r0, r1 = g * self.shapes.q_len + q0, g * self.shapes.q_len + q1
         tile_values, tile_indices = _top(p, min(self.k, k1 - k0))  # (n, q, ≤k) each
-        values = torch.cat([self.values[:, r0:r1], tile_values], dim=-1)  # (n, q, ≤2k)
-        indices = torch.cat([self.indices[:, r0:r1], tile_indices.add_(k0)], dim=-1)
+        values = torch.cat([self.values[entries, r0:r1], tile_values], dim=-1)  # (n, q, ≤2k)
+        indices = torch.cat([self.indices[entries, r0:r1], tile_indices.add_(k0)], dim=-1)
         best = values.topk(self.k, dim=-1)  # (n, q, k) each
-        self.values[:, r0:r1] = best.values
-        self.indices[:, r0:r1] = indices.gather(-1, best.indices)
+        self.values[entries, r0:r1] = best.values
+        self.indices[entries, r0:r1] = indices.gather(-1, best.indices)
 
     def result(self) -> tuple[Tensor, Tensor]:
         values, indices = self.values, self.indices

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.online import NEG_INF, TileScores, Tiling, add_product_
+from attnkit.kernels.online import ALL, NEG_INF, TileScores, Tiling, add_product_
 from attnkit.kernels.plan import Scoring
 
 
@@ -29,12 +29,13 @@ class DotScores:
         self._work: Tensor | None = None  # reused by every tile; fused tiles make no scores
         self.grads, self.scale = grads, scale
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
-        n = self.qs.shape[0]
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None,
+               entries: slice = ALL) -> Tensor:
         if self._work is None:
             self._work = self.qs.new_empty(self._elements)
+        q, kt = self.qs[entries, r0:r1], self.kt[entries, :, k0:k1]
+        n = q.shape[0]
         out = self._work[: n * (r1 - r0) * (k1 - k0)].view(n, r1 - r0, k1 - k0)
-        q, kt = self.qs[:, r0:r1], self.kt[:, :, k0:k1]
         if add is None and self.scale == 1.0:
             return torch.bmm(q, kt, out=out)  # (n, q, k)
         base, beta = (out, 0.0) if add is None else (add.expand(out.shape), 1.0)
@@ -111,14 +112,21 @@ class ModScores:
         self.leaf_grads: list[Tensor | None] = [None] * len(self.leaves)
         self._saved: tuple[Tensor, Tensor] | None = None
 
-    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None) -> Tensor:
+    def scores(self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None = None,
+               entries: slice = ALL) -> Tensor:
         t = self.tiling
         g, q0 = divmod(r0, t.vis.q_len)
-        raw = self.inner.scores(r0, r1, k0, k1)  # (n, q, k)
-        raw4 = raw.view(t.vis.batch, t.kv_heads, r1 - r0, k1 - k0)  # (B, Hkv, q, k)
+        raw = self.inner.scores(r0, r1, k0, k1, entries=entries)  # (n, q, k)
         rows = torch.arange(q0, q0 + r1 - r0, device=raw.device).unsqueeze(-1)  # (q, 1)
-        b, h, qi, ki = index_grid(t.vis.batch, t.kv_heads, rows,
-                                  torch.arange(k0, k1, device=raw.device))
+        cols = torch.arange(k0, k1, device=raw.device)  # (k,)
+        if entries == ALL:
+            raw4 = raw.view(t.vis.batch, t.kv_heads, r1 - r0, k1 - k0)  # (B, Hkv, q, k)
+            b, h, qi, ki = index_grid(t.vis.batch, t.kv_heads, rows, cols)
+        else:  # one entry: batch item b0, key/value head h0
+            b0, h0 = divmod(entries.start, t.kv_heads)
+            raw4 = raw.view(1, 1, r1 - r0, k1 - k0)  # (1, 1, q, k)
+            b, h, qi, ki = index_grid(1, 1, rows, cols)
+            b, h = b + b0, h + h0
         h = h * t.group + g  # the query heads of group g
         if not self.grads:
             with torch.no_grad():
