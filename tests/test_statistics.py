@@ -116,6 +116,20 @@ def test_empty_inputs_give_zero_summaries() -> None:
     assert mean.shape == (1, 0, 3)
 
 
+@pytest.mark.parametrize("rows", [40, 160])  # 10 queries per tile: only the last block sees keys
+def test_blocks_of_queries_that_see_no_key_weigh_zero(monkeypatch, rows: int) -> None:
+    """Blocks of queries no tile visits (bottom-right causal, Lq > Lk) are left out of the
+    tiles; their rows of the heads' mean must still be 0, as the reference's weights are."""
+    monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", rows)
+    monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0 if rows == 40 else 1 << 40)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 2, 40, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 4, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    weights = _reference_weights(q, k, v, causal=True)  # queries 0..35 see no key
+    _, mean = attnkit.attention(q, k, v, return_weights="heads_mean", causal=True)
+    torch.testing.assert_close(mean, weights.mean(dim=1))
+
+
 @pytest.mark.parametrize(
     "bad, error",
     [("yes", ValueError), ("weights", ValueError), (1, TypeError), (None, TypeError),

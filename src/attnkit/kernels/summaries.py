@@ -105,17 +105,26 @@ class KeyTotals:
 
 
 class HeadsMean:
-    """The mean over query heads, ``(B, Lq, Lk)``, accumulated in the tiles' dtype."""
+    """The mean over query heads, ``(B, Lq, Lk)``, accumulated in the tiles' dtype.
+
+    Each block of queries is written by its first tile (zeroed first when that tile covers
+    part of the keys), not zero-filled beforehand; blocks no tile visits are zeroed by
+    :meth:`result`. Tiles come block after block (:meth:`Tiling.tiles`)."""
 
     def __init__(self, shapes: Shapes, dtype: torch.dtype, compute: torch.dtype,
                  device: torch.device) -> None:
         self.shapes, self.dtype = shapes, dtype
-        self.sums = torch.zeros(shapes.batch, shapes.q_len, shapes.kv_len, dtype=compute,
+        self.sums = torch.empty(shapes.batch, shapes.q_len, shapes.kv_len, dtype=compute,
                                 device=device)  # (B, Lq, Lk)
+        self.blocks: list[tuple[int, int]] = []  # blocks of queries begun, in order
 
     def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
         q0, q1, k0, k1 = box
         s = self.shapes
+        if not self.blocks or self.blocks[-1] != (q0, q1):  # the block's first tile
+            self.blocks.append((q0, q1))
+            if k1 - k0 < s.kv_len:  # part of the keys (a window, or a tile of the second pass)
+                self.sums[:, q0:q1].zero_()
         if entries.start is not None:  # one head's tile of whole rows: its share, added
             b, hkv = divmod(entries.start, s.kv_heads)
             target = self.sums[b, q0:q1, k0:k1]  # (q, k); the first head of b writes it
@@ -130,10 +139,15 @@ class HeadsMean:
         if k1 - k0 < s.kv_len:  # a mean over dim 1; a tile of the second pass (part of a row)
             target.add_(torch.bmm(share, heads).view(target.shape))
             return
-        beta = 0.0 if s.group == 1 else 1.0  # every head in this tile: written once, not added
+        beta = 0.0 if g == 0 else 1.0  # whole rows of every entry: group 0 writes them
         target.view(s.batch, 1, -1).baddbmm_(share, heads, beta=beta)  # (B, 1, q·k), in place
 
     def result(self) -> Tensor:
+        done = 0
+        for q0, q1 in self.blocks:  # the rows no tile visited (they see no key) weigh 0
+            self.sums[:, done:q0].zero_()
+            done = q1
+        self.sums[:, done:].zero_()
         return self.sums.to(self.dtype)  # (B, Lq, Lk)
 
 
