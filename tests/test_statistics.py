@@ -8,6 +8,7 @@ import torch
 
 import attnkit
 from attnkit import KeyLengths, TopK
+from attnkit.functional import build_plan
 from attnkit.kernels import chunked, online, summaries
 
 # name: (B, Hq, Hkv, Lq, Lk)
@@ -114,6 +115,21 @@ def test_empty_inputs_give_zero_summaries() -> None:
     assert torch.equal(totals, torch.zeros(1, 2, 3))
     _, mean = attnkit.attention(q, k, v, return_weights="heads_mean")
     assert mean.shape == (1, 0, 3)
+
+
+def test_tiles_of_one_entry_with_many_rows(monkeypatch) -> None:
+    """A tile of one entry's whole rows (here 256 queries) has its product with the values cut
+    into blocks of rows (online.product_): output and summaries still equal the reference."""
+    monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0)
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 2, 256, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 1, 9, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    rows = online.whole_rows(chunked.tiling(build_plan(q, k, v, causal=True)))
+    assert rows is not None and rows.per_entry and rows.qb == 256  # what this test is about
+    weights = _reference_weights(q, k, v, causal=True)
+    out, totals = attnkit.attention(q, k, v, return_weights="key_totals", causal=True)
+    torch.testing.assert_close(out, attnkit.attention(q, k, v, causal=True, backend="reference"))
+    torch.testing.assert_close(totals, weights.sum(dim=2))
 
 
 @pytest.mark.parametrize("rows", [40, 160])  # 10 queries per tile: only the last block sees keys
