@@ -570,7 +570,10 @@ def in_one_pass(
     tile's exact probabilities handed to ``consume`` as it is made: one pass, no second."""
     vis, n = rows.vis, vr.shape[0]
     count = vis.heads // rows.kv_heads * vis.q_len
-    out = vr.new_zeros(n, count, vr.shape[2])
+    # each tile of whole rows writes its rows' output; only rows of blocks no tile visits
+    # (queries that see no key) need zeros beforehand
+    make = vr.new_empty if vis.every_query_sees_a_key else vr.new_zeros
+    out = make(n, count, vr.shape[2])  # (n, G·Lq, Dv)
     lse = vr.new_full((n, count), NEG_INF)
     forward(sb, vr, out, lse, rows, need_lse=need_lse, consume=consume)
     return out, lse if need_lse else None
