@@ -19,7 +19,7 @@ import attnkit
 from attnkit import and_masks, create_block_mask, or_masks
 from attnkit.functional import build_plan
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.online import Tiling
+from attnkit.kernels.tiling import Tiling
 from tests.kernels._checks import assert_matches_reference
 
 B, H, L, D = 1, 4, 256, 16
@@ -328,8 +328,8 @@ def test_weight_summaries_see_the_same_masks(monkeypatch, summary, rows: int,
                                              per_entry: bool) -> None:
     """A summary of the weights, made in the kernel, equals the summary of the reference's
     full weights for index-based masks, score_mod and top-left alignment."""
-    monkeypatch.setattr(attnkit.kernels.online, "WHOLE_ROWS_ELEMENTS", rows * 29)
-    monkeypatch.setattr(attnkit.kernels.online, "PER_ENTRY_ELEMENTS", 0 if per_entry else 1 << 40)
+    monkeypatch.setattr(attnkit.kernels.tiling, "WHOLE_ROWS_ELEMENTS", rows * 29)
+    monkeypatch.setattr(attnkit.kernels.tiling, "PER_ENTRY_ELEMENTS", 0 if per_entry else 1 << 40)
     q, k, v = (t.detach() for t in _small(lq=29, lk=29))
     def per_item_and_head(score, b, h, q_idx, kv_idx):  # b and h must reach each tile's rows
         return score * (1.0 + 0.25 * h + 0.5 * b)

@@ -9,7 +9,7 @@ import torch
 import attnkit
 from attnkit import KeyLengths, TopK
 from attnkit.functional import build_plan
-from attnkit.kernels import chunked, online, summaries
+from attnkit.kernels import chunked, summaries, tiling
 
 # name: (B, Hq, Hkv, Lq, Lk)
 SHAPES = {
@@ -61,11 +61,11 @@ def passes(request, monkeypatch) -> str:
     of one entry per tile), and a second pass over tiles of 16 keys with the final
     log-sum-exp."""
     if request.param != "one-pass":
-        monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0)
+        monkeypatch.setattr(tiling, "PER_ENTRY_ELEMENTS", 0)
     if request.param == "one-pass-few-rows":
-        monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", 200)
+        monkeypatch.setattr(tiling, "WHOLE_ROWS_ELEMENTS", 200)
     if request.param == "two-pass":
-        monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", 0)
+        monkeypatch.setattr(tiling, "WHOLE_ROWS_ELEMENTS", 0)
         monkeypatch.setattr(chunked, "_KEY_BLOCK", 16)
         monkeypatch.setattr(chunked, "_BLOCK_ELEMENTS", 1)
     return request.param
@@ -120,11 +120,11 @@ def test_empty_inputs_give_zero_summaries() -> None:
 def test_tiles_of_one_entry_with_many_rows(monkeypatch) -> None:
     """A tile of one entry's whole rows (here 256 queries) has its product with the values cut
     into blocks of rows (online.product_): output and summaries still equal the reference."""
-    monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0)
+    monkeypatch.setattr(tiling, "PER_ENTRY_ELEMENTS", 0)
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(2, 2, 256, 8, generator=gen, dtype=torch.float64)
     k, v = (torch.randn(2, 1, 9, 8, generator=gen, dtype=torch.float64) for _ in range(2))
-    rows = online.whole_rows(chunked.tiling(build_plan(q, k, v, causal=True)))
+    rows = tiling.whole_rows(chunked.tiling(build_plan(q, k, v, causal=True)))
     assert rows is not None and rows.per_entry and rows.qb == 256  # what this test is about
     weights = _reference_weights(q, k, v, causal=True)
     out, totals = attnkit.attention(q, k, v, return_weights="key_totals", causal=True)
@@ -136,8 +136,8 @@ def test_tiles_of_one_entry_with_many_rows(monkeypatch) -> None:
 def test_blocks_of_queries_that_see_no_key_weigh_zero(monkeypatch, rows: int) -> None:
     """Blocks of queries no tile visits (bottom-right causal, Lq > Lk) are left out of the
     tiles; their rows of the heads' mean must still be 0, as the reference's weights are."""
-    monkeypatch.setattr(online, "WHOLE_ROWS_ELEMENTS", rows)
-    monkeypatch.setattr(online, "PER_ENTRY_ELEMENTS", 0 if rows == 40 else 1 << 40)
+    monkeypatch.setattr(tiling, "WHOLE_ROWS_ELEMENTS", rows)
+    monkeypatch.setattr(tiling, "PER_ENTRY_ELEMENTS", 0 if rows == 40 else 1 << 40)
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(2, 2, 40, 8, generator=gen, dtype=torch.float64)
     k, v = (torch.randn(2, 2, 4, 8, generator=gen, dtype=torch.float64) for _ in range(2))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnkit.kernels.online import BlockDropout, merge_, softmax_
+from attnkit.kernels.online import merge_, softmax_
+from attnkit.kernels.tiling import BlockDropout
 
 
 @pytest.mark.parametrize("contiguous", [True, False])

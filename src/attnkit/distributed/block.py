@@ -35,8 +35,9 @@ from torch import Tensor
 
 from attnkit._validate import check_qkv, check_window
 from attnkit.kernels import online
-from attnkit.kernels.online import Tiling, compute_dtype, to_rows
+from attnkit.kernels.online import compute_dtype, to_rows
 from attnkit.kernels.tile_scores import DotScores
+from attnkit.kernels.tiling import Tiling
 from attnkit.kernels.visibility import Visibility, clip_band
 
 DEFAULT_CHUNK = 256

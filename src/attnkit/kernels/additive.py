@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels import online, ops, summaries
-from attnkit.kernels.online import ALL, Tiling, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.tile_scores import ModScores, modded
+from attnkit.kernels.tiling import ALL, Tiling, dropout_for
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of one (q, k, A) tanh block across the batch (8 MiB)
 # Under auto: with this few queries per key/value head the tile loop cannot amortise its
@@ -84,7 +85,7 @@ class _Call:
         pairs = max(1, _BLOCK_ELEMENTS // (s.batch * s.kv_heads * width))  # q·k pairs per tile
         kb = max(1, min(s.kv_len, 64, pairs // 16))
         qb = max(1, min(s.q_len, pairs // kb))
-        dropout = online.dropout_for(plan)
+        dropout = dropout_for(plan)
         self.tiling = Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype),
                              dropout)
 

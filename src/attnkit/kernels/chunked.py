@@ -6,7 +6,7 @@ query of the block can see (causal, window, lengths, a ``mask_mod``'s empty bloc
 skipped, and a tile mask is built only for tiles the constraints cut through. Extra memory:
 one tile plus ``O(Lq)`` row state. On CPU, tiles of plain dot products (no dropout, weights or
 summary) run in PyTorch's fused FlashAttention kernel, forward and backward
-(:func:`online.fusable`).
+(:func:`tiling.fusable`).
 
 Backward (FlashAttention-2): an autograd function that saves only ``q, k, v, out, lse`` and
 recomputes each tile (:func:`online.backward`), so training is ``O(length)`` in memory too.
@@ -18,7 +18,7 @@ With ``return_weights=True`` the exact weights are written tile by tile into the
 final lse) and the backward pass reads them.
 
 A summary of the weights (``plan.summary``, :mod:`attnkit.kernels.summaries`) is made in one
-pass where a tile can hold whole rows (:func:`online.whole_rows`: the tile's scores are
+pass where a tile can hold whole rows (:func:`tiling.whole_rows`: the tile's scores are
 normalised in place, multiplied with the values and reduced while still in cache; at most
 ``WHOLE_ROWS_ELEMENTS`` scores at once), else from a second pass over the keys with the final
 lse (:func:`online.probabilities`). The full weights never exist. The summary is detached; the
@@ -42,10 +42,11 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels import online, ops, summaries
-from attnkit.kernels.online import Tiling, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.tile_scores import DotScores, ModScores, modded
+from attnkit.kernels.tiling import Tiling, dropout_for, whole_rows
 from attnkit.kernels.weights import rows_backward, rows_forward
 
 _BLOCK_ELEMENTS = 1 << 21  # scores per tile across the batch (8 MiB in float32)
@@ -80,7 +81,7 @@ def tiling(plan: AttentionPlan) -> Tiling:
         qb, kbs = plan.visibility.block_mask.block_size  # the keys a block sees fit the tiles
         kb = max(kbs, kb // kbs * kbs)  # closely; a table's full tiles stay full
         merge = _BLOCK_ELEMENTS
-    dropout = online.dropout_for(plan)
+    dropout = dropout_for(plan)
     return Tiling(plan.visibility, s.kv_heads, qb, kb, compute_dtype(plan.dtype), dropout,
                   merge=merge)
 
@@ -105,7 +106,7 @@ class _Call:
         """``(out, lse or None, summary)`` in the rows layout (see the module docstring)."""
         plan = self.plan
         reduce = summaries.reduction(plan.summary, plan.shapes, plan.dtype, qr.dtype, qr.device)
-        rows = online.whole_rows(self.tiling)
+        rows = whole_rows(self.tiling)
         if rows is None:
             out, lse, _ = online.attention(self.scores(qr, kr), vr, self.tiling, False,
                                            consume=reduce)

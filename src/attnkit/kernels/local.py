@@ -44,9 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.kernels import online, ops
-from attnkit.kernels.online import NEG_INF, compute_dtype, from_rows, to_rows
+from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.tiling import dropout_for
+from attnkit.kernels.visibility import NEG_INF
 
 _GROUP_ELEMENTS = 1 << 19  # window scores per group of blocks of one batch entry (2 MiB)
 
@@ -130,7 +132,7 @@ class Band:
         self.lo = vis.offset - left
         self.gb = max(1, _GROUP_ELEMENTS // (s.group * self.qb * self.width))
         self.dtype = compute_dtype(plan.dtype)
-        self.dropout = online.dropout_for(plan)
+        self.dropout = dropout_for(plan)
         self.segments = self._segments()
         device, qb, w = plan.device, self.qb, self.width
         inside = vis.band_at(torch.arange(qb, device=device).unsqueeze(1),

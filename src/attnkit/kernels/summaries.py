@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from attnkit.kernels.online import Box
     from attnkit.kernels.plan import Shapes
+    from attnkit.kernels.tiling import Box
 
 
 @dataclass(frozen=True)

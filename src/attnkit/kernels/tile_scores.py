@@ -1,4 +1,4 @@
-"""How a tile's scores are made: the :class:`~attnkit.kernels.online.TileScores` of the block
+"""How a tile's scores are made: the :class:`~attnkit.kernels.tiling.TileScores` of the block
 kernels. :class:`DotScores` are ``scale · q kᵀ`` in the rows layout (chunked, ring's block
 step); :class:`ModScores` pass another kind's tiles through a FlexAttention ``score_mod``
 (chunked, additive), with its gradient. :mod:`attnkit.kernels.online` walks the tiles.
@@ -12,8 +12,10 @@ import torch
 from torch import Tensor
 
 from attnkit.kernels.block_mask import index_grid
-from attnkit.kernels.online import ALL, NEG_INF, TileScores, Tiling, add_product_
+from attnkit.kernels.online import add_product_
 from attnkit.kernels.plan import Scoring
+from attnkit.kernels.tiling import ALL, TileScores, Tiling
+from attnkit.kernels.visibility import NEG_INF
 
 
 class DotScores:
@@ -48,7 +50,7 @@ class DotScores:
 
     def fuses(self, vr: Tensor) -> bool:
         """Whether PyTorch's fused CPU FlashAttention kernel can do the tiles with values
-        ``vr`` (:func:`~attnkit.kernels.online.fusable`): on CPU, values as wide as keys, and
+        ``vr`` (:func:`~attnkit.kernels.tiling.fusable`): on CPU, values as wide as keys, and
         each row of queries, keys and values contiguous (the kernel reads them so: a
         transposed ``q`` would give garbage)."""
         qs, kr = self.qs, self.kr

@@ -36,6 +36,8 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from attnkit.kernels.block_mask import EMPTY, PARTIAL, BlockMask
 
+NEG_INF = float("-inf")  # the score of a key a query may not see
+
 
 def bottom_right(q_len: int, kv_len: int) -> int:
     """Key position of query 0 when the last query sits at the last key (what a KV cache

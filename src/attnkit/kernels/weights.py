@@ -27,7 +27,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from attnkit.kernels.online import Tiling, attend_, tile_grads
+from attnkit.kernels.online import attend_, tile_grads
+from attnkit.kernels.tiling import Tiling
 
 _BLOCK_ELEMENTS = 1 << 22  # scores per tile: few large ops (a tile is the weights themselves)
 _MIN_ROWS = 16
