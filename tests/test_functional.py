@@ -408,3 +408,30 @@ def test_error_scale() -> None:
 def test_error_causal_not_bool() -> None:
     raises(TypeError, r"causal must be a bool, 'bottom_right' or 'top_left', got 'yes'",
            causal="yes")
+
+
+def test_attention_sinks_through_attention_match_the_formula_with_gradients() -> None:
+    # gpt-oss's sinks: grouped heads, causal and a window, weights returned; every gradient
+    # (sinks included) checked numerically
+    torch.manual_seed(3)
+    q = torch.randn(2, 4, 6, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 2, 9, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 2, 9, 8, dtype=torch.float64, requires_grad=True)
+    sinks = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+    def run(q, k, v, sinks):
+        norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
+        return attnkit.attention(q, k, v, causal=True, window=(3, 0), normalize=norm,
+                                 return_weights=True)
+
+    out, weights = run(q, k, v, sinks)
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)  # (B, Hq, Lk, D)
+    scores = q @ kk.transpose(-1, -2) / 8**0.5  # (B, Hq, Lq, Lk)
+    pos = torch.arange(6).unsqueeze(-1) + 3  # bottom-right: query i at key position 3 + i
+    seen = (torch.arange(9) <= pos) & (torch.arange(9) >= pos - 3)  # (Lq, Lk)
+    column = sinks.view(1, 4, 1, 1).expand(2, 4, 6, 1)
+    both = torch.cat([scores.masked_fill(~seen, float("-inf")), column], dim=-1)
+    want = torch.softmax(both, dim=-1)[..., :-1]  # the sink's column dropped
+    torch.testing.assert_close(weights, want)
+    torch.testing.assert_close(out, want @ vv)
+    assert torch.autograd.gradcheck(lambda *t: run(*t)[0], (q, k, v, sinks))

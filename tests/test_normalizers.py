@@ -78,3 +78,51 @@ def test_normalizer_spec_errors() -> None:
         normalizers.Normalizer("gumbel_softmax", tau=0)
     with pytest.raises(ValueError, match=r"missing \['sigma'\]"):
         normalizers.Normalizer("local_p", centers=torch.zeros(1))
+
+
+def _np_sink_softmax(s: np.ndarray, allowed: np.ndarray, sinks: np.ndarray) -> np.ndarray:
+    """gpt-oss's published form (transformers' eager attention for gpt-oss): the sink logit
+    as one more column, a plain softmax over keys and sink, the sink's column dropped."""
+    hidden = np.where(allowed, s, -np.inf)
+    column = np.broadcast_to(sinks[:, None, None], (*s.shape[:-1], 1))
+    both = np.concatenate([hidden, column], axis=-1)  # (H, L, S + 1)
+    both = np.exp(both - both.max(axis=-1, keepdims=True))
+    return (both / both.sum(axis=-1, keepdims=True))[..., :-1]
+
+
+def test_softmax_with_sinks_is_the_extra_column_softmax_with_masks_and_empty_rows() -> None:
+    s = torch.randn(3, 5, 7, dtype=torch.float64) * 3  # (H, L, S)
+    allowed = torch.rand(3, 5, 7) > 0.4
+    allowed[0, 2] = False  # a row with nothing to see: weights 0, the sink takes it all
+    sinks = torch.tensor([-1.0, 0.5, 40.0], dtype=torch.float64)  # one per head, one huge
+    w = normalizers.softmax_with_sinks(s, allowed, sinks=sinks)
+    want = _np_sink_softmax(s.numpy(), allowed.numpy(), sinks.numpy())
+    np.testing.assert_allclose(w.numpy(), want, atol=1e-12)
+    assert torch.all(w[0, 2] == 0) and torch.isfinite(w).all()
+    assert torch.all(w.sum(-1) < 1)  # the sink keeps a share of every row
+
+
+def test_softmax_with_sinks_limits() -> None:
+    s = torch.randn(2, 4, 6, dtype=torch.float64)
+    # σ = 0: Miller's softmax₁, exp(s_j) / (1 + Σ exp(s_j))
+    one = normalizers.softmax_with_sinks(s, None, sinks=torch.zeros(2, dtype=torch.float64))
+    np.testing.assert_allclose(
+        one.numpy(), np.exp(s.numpy()) / (1 + np.exp(s.numpy()).sum(-1, keepdims=True)),
+        atol=1e-12,
+    )
+    # σ = −inf: the sink takes nothing, plain softmax
+    none = normalizers.softmax_with_sinks(s, None, sinks=torch.full((2,), -torch.inf,
+                                                                     dtype=torch.float64))
+    np.testing.assert_allclose(
+        none.numpy(), np_softmax_rows(s.numpy(), np.ones(s.shape, dtype=bool)), atol=1e-12
+    )
+
+
+def test_softmax_with_sinks_refuses_bad_sinks_by_name() -> None:
+    s = torch.randn(1, 4, 3, 5)  # (B, Hq, Lq, Lk)
+    with pytest.raises(ValueError, match=r"sinks of shape \(3,\) do not broadcast.*\(4,\)"):
+        normalizers.softmax_with_sinks(s, None, sinks=torch.zeros(3))
+    with pytest.raises(TypeError, match=r"sinks must be a float tensor, got torch\.int64"):
+        normalizers.softmax_with_sinks(s, None, sinks=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"missing \['sinks'\]"):
+        normalizers.Normalizer("softmax_with_sinks")

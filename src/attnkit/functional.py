@@ -101,7 +101,9 @@ def attention(
             :class:`attnkit.TopK` ``(k)``: ``(values, indices)``, each ``(B, Hq, Lq, k)``.
         backend: ``"auto"`` or a registered kernel name (see :func:`explain_dispatch`).
         normalize: ``"softmax"`` (default), ``"sparsemax"``, ``"hardmax"``, or a
-            :class:`Normalizer` (``gumbel_softmax``, ``multinoulli``, ``local_p``).
+            :class:`Normalizer` (``gumbel_softmax``, ``multinoulli``, ``local_p``,
+            ``softmax_with_sinks``: gpt-oss's attention sinks, a logit per query head in
+            each softmax denominator).
         mask_mod: FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may
             attend; indices of rows and keys, ``h`` the query head); its block table is built
             for this call (build it once with :func:`attnkit.create_block_mask` and pass it as

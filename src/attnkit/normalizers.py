@@ -41,6 +41,50 @@ def softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
+def softmax_with_sinks(
+    scores: Tensor, allowed: Tensor | None = None, *, sinks: Tensor
+) -> Tensor:
+    """Softmax with a logit ``σ`` of its own in the denominator, one per query head: the
+    learned "attention sinks" of gpt-oss (OpenAI 2025; transformers' ``s_aux``), and with
+    ``σ = 0`` Miller's (2023) ``softmax₁``:
+
+        p_j = exp(s_j) / (exp(σ) + Σ_{j allowed} exp(s_j))
+
+    The weights of a row sum to less than 1: the rest goes to a key that is not there and adds
+    nothing to the output. A row with no allowed key gets all-zero weights. The gradient flows
+    to ``sinks`` too.
+
+    Args:
+        sinks: one logit per query head, ``(Hq,)`` (for scores ``(..., Hq, Lq, Lk)``), or a
+            tensor broadcastable to ``scores.shape[:-1]``.
+
+    Raises:
+        TypeError: ``sinks`` that is not a floating-point tensor.
+        ValueError: ``sinks`` that does not broadcast to the scores' rows.
+    """
+    if not isinstance(sinks, Tensor) or not sinks.is_floating_point():
+        got = sinks.dtype if isinstance(sinks, Tensor) else type(sinks).__name__
+        raise TypeError(f"normalize 'softmax_with_sinks': sinks must be a float tensor, got {got}")
+    rows = scores.shape[:-1]
+    sink = sinks.to(scores.dtype)
+    if sink.dim() == 1 and len(rows) >= 2:
+        sink = sink.view(-1, 1)  # (Hq, 1): one per head, over its rows
+    try:
+        sink = torch.broadcast_to(sink, rows)  # (..., Hq, Lq)
+    except RuntimeError:
+        heads = f" (one logit per query head: ({rows[-2]},))" if len(rows) >= 2 else ""
+        raise ValueError(
+            f"normalize 'softmax_with_sinks': sinks of shape {tuple(sinks.shape)} do not "
+            f"broadcast to the scores' rows {tuple(rows)}{heads}"
+        ) from None
+    s = scores if allowed is None else scores.masked_fill(~allowed, _NEG_INF)
+    top = torch.maximum(s.amax(dim=-1), sink) if s.shape[-1] else sink  # (..., Lq)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach().unsqueeze(-1)
+    e = torch.exp(s - top)  # (..., Lq, Lk)
+    total = e.sum(dim=-1, keepdim=True) + torch.exp(sink.unsqueeze(-1) - top)  # (..., Lq, 1)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
 def sparsemax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     """Sparsemax (Martins & Astudillo 2016): the Euclidean projection onto the simplex.
 
@@ -149,6 +193,7 @@ class NormalizerInfo:
 
 NORMALIZERS: dict[str, NormalizerInfo] = {
     "softmax": NormalizerInfo(softmax),
+    "softmax_with_sinks": NormalizerInfo(softmax_with_sinks, required=("sinks",)),
     "sparsemax": NormalizerInfo(sparsemax),
     "hardmax": NormalizerInfo(hardmax),
     "gumbel_softmax": NormalizerInfo(gumbel_softmax, optional=("tau", "noise", "generator")),

@@ -212,7 +212,7 @@ def self_attention(model: T.PreTrainedModel) -> torch.nn.Module:
 @pytest.mark.parametrize(
     ("keyword", "value", "feature"),
     [
-        ("s_aux", torch.zeros(4), "attention sinks"),
+        ("block_indices", torch.zeros(4), "block-sparse attention"),
         ("head_mask", torch.ones(4), "head_mask"),
         ("cu_seq_lens_q", torch.tensor([0, 5]), "cu_seq_lens"),
         ("mystery_option", 3, "mystery_option=3"),
@@ -223,6 +223,37 @@ def test_unsupported_keywords_are_refused_by_name(keyword: str, value, feature: 
     q = torch.randn(1, 4, 5, 8)
     with pytest.raises(ValueError, match=f"BertSelfAttention \\(model type 'bert'\\).*{feature}"):
         attnkit_hf.attention_forward(module, q, q, q, None, **{keyword: value})
+
+
+def test_sinks_per_query_equal_the_models_own_eager_attention() -> None:
+    """Inkling 2 passes ``sinks (B, Hq, Lq, 1)``, one logit per query: its own eager
+    attention (transformers' code) appends them as a column, softmaxes, drops the column."""
+    from transformers.models.inkling2 import modeling_inkling2
+
+    class Attention(torch.nn.Module):
+        num_key_value_groups = 2  # 4 query heads, 2 key/value heads
+
+    module = Attention().eval()
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, 6, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 6, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    sinks = torch.randn(2, 4, 6, 1, generator=g, dtype=torch.float64, requires_grad=True)
+    allowed = torch.ones(1, 1, 6, 6, dtype=torch.bool).tril()  # (B|1, 1, Lq, Lk)
+    causal = torch.zeros(1, 1, 6, 6, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
+    want, want_w = modeling_inkling2.eager_attention_forward(
+        module, q, k, v, causal, scaling=0.3, sinks=sinks)
+    got, got_w = attnkit_hf.attention_forward(
+        module, q, k, v, allowed, scaling=0.3, sinks=sinks,
+        output_attentions=True)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_w, want_w)
+    (want_grad,) = torch.autograd.grad(want.sum(), sinks)
+    (got_grad,) = torch.autograd.grad(
+        attnkit_hf.attention_forward(module, q, k, v, None, scaling=0.3, sinks=sinks,
+                                     is_causal=True)[0].sum(), sinks)
+    torch.testing.assert_close(got_grad, want_grad)
+    with pytest.raises(ValueError, match=r"sinks must be \(B, Hq, Lq, 1\).*\(2, 4, 6\)"):
+        attnkit_hf.attention_forward(module, q, k, v, None, sinks=sinks[..., 0])
 
 
 def test_softcap_caps_the_scaled_scores_before_the_mask() -> None:

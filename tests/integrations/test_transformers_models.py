@@ -32,6 +32,7 @@ from tests.integrations.tiny_models import (
     Arch,
     bert,
     gpt2,
+    gpt_oss,
     padding_mask,
     t5,
     token_ids,
@@ -186,9 +187,12 @@ def one_training_step(model: T.PreTrainedModel, implementation: str, inputs: dic
     return loss.detach(), grads
 
 
-@pytest.mark.parametrize("build", [bert, gpt2, t5], ids=["bert-encoder", "gpt2-decoder", "t5"])
+@pytest.mark.parametrize(
+    "build", [bert, gpt2, t5, gpt_oss], ids=["bert-encoder", "gpt2-decoder", "t5", "gpt_oss"]
+)
 def test_one_training_step_equals_eager(build) -> None:
-    """Loss and every parameter's gradient (T5's: through the relative position bias too)."""
+    """Loss and every parameter's gradient (T5's: through the relative position bias too;
+    gpt-oss's: to its attention sinks too)."""
     model = build()
     mask = padding_mask(LENGTHS, "right")
     ids = token_ids(3, mask.shape[1]).masked_fill(mask == 0, model.config.pad_token_id)

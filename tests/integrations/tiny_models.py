@@ -73,6 +73,29 @@ def gemma2() -> T.PreTrainedModel:
     return _seeded(lambda: T.Gemma2ForCausalLM(config), 8)
 
 
+def gpt_oss() -> T.PreTrainedModel:
+    """Attention sinks (a learnt logit per head in each softmax denominator, ``s_aux``),
+    sliding-window layers alternating with global ones, grouped-query attention."""
+    config = T.GptOssConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        num_local_experts=2, num_experts_per_tok=1, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0, initializer_range=0.2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )  # sizes multiples of 16 bytes: the experts' grouped matmul asks for it
+
+    def build() -> T.PreTrainedModel:
+        model = T.GptOssForCausalLM(config)
+        with torch.no_grad():  # sinks of either sign, larger than the initial ones
+            for module in model.modules():
+                if isinstance(getattr(module, "sinks", None), torch.nn.Parameter):
+                    module.sinks.normal_(0.0, 1.0)
+        return model
+
+    return _seeded(build, 9)
+
+
 def t5() -> T.PreTrainedModel:
     """Relative position bias added to the scores, no 1/√d scaling."""
     config = T.T5Config(
@@ -117,6 +140,7 @@ ARCHS = [
     Arch("llama", llama, "decoder"),
     Arch("mistral", mistral, "decoder"),
     Arch("gemma2", gemma2, "decoder"),
+    Arch("gpt_oss", gpt_oss, "decoder"),
     Arch("t5", t5, "encoder-decoder"),
     Arch("bart", bart, "encoder-decoder"),
     Arch("vit", vit, "vision"),

@@ -44,13 +44,14 @@ import attnkit
 from attnkit.explain.record import recorded_weights, register_foreign_attention, report_weights
 from attnkit.flex import soft_capping
 from attnkit.integrations._hf_masks import AttnkitMask, build_mask
+from attnkit.normalizers import Normalizer
 
 NAME = "attnkit"
 
 # Keywords attention_forward acts on (see its docstring for how).
 HONOURED = frozenset(
     {"output_attentions", "is_causal", "sliding_window", "position_bias", "position_ids",
-     "softcap"}
+     "softcap", "s_aux", "sinks"}
 )
 # Keywords that travel in transformers' **kwargs past the attention function and mean nothing
 # to attention itself.
@@ -66,8 +67,6 @@ PASSENGERS = frozenset(
 )
 # Features some models ask for that attnkit's attention() cannot compute: refused by name.
 REFUSED = {
-    "s_aux": "attention sinks (s_aux)",
-    "sinks": "attention sinks (sinks)",
     "head_mask": "masking whole heads (head_mask)",
     "cu_seq_lens_q": "packed sequences given as cu_seq_lens (flash-attention varlen)",
     "cu_seq_lens_k": "packed sequences given as cu_seq_lens (flash-attention varlen)",
@@ -117,7 +116,12 @@ def attention_forward(
             without a mask they are applied, as sdpa does. ``position_ids``: packed sequences
             found from them are in that mask too. ``softcap`` (Gemma 2): the scaled scores
             become ``softcap · tanh(score / softcap)`` before the mask, as a ``score_mod``
-            (so the block kernels run it). The :data:`PASSENGERS` are not about
+            (so the block kernels run it). ``s_aux`` (gpt-oss's attention sinks, one logit
+            per query head): the softmax gets that logit in its denominator
+            (:func:`attnkit.normalizers.softmax_with_sinks`, served by the ``reference``
+            kernel: dense, like eager). ``sinks`` ``(B, Hq, Lq, 1)`` (Inkling 2): the same
+            with a logit per query, given as the extra column eager concatenates.
+            The :data:`PASSENGERS` are not about
             attention. Anything else with a value is refused.
 
     Returns:
@@ -136,6 +140,9 @@ def attention_forward(
         arguments["mask"] = _with_bias(position_bias, arguments["mask"], lk)
     if kwargs.get("softcap") is not None:
         arguments["score_mod"] = soft_capping(float(kwargs["softcap"]))
+    sinks = _sinks(kwargs)
+    if sinks is not None:
+        arguments["normalize"] = Normalizer("softmax_with_sinks", sinks=sinks)
     asked = _weights_asked(kwargs)
     recording = recorded_weights(module)
     result = attnkit.attention(
@@ -221,6 +228,21 @@ def runs_on_attnkit(model: nn.Module) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _sinks(kwargs: dict[str, Any]) -> Tensor | None:
+    """The attention sinks a model passes: ``s_aux (Hq,)``, one logit per query head
+    (gpt-oss), or ``sinks (B, Hq, Lq, 1)``, one per query as the column eager appends to the
+    scores (Inkling 2), as ``(B, Hq, Lq)``; ``None`` without."""
+    if kwargs.get("s_aux") is not None:
+        return kwargs["s_aux"]
+    sinks = kwargs.get("sinks")
+    if sinks is None:
+        return None
+    if not isinstance(sinks, Tensor) or sinks.dim() != 4 or sinks.shape[-1] != 1:
+        shape = tuple(sinks.shape) if isinstance(sinks, Tensor) else type(sinks).__name__
+        raise ValueError(f"sinks must be (B, Hq, Lq, 1), one logit per query, got {shape}")
+    return sinks.squeeze(-1)  # (B, Hq, Lq)
 
 
 def _owner(module: nn.Module) -> str:
