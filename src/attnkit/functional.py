@@ -292,6 +292,11 @@ def build_plan(
                 f"score parameter {key!r} is on {p.device} but q, k, v are on {q.device}"
             )
     normalizer_name, normalize_fn = normalizers_.resolve(normalize)
+    sinks = None
+    if isinstance(normalize, Normalizer) and normalizer_name == "softmax_with_sinks":
+        sinks = normalizers_.sink_rows(normalize.params["sinks"], (b, hq, lq))  # (B, Hq, Lq)
+        if sinks.device != q.device:
+            raise ValueError(f"sinks are on {sinks.device} but q, k, v are on {q.device}")
 
     if not isinstance(causal, bool) and not (isinstance(causal, str) and causal in CAUSAL):
         got = repr(causal) if isinstance(causal, str) else type(causal).__name__
@@ -312,7 +317,8 @@ def build_plan(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad
         for t in (q, k, v, *scoring.params.values(), *scoring.mod_leaves,
-                  *([visibility.bias] if visibility.bias is not None else []))
+                  *([visibility.bias] if visibility.bias is not None else []),
+                  *([sinks] if sinks is not None else []))
     )
     return AttentionPlan(
         shapes=Shapes(b, hq, hk, lq, lk, dq, dk, dv),
@@ -326,6 +332,7 @@ def build_plan(
         return_weights=return_weights is True,
         needs_grad=needs_grad,
         summary=statistics.check_summary(return_weights, lk),
+        sinks=sinks,
     )
 
 

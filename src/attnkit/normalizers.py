@@ -52,7 +52,9 @@ def softmax_with_sinks(
 
     The weights of a row sum to less than 1: the rest goes to a key that is not there and adds
     nothing to the output. A row with no allowed key gets all-zero weights. The gradient flows
-    to ``sinks`` too.
+    to ``sinks`` too. This is the definition (the ``reference`` kernel runs it); the
+    ``chunked`` kernel gets the same from each row's log-sum-exp
+    (:func:`attnkit.kernels.online.merge_sink_`).
 
     Args:
         sinks: one logit per query head, ``(Hq,)`` (for scores ``(..., Hq, Lq, Lk)``), or a
@@ -62,27 +64,35 @@ def softmax_with_sinks(
         TypeError: ``sinks`` that is not a floating-point tensor.
         ValueError: ``sinks`` that does not broadcast to the scores' rows.
     """
-    if not isinstance(sinks, Tensor) or not sinks.is_floating_point():
-        got = sinks.dtype if isinstance(sinks, Tensor) else type(sinks).__name__
-        raise TypeError(f"normalize 'softmax_with_sinks': sinks must be a float tensor, got {got}")
-    rows = scores.shape[:-1]
-    sink = sinks.to(scores.dtype)
-    if sink.dim() == 1 and len(rows) >= 2:
-        sink = sink.view(-1, 1)  # (Hq, 1): one per head, over its rows
-    try:
-        sink = torch.broadcast_to(sink, rows)  # (..., Hq, Lq)
-    except RuntimeError:
-        heads = f" (one logit per query head: ({rows[-2]},))" if len(rows) >= 2 else ""
-        raise ValueError(
-            f"normalize 'softmax_with_sinks': sinks of shape {tuple(sinks.shape)} do not "
-            f"broadcast to the scores' rows {tuple(rows)}{heads}"
-        ) from None
+    sink = sink_rows(sinks, scores.shape[:-1]).to(scores.dtype)  # (..., Hq, Lq)
     s = scores if allowed is None else scores.masked_fill(~allowed, _NEG_INF)
     top = torch.maximum(s.amax(dim=-1), sink) if s.shape[-1] else sink  # (..., Lq)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach().unsqueeze(-1)
     e = torch.exp(s - top)  # (..., Lq, Lk)
     total = e.sum(dim=-1, keepdim=True) + torch.exp(sink.unsqueeze(-1) - top)  # (..., Lq, 1)
     return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def sink_rows(sinks: Tensor, rows: tuple[int, ...] | torch.Size) -> Tensor:
+    """``sinks`` of :func:`softmax_with_sinks` broadcast to the scores' ``rows`` (a view):
+    ``(Hq,)`` is one logit per query head of rows ``(..., Hq, Lq)``.
+
+    Raises:
+        TypeError: ``sinks`` that is not a floating-point tensor.
+        ValueError: ``sinks`` that does not broadcast to ``rows``.
+    """
+    if not isinstance(sinks, Tensor) or not sinks.is_floating_point():
+        got = sinks.dtype if isinstance(sinks, Tensor) else type(sinks).__name__
+        raise TypeError(f"normalize 'softmax_with_sinks': sinks must be a float tensor, got {got}")
+    sink = sinks.view(-1, 1) if sinks.dim() == 1 and len(rows) >= 2 else sinks  # (Hq, 1)
+    try:
+        return torch.broadcast_to(sink, rows)  # (..., Hq, Lq)
+    except RuntimeError:
+        heads = f" (one logit per query head: ({rows[-2]},))" if len(rows) >= 2 else ""
+        raise ValueError(
+            f"normalize 'softmax_with_sinks': sinks of shape {tuple(sinks.shape)} do not "
+            f"broadcast to the scores' rows {tuple(rows)}{heads}"
+        ) from None
 
 
 def sparsemax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:

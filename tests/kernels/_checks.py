@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import attnkit
-from attnkit import KeyLengths, Score
+from attnkit import KeyLengths, Normalizer, Score
 
 # name: (B, Hq, Hkv, Lq, Lk, D)
 SHAPES: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -113,6 +113,9 @@ def run(
     score = kwargs.get("score")
     if isinstance(score, Score):
         inputs += list(score.params.values())
+    normalize = kwargs.get("normalize")
+    if isinstance(normalize, Normalizer):  # its tensors (the sinks), in order
+        inputs += [p for p in normalize.params.values() if isinstance(p, torch.Tensor)]
     wanted = [t for t in inputs if t.requires_grad]
     grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else []
     return out, weights, list(grads)

@@ -121,3 +121,38 @@ def test_inputs_whose_rows_are_not_contiguous(transposed: str) -> None:
     assert_matches_reference("chunked", given["q"], given["k"], given["v"], causal=True)
     mask = attnkit.create_block_mask(lambda b, h, i, j: i // 40 == j // 40, None, None, 97, 130)
     assert_matches_reference("chunked", given["q"], given["k"], given["v"], mask=mask)
+
+
+@pytest.mark.parametrize(("shape", "option"), grid(OPTIONS, ("causal", "key-lengths")))
+def test_attention_sinks_and_their_gradients_match_reference(shape: str, option: str) -> None:
+    # gpt-oss's sinks merged into each row's lse: forward and every gradient (the sinks' own
+    # included) against the reference's dense softmax with the sink in its denominator
+    q, k, v = make_inputs(shape)
+    sinks = torch.randn(q.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    norm = attnkit.Normalizer("softmax_with_sinks", sinks=(sinks * 3).requires_grad_())
+    assert_matches_reference("chunked", q, k, v, normalize=norm, **option_kwargs(option, q, k))
+
+
+def test_attention_sinks_per_query_and_on_every_path() -> None:
+    # per-query sinks (B, Hq, Lq); a block mask (PyTorch's fused tiles), a transposed k and a
+    # score_mod (the tensor-op tiles); rows with no key at all
+    q, k, v = make_inputs((2, 4, 2, 33, 40, 16))
+    gen = torch.Generator().manual_seed(6)
+    sinks = torch.randn(2, 4, 33, dtype=torch.float64, generator=gen).requires_grad_()
+    norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
+    blocks = attnkit.create_block_mask(lambda b, h, i, j: (i // 9 == j // 9) & (i < 30), None,
+                                       None, 33, 40)
+    assert_matches_reference("chunked", q, k, v, normalize=norm, mask=blocks)
+    k_t = k.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+    assert_matches_reference("chunked", q, k_t, v, normalize=norm, causal=True)
+    assert_matches_reference("chunked", q, k, v, normalize=norm,
+                             score_mod=lambda s, b, h, i, j: s - 0.1 * (i - j).abs())
+
+
+def test_attention_sinks_with_weights_go_to_reference() -> None:
+    q, k, v = make_inputs("square-97-d8")
+    norm = attnkit.Normalizer("softmax_with_sinks", sinks=torch.zeros(2, dtype=torch.float64))
+    dispatch = attnkit.explain_dispatch(q, k, v, normalize=norm, return_weights=True)
+    assert dispatch.kernel == "reference"
+    assert "attention sinks with weights" in dispatch.passed_over["chunked"]
+    assert attnkit.explain_dispatch(q, k, v, normalize=norm).kernel == "chunked"

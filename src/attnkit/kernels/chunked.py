@@ -26,7 +26,11 @@ output keeps its gradient.
 
 Serves softmax over any dot-product score (``dot``, ``scaled_dot``, ``general``, ``cosine``
 through the plan's ``DotForm``; gradients reach score parameters through it), every kind of
-visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``.
+visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``, and
+attention sinks (normalizer ``softmax_with_sinks``, without weights or summaries): a key of
+score ``σ`` and value 0 merged into each row's lse after the last tile
+(:func:`online.merge_sink_`), so the backward pass is FlashAttention-2's with that lse, plus
+the sinks' own gradient (:func:`online.sink_grad`). The lse returned then includes the sink.
 Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
@@ -66,7 +70,8 @@ def chunked(
                        need_lse=plan.needs_grad and not plan.return_weights)
     call = _Call(plan, form.scale)
     bias = plan.visibility.bias
-    out, lse, *rest = _ChunkedAttention.apply(qp, kp, v, bias, call, *plan.score.mod_leaves)
+    out, lse, *rest = _ChunkedAttention.apply(qp, kp, v, bias, plan.sinks, call,
+                                              *plan.score.mod_leaves)
     return out, lse, rest[0] if len(rest) == 1 else tuple(rest)
 
 
@@ -136,9 +141,18 @@ def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
         weights = qr.new_empty(*qr.shape[:2], call.plan.shapes.kv_len)  # (n, G·Lq, Lk)
         out = rows_forward(qr, kr, vr, call.tiling, weights, call.scale)
     else:
+        sinks = call.plan.sinks
         out, lse, weights = online.attention(call.scores(qr, kr), vr, call.tiling, call.weights,
-                                             need_lse=call.plan.needs_grad)
+                                             need_lse=call.plan.needs_grad or sinks is not None)
+        if sinks is not None:  # (no weights: refused) a key of score σ and value 0, merged
+            assert lse is not None
+            online.merge_sink_(out, lse, _sink_rows(call, sinks, lse.dtype))
     return (qr, kr, vr, out, lse, weights), summary
+
+
+def _sink_rows(call: _Call, sinks: Tensor, dtype: torch.dtype) -> Tensor:
+    """The plan's sinks ``(B, Hq, Lq)`` in the rows layout ``(n, G·Lq)``."""
+    return sinks.to(dtype).reshape(call.plan.shapes.batch * call.plan.shapes.kv_heads, -1)
 
 
 def _backward(
@@ -173,8 +187,8 @@ def _backward(
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, call: _Call,
-                *leaves: Tensor):
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
+                sinks: Tensor | None, call: _Call, *leaves: Tensor):
         s = call.plan.shapes
         saved, summary = _forward(call, q, k, v)
         ctx.save_for_backward(*saved)
@@ -200,9 +214,18 @@ class _ChunkedAttention(torch.autograd.Function):
             ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[3]
         )
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes
-        extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 5)
+        extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 6)
+        dsinks = None
+        if ctx.needs_input_grad[4]:  # the sinks' (B, Hq, Lq): −D · p_sink per row
+            call, s = ctx.call, ctx.call.plan.shapes
+            _, _, _, out, lse, _ = ctx.saved_tensors
+            dout_rows = torch.zeros_like(out) if dout is None else to_rows(
+                dout, s.kv_heads, out.dtype)  # (n, G·Lq, Dv)
+            sink = _sink_rows(call, call.plan.sinks, lse.dtype)  # (n, G·Lq)
+            dsinks = from_rows(online.sink_grad(dout_rows, out, lse, sink), s.batch, s.q_heads)
+            dsinks = dsinks.to(call.plan.sinks.dtype)  # (B, Hq, Lq)
         return (dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype),
-                None if dbias is None else dbias.to(bias_dtype), None, *extra)
+                None if dbias is None else dbias.to(bias_dtype), dsinks, None, *extra)
 
 
 def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
@@ -227,11 +250,18 @@ def _op_backward(
 ops.register_op_kernel("chunked", _op_forward, _op_backward)
 
 
+def _refuses(plan: AttentionPlan) -> str | None:
+    if plan.sinks is not None and (plan.return_weights or plan.summary is not None
+                                   or torch.compiler.is_compiling()):
+        return "attention sinks with weights, a summary or under torch.compile not supported"
+    return ops.refuses(plan)
+
+
 KERNEL = Kernel(
     "chunked",
     chunked,
-    Capabilities(dot_product_scores=True, normalizers=SOFTMAX, dtypes=FLOATS, summaries=True,
-                 extra=ops.refuses),
+    Capabilities(dot_product_scores=True, normalizers=SOFTMAX | {"softmax_with_sinks"},
+                 dtypes=FLOATS, summaries=True, extra=_refuses),
     priority=20,
     description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
 )

@@ -120,6 +120,27 @@ def merge_(out: Tensor, lse: Tensor, out_b: Tensor, lse_b: Tensor) -> None:
     lse.copy_(new)
 
 
+def merge_sink_(out: Tensor, lse: Tensor, sink: Tensor) -> None:
+    """Merge attention sinks into a finished ``out (n, rows, Dv)``, ``lse (n, rows)`` in place:
+    a key with score ``sink (n, rows)`` and value 0 (:func:`merge_` with ``O_b = 0``), so
+    ``out · exp(lse − lse')``, ``lse' = log(e^{lse} + e^{sink})``. The backward pass is then
+    FlashAttention-2's with ``lse'`` and ``out'`` (``P' = exp(S − lse')`` are the weights);
+    the sink's own gradient is ``−D · exp(sink − lse')`` (:func:`sink_grad`)."""
+    new = torch.logaddexp(lse, sink)  # (n, rows)
+    safe = new.masked_fill(new == NEG_INF, 0.0)
+    out.mul_((lse - safe).exp_().unsqueeze(-1))
+    lse.copy_(new)
+
+
+def sink_grad(dout: Tensor, out: Tensor, lse: Tensor, sink: Tensor) -> Tensor:
+    """The gradient of the sinks merged by :func:`merge_sink_`, ``(n, rows)``: with
+    ``D = rowsum(dO ∘ O')``, ``−D · p_sink``, ``p_sink = exp(sink − lse')`` the weight the
+    sink took (0 where the row holds nothing)."""
+    row_dot = (dout * out).sum(dim=-1)  # (n, rows): D
+    taken = (sink - lse.masked_fill(lse == NEG_INF, 0.0)).exp_().masked_fill_(lse == NEG_INF, 0)
+    return -row_dot * taken
+
+
 def add_product_(target: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
     """``target += alpha · a @ b`` for batched ``a (n, i, j)``, ``b (n, j, k)``. When
     ``target`` and ``b`` are slices of the rows layout (not contiguous), PyTorch's

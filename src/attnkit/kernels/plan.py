@@ -115,6 +115,9 @@ class AttentionPlan:
     return_weights: bool
     needs_grad: bool
     summary: Summary | None = None
+    # Normalizer "softmax_with_sinks": each row's sink logit (B, Hq, Lq), a broadcast view of
+    # the user's tensor (its gradient flows back through the view); None otherwise.
+    sinks: Tensor | None = None
     notes: dict[str, str] = field(default_factory=dict)
     # The block kernels' dropout seed (None: drawn per call); set when a custom operator
     # (kernels/ops.py) carries the call, so its backward regenerates the forward's masks.
