@@ -54,7 +54,7 @@ def softmax_with_sinks(
     nothing to the output. A row with no allowed key gets all-zero weights. The gradient flows
     to ``sinks`` too. This is the definition (the ``reference`` kernel runs it); the
     ``chunked`` kernel gets the same from each row's log-sum-exp
-    (:func:`attnkit.kernels.online.merge_sink_`).
+    (:func:`attnkit.kernels.online.merge_`).
 
     Args:
         sinks: one logit per query head, ``(Hq,)`` (for scores ``(..., Hq, Lq, Lk)``), or a

@@ -28,9 +28,9 @@ Serves softmax over any dot-product score (``dot``, ``scaled_dot``, ``general``,
 through the plan's ``DotForm``; gradients reach score parameters through it), every kind of
 visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``, and
 attention sinks (normalizer ``softmax_with_sinks``, without weights or summaries): a key of
-score ``σ`` and value 0 merged into each row's lse after the last tile
-(:func:`online.merge_sink_`), so the backward pass is FlashAttention-2's with that lse, plus
-the sinks' own gradient (:func:`online.sink_grad`). The lse returned then includes the sink.
+score ``σ`` and value 0 merged into each row's lse after the last tile (:func:`online.merge_`
+with ``out_b=None``), so the backward pass is FlashAttention-2's with that lse, plus the
+sinks' own gradient (:func:`online.sink_grad`). The lse returned then includes the sink.
 Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
@@ -146,7 +146,7 @@ def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
                                              need_lse=call.plan.needs_grad or sinks is not None)
         if sinks is not None:  # (no weights: refused) a key of score σ and value 0, merged
             assert lse is not None
-            online.merge_sink_(out, lse, _sink_rows(call, sinks, lse.dtype))
+            online.merge_(out, lse, None, _sink_rows(call, sinks, lse.dtype))
     return (qr, kr, vr, out, lse, weights), summary
 
 
@@ -158,9 +158,10 @@ def _sink_rows(call: _Call, sinks: Tensor, dtype: torch.dtype) -> Tensor:
 def _backward(
     call: _Call, saved: tuple[Tensor | None, ...], dout: Tensor | None, dweights: Tensor | None,
     bias_grad: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor | None]]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, list[Tensor | None]]:
     """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
-    dtype, the bias's gradient (with ``bias_grad``) and the ``score_mod`` leaves'."""
+    dtype, the bias's gradient (with ``bias_grad``), the sinks' ``(B, Hq, Lq)`` (when they
+    need one) and the ``score_mod`` leaves'."""
     qr, kr, vr, out, lse, weights = saved
     s, hkv = call.plan.shapes, call.plan.shapes.kv_heads
     dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
@@ -182,7 +183,12 @@ def _backward(
     dq = from_rows(dqr, s.batch, s.q_heads)  # (B, Hq, Lq, D)
     dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:])  # (B, Hkv, Lk, D)
     dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:])  # (B, Hkv, Lk, Dv)
-    return dq, dk4, dv4, dbias, leaf_grads
+    sinks, dsinks = call.plan.sinks, None
+    if sinks is not None and sinks.requires_grad:  # −D · p_sink per row
+        assert lse is not None
+        found = online.sink_grad(dout_rows, out, lse, _sink_rows(call, sinks, lse.dtype))
+        dsinks = from_rows(found, s.batch, s.q_heads).to(sinks.dtype)  # (B, Hq, Lq)
+    return dq, dk4, dv4, dbias, dsinks, leaf_grads
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -210,20 +216,11 @@ class _ChunkedAttention(torch.autograd.Function):
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):
         dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("chunked")
-        dq, dk, dv, dbias, leaf_grads = _backward(
+        dq, dk, dv, dbias, dsinks, leaf_grads = _backward(
             ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[3]
         )
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes
         extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 6)
-        dsinks = None
-        if ctx.needs_input_grad[4]:  # the sinks' (B, Hq, Lq): −D · p_sink per row
-            call, s = ctx.call, ctx.call.plan.shapes
-            _, _, _, out, lse, _ = ctx.saved_tensors
-            dout_rows = torch.zeros_like(out) if dout is None else to_rows(
-                dout, s.kv_heads, out.dtype)  # (n, G·Lq, Dv)
-            sink = _sink_rows(call, call.plan.sinks, lse.dtype)  # (n, G·Lq)
-            dsinks = from_rows(online.sink_grad(dout_rows, out, lse, sink), s.batch, s.q_heads)
-            dsinks = dsinks.to(call.plan.sinks.dtype)  # (B, Hq, Lq)
         return (dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype),
                 None if dbias is None else dbias.to(bias_dtype), dsinks, None, *extra)
 
@@ -243,7 +240,7 @@ def _op_backward(
     rows = ops.rows_layout(outputs, plan.shapes.kv_heads, compute_dtype(plan.dtype))
     saved = (*_rows(call, *inputs), *rows)
     dout, _, dweights = (ops.present(g) for g in grads)
-    dq, dk, dv, dbias, _ = _backward(call, saved, dout, dweights, bias_grad)
+    dq, dk, dv, dbias, _, _ = _backward(call, saved, dout, dweights, bias_grad)
     return [dq, dk, dv, ops.empty(dq) if dbias is None else dbias]
 
 

@@ -109,35 +109,30 @@ def softmax_(s: Tensor, may_be_empty: bool = True, lse: bool = True) -> Tensor |
     return m - s.amax(dim=-1, keepdim=True).log()
 
 
-def merge_(out: Tensor, lse: Tensor, out_b: Tensor, lse_b: Tensor) -> None:
+def merge_(out: Tensor, lse: Tensor, out_b: Tensor | None, lse_b: Tensor) -> None:
     """Merge a partial result over other keys into ``out (..., q, Dv)``, ``lse (..., q)`` in
     place (FORMULAS.md, "Merging two partial results"); ``out_b`` is overwritten. Rows empty
-    on both sides stay 0 with lse ``−inf``."""
+    on both sides stay 0 with lse ``−inf``.
+
+    ``out_b=None`` is a partial result of value 0: attention sinks, a key of score ``lse_b``
+    that adds nothing to the output, merged after the last tile (``out · exp(lse − lse')``).
+    The backward pass is then FlashAttention-2's with the merged ``lse'`` and ``out'``
+    (``P' = exp(S − lse')`` are the weights); the sinks' own gradient is :func:`sink_grad`."""
     new = torch.logaddexp(lse, lse_b)  # (..., q)
     safe = new.masked_fill(new == NEG_INF, 0.0)
     out.mul_((lse - safe).exp_().unsqueeze(-1))
-    out.add_(out_b.mul_((lse_b - safe).exp_().unsqueeze(-1)))
-    lse.copy_(new)
-
-
-def merge_sink_(out: Tensor, lse: Tensor, sink: Tensor) -> None:
-    """Merge attention sinks into a finished ``out (n, rows, Dv)``, ``lse (n, rows)`` in place:
-    a key with score ``sink (n, rows)`` and value 0 (:func:`merge_` with ``O_b = 0``), so
-    ``out · exp(lse − lse')``, ``lse' = log(e^{lse} + e^{sink})``. The backward pass is then
-    FlashAttention-2's with ``lse'`` and ``out'`` (``P' = exp(S − lse')`` are the weights);
-    the sink's own gradient is ``−D · exp(sink − lse')`` (:func:`sink_grad`)."""
-    new = torch.logaddexp(lse, sink)  # (n, rows)
-    safe = new.masked_fill(new == NEG_INF, 0.0)
-    out.mul_((lse - safe).exp_().unsqueeze(-1))
+    if out_b is not None:
+        out.add_(out_b.mul_((lse_b - safe).exp_().unsqueeze(-1)))
     lse.copy_(new)
 
 
 def sink_grad(dout: Tensor, out: Tensor, lse: Tensor, sink: Tensor) -> Tensor:
-    """The gradient of the sinks merged by :func:`merge_sink_`, ``(n, rows)``: with
+    """The gradient of sinks merged by :func:`merge_` (``out_b=None``), ``(n, rows)``: with
     ``D = rowsum(dO ∘ O')``, ``−D · p_sink``, ``p_sink = exp(sink − lse')`` the weight the
     sink took (0 where the row holds nothing)."""
     row_dot = (dout * out).sum(dim=-1)  # (n, rows): D
-    taken = (sink - lse.masked_fill(lse == NEG_INF, 0.0)).exp_().masked_fill_(lse == NEG_INF, 0)
+    empty = lse == NEG_INF
+    taken = (sink - lse.masked_fill(empty, 0.0)).exp_().masked_fill_(empty, 0.0)
     return -row_dot * taken
 
 
