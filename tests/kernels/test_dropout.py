@@ -36,6 +36,8 @@ CASES = {
     "chunked": ("chunked", {}),
     "chunked-weights": ("chunked", {"return_weights": True, "causal": True}),
     "local": ("local", {"window": (3, 2)}),
+    "local-sinks": ("local", {"window": (3, 2), "normalize": attnkit.Normalizer(
+        "softmax_with_sinks", sinks=torch.tensor([0.5], dtype=torch.float64))}),  # every head
     "additive": ("additive", {}),
     "additive-weights": ("additive", {"return_weights": True}),
 }

@@ -47,6 +47,7 @@ from attnkit.kernels import online, ops
 from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
+from attnkit.kernels.tile_scores import flash_fuses, flash_tile
 from attnkit.kernels.tiling import dropout_for
 from attnkit.kernels.visibility import NEG_INF
 
@@ -73,7 +74,7 @@ def local(
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
     if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
         return ops.run("local", [qp, kp, v], plan, form.scale, need_lse=False)
-    out = _LocalAttention.apply(qp, kp, v, Band(plan, form.scale))
+    out = _LocalAttention.apply(qp, kp, v, plan.sinks, Band(plan, form.scale))
     return out, None, None
 
 
@@ -85,6 +86,8 @@ def _refuses(plan: AttentionPlan) -> str | None:
         return "per-sequence query positions or query lengths not supported"
     if plan.needs_grad and vis.bias is not None and vis.bias.requires_grad:
         return "gradient of a float (additive) mask not supported"
+    if plan.sinks is not None and torch.compiler.is_compiling():
+        return "attention sinks under torch.compile not supported"
     return None
 
 
@@ -250,14 +253,22 @@ class Band:
         return torch.baddbmm(bias.expand(s.shape), qloc[h, b0:b1], kwin, alpha=self.scale, out=s)
 
     def attend(self, qloc: Tensor, kwin: Tensor, vwin: Tensor, tile: tuple[int, int, int, bool],
-               out: Tensor) -> None:
+               out: Tensor, lse: Tensor | None = None) -> None:
         """A tile's output into ``out (gb, G·qb, Dv)`` by PyTorch's fused attention (its CPU
         flash kernel keeps each row's scores, softmax and product in one loop: fewer passes
         over the window than :meth:`scores` then :func:`online.attend_`). No dropout: its
         keep-mask could not be regenerated for the backward pass. ``kwin (gb, D, W)``,
-        ``vwin (gb, W, Dv)``."""
+        ``vwin (gb, W, Dv)``. With ``lse (gb, G·qb)``, each row's log-sum-exp is written
+        there too (``−inf`` for a row that sees nothing), by the CPU kernel itself
+        (:func:`flash_tile`; only where :func:`flash_fuses`)."""
         h, b0, b1, plain = tile
         bias = self.bias(tile)
+        if lse is not None:
+            found, found_lse = flash_tile(qloc[h, b0:b1], kwin.transpose(1, 2), vwin,
+                                          bias.view(-1, *bias.shape[-2:]), self.scale)
+            out.copy_(found)  # (gb, G·qb, Dv)
+            lse.copy_(found_lse)  # (gb, G·qb)
+            return
         found = F.scaled_dot_product_attention(
             qloc[h, b0:b1].unsqueeze(1), kwin.transpose(1, 2).unsqueeze(1), vwin.unsqueeze(1),
             attn_mask=bias.view(-1, 1, *bias.shape[-2:]), scale=self.scale,
@@ -305,13 +316,21 @@ def _rows(band: Band, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, 
     return to_rows(q, hkv, cd), to_rows(k, hkv, cd), to_rows(v, hkv, cd)
 
 
-def _forward(band: Band, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
-    """The output in the local layout ``(n, nb, G·qb, Dv)``, compute dtype."""
+def _forward(
+    band: Band, qr: Tensor, kr: Tensor, vr: Tensor, sink: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The output in the local layout ``(n, nb, G·qb, Dv)``, compute dtype, and ``None``; or,
+    given the sinks ``sink (n, nb, G·qb)`` in that layout, the output with each row's sink
+    merged in as a key of score ``σ`` and value 0 (:func:`online.merge_`), and each row's
+    log-sum-exp ``lse' (n, nb, G·qb)`` over the window and the sink."""
     cd = band.dtype
     qloc = band.to_local(qr)  # (n, nb, G·qb, D)
     n, nb, rows, _ = qloc.shape
     out = torch.empty(n, nb, rows, vr.shape[2], dtype=cd, device=qr.device)
-    ws = band.workspace(band.width)[0] if band.dropout is not None else None
+    lse = None if sink is None else torch.empty(n, nb, rows, dtype=cd, device=qr.device)
+    # PyTorch's fused attention gives no lse off CPU: those tiles go through attend_
+    fused = band.dropout is None and (lse is None or flash_fuses(qr, kr, vr))
+    ws = None if fused else band.workspace(band.width)[0]
     windows = {}
     for seg in band.segments:
         kb, vb = band.buffer(kr, seg), band.buffer(vr, seg)
@@ -319,24 +338,37 @@ def _forward(band: Band, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
     for h, seg, b0, b1, plain in band.tiles():
         kwin, vwin = windows[seg]  # (n, blocks, D, W), (n, blocks, W, Dv)
         i0, i1, tile = b0 - seg.start, b1 - seg.start, (h, b0, b1, plain)
-        if band.dropout is None:
-            band.attend(qloc, kwin[h, i0:i1], vwin[h, i0:i1], tile, out[h, b0:b1])
+        lse_t = None if lse is None else lse[h, b0:b1]  # (gb, G·qb)
+        if fused:
+            band.attend(qloc, kwin[h, i0:i1], vwin[h, i0:i1], tile, out[h, b0:b1], lse_t)
             continue
         assert ws is not None
         s = band.scores(ws, qloc, kwin[h, i0:i1], tile)  # (gb, G·qb, W)
-        keep = band.dropout.keep((h, b0, 0), s.shape, s.dtype)
-        online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], None, first=True,
+        keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
+        online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], lse_t, first=True,
                        may_be_empty=not plain, keep=keep)
-    return out
+    if lse is not None:
+        assert sink is not None
+        online.merge_(out, lse, None, sink)  # out' = out · exp(lse − lse'), lse' in lse
+    return out, lse
 
 
-def _backward(band: Band, saved: tuple[Tensor, ...], dout: Tensor) -> tuple[Tensor, ...]:
+def _backward(
+    band: Band, saved: tuple[Tensor, ...], dout: Tensor, sink_grad: bool = False
+) -> tuple[Tensor, ...]:
     """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
-    dtype, from ``saved = (qr, kr, vr, out)`` (``out`` in the local layout)."""
-    qr, kr, vr, out = saved
+    dtype, from ``saved = (qr, kr, vr, out)`` (``out`` in the local layout) or, with sinks,
+    ``(qr, kr, vr, out', lse', sink)`` as :func:`_forward` left them: each window's weights
+    are then recomputed as ``P' = exp(S − lse')`` (the share the sink took left out) and,
+    with ``sink_grad``, the sinks' gradient ``(B, Hq, Lq)`` follows
+    (:func:`online.sink_grad`)."""
+    qr, kr, vr, out = saved[:4]
+    lse, sink = saved[4:] if len(saved) > 4 else (None, None)
     hkv, qb, lk = band.kv_heads, band.qb, band.kv_len
     qloc = band.to_local(qr)  # (n, nb, G·qb, D)
     do_loc = band.to_local(to_rows(dout, hkv, out.dtype))  # (n, nb, G·qb, Dv)
+    if lse is not None:  # rows of σ = −inf that see nothing: lse' −inf, P' 0
+        lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, nb, G·qb, 1)
     row_dot = torch.linalg.vecdot(do_loc, out).unsqueeze(-1)  # (n, nb, G·qb, 1): dO·O
     dq = torch.empty_like(qloc) if not band.aligned else torch.empty_like(qr)
     dq_loc = dq if not band.aligned else band.to_local(dq)  # (n, nb, G·qb, D)
@@ -358,7 +390,10 @@ def _backward(band: Band, saved: tuple[Tensor, ...], dout: Tensor) -> tuple[Tens
         kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
         i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
         p = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
-        online.softmax_(p, not plain, lse=False)  # P again, in place
+        if lse is None:
+            online.softmax_(p, not plain, lse=False)  # P again, in place
+        else:
+            p.sub_(lse_safe[h, b0:b1]).exp_()  # P' = exp(S − lse'), in place
         keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), p.shape, p.dtype)
         ds = online.tile_grads(
             p, do_loc[h, b0:b1], vwin_t[h, i0:i1], wdv[:gb], row_dot=row_dot[h, b0:b1],
@@ -377,34 +412,50 @@ def _backward(band: Band, saved: tuple[Tensor, ...], dout: Tensor) -> tuple[Tens
     dk, dv = dk_acc[:, :lk], dv_acc[:, :lk]  # (n, Lk, D|Dv)
     b, hq = band.n // hkv, band.group * hkv
     dq_rows = (dq if band.aligned else band.from_local(dq_loc)).mul_(band.scale)
-    return (
+    grads = (
         from_rows(dq_rows, b, hq),  # (B, Hq, Lq, D)
         dk.mul_(band.scale).reshape(b, hkv, *dk.shape[1:]),  # (B, Hkv, Lk, D)
         dv.reshape(b, hkv, *dv.shape[1:]),  # (B, Hkv, Lk, Dv)
     )
+    if not sink_grad:
+        return grads
+    assert lse is not None and sink is not None
+    dsink = online.sink_grad(do_loc, out, lse, sink).unsqueeze(-1)  # (n, nb, G·qb, 1)
+    return *grads, from_rows(band.from_local(dsink).squeeze(-1), b, hq)  # (B, Hq, Lq)
+
+
+def _sink_local(band: Band, sinks: Tensor) -> Tensor:
+    """The plan's sinks ``(B, Hq, Lq)`` in the local layout ``(n, nb, G·qb)``, compute dtype."""
+    rows = to_rows(sinks.unsqueeze(-1), band.kv_heads, band.dtype)  # (n, G·Lq, 1)
+    return band.to_local(rows).squeeze(-1)  # (n, nb, G·qb)
 
 
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, band: Band):
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, band: Band):
         qr, kr, vr = _rows(band, q, k, v)
-        out = _forward(band, qr, kr, vr)
-        ctx.save_for_backward(qr, kr, vr, out)
-        ctx.band, ctx.dtypes = band, (q.dtype, k.dtype, v.dtype)
+        sink = None if sinks is None else _sink_local(band, sinks)
+        out, lse = _forward(band, qr, kr, vr, sink)
+        ctx.save_for_backward(qr, kr, vr, out, *(() if sink is None else (lse, sink)))
+        ctx.band = band
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if sinks is None else sinks.dtype)
         return from_rows(band.from_local(out), band.n // band.kv_heads,
                          band.group * band.kv_heads).to(v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor):
         online.no_double_backward("local")
-        grads = _backward(ctx.band, ctx.saved_tensors, dout)
-        return (*(g.to(t) for g, t in zip(grads, ctx.dtypes, strict=True)), None)
+        grads = _backward(ctx.band, ctx.saved_tensors, dout, sink_grad=ctx.needs_input_grad[3])
+        dsinks = grads[3] if len(grads) > 3 else None
+        q_dtype, k_dtype, v_dtype, s_dtype = ctx.dtypes
+        return (grads[0].to(q_dtype), grads[1].to(k_dtype), grads[2].to(v_dtype),
+                None if dsinks is None else dsinks.to(s_dtype), None)
 
 
 def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
     """``attnkit::block_attention``'s local forward (see :mod:`attnkit.kernels.ops`)."""
-    band = Band(plan, plan.score.scale)
-    out = band.from_local(_forward(band, *_rows(band, *inputs)))  # (n, G·Lq, Dv)
+    band = Band(plan, plan.score.scale)  # (no sinks under torch.compile: refused)
+    out = band.from_local(_forward(band, *_rows(band, *inputs))[0])  # (n, G·Lq, Dv)
     return [from_rows(out, band.n // band.kv_heads, band.group * band.kv_heads),
             ops.empty(out), ops.empty(out)]
 
@@ -428,7 +479,8 @@ KERNEL = Kernel(
     "local",
     local,
     Capabilities(
-        dot_product_scores=True, normalizers=SOFTMAX, mask_mod=False, score_mod=False,
+        dot_product_scores=True, normalizers=SOFTMAX | {"softmax_with_sinks"}, mask_mod=False,
+        score_mod=False,
         weights=False, dtypes=FLOATS, extra=_refuses,
     ),
     declines=_declines,

@@ -50,29 +50,15 @@ class DotScores:
 
     def fuses(self, vr: Tensor) -> bool:
         """Whether PyTorch's fused CPU FlashAttention kernel can do the tiles with values
-        ``vr`` (:func:`~attnkit.kernels.tiling.fusable`): on CPU, values as wide as keys, and
-        each row of queries, keys and values contiguous (the kernel reads them so: a
-        transposed ``q`` would give garbage)."""
-        qs, kr = self.qs, self.kr
-        return (qs.device.type == "cpu" and vr.shape[-1] == qs.shape[-1]
-                and qs.dtype in (torch.float32, torch.float64)
-                and qs.stride(-1) == kr.stride(-1) == vr.stride(-1) == 1)
+        ``vr`` (:func:`~attnkit.kernels.tiling.fusable`, :func:`flash_fuses`)."""
+        return flash_fuses(self.qs, self.kr, vr)
 
     def fused(
         self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None, vr: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """One tile of the forward pass on its own, by PyTorch's fused CPU kernel:
-        ``(out_b (n, q, Dv), lse_b (n, q))``, lse ``−inf`` where ``add (n|1, q, k)`` hides
-        every key of a row (the kernel leaves 0 there)."""
-        out_b, lse_b = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            self.qs[:, r0:r1].unsqueeze(0), self.kr[:, k0:k1].unsqueeze(0),
-            vr[:, k0:k1].unsqueeze(0), attn_mask=None if add is None else add.unsqueeze(0),
-            scale=self.scale,
-        )  # (1, n, q, Dv), (1, n, q)
-        lse_b = lse_b[0]
-        if add is not None:
-            lse_b = lse_b.masked_fill((add.amax(dim=-1) == NEG_INF).expand(lse_b.shape), NEG_INF)
-        return out_b[0], lse_b
+        """One tile of the forward pass on its own (:func:`flash_tile`): ``(out_b (n, q, Dv),
+        lse_b (n, q))``."""
+        return flash_tile(self.qs[:, r0:r1], self.kr[:, k0:k1], vr[:, k0:k1], add, self.scale)
 
     def fused_grads(
         self, r0: int, r1: int, k0: int, k1: int, add: Tensor | None, dout: Tensor, out: Tensor,
@@ -94,6 +80,33 @@ class DotScores:
         dqs[:, r0:r1].add_(gq[0])
         dk[:, k0:k1].add_(gk[0])
         dv[:, k0:k1].add_(gv[0])
+
+
+def flash_fuses(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether PyTorch's fused CPU FlashAttention kernel can take ``q (…, D)``, ``k (…, D)``,
+    ``v (…, Dv)``: on CPU, float32/float64, values as wide as keys, and each row of queries,
+    keys and values contiguous (the kernel reads them so: a transposed ``q`` would give
+    garbage)."""
+    return (q.device.type == "cpu" and v.shape[-1] == q.shape[-1]
+            and q.dtype in (torch.float32, torch.float64)
+            and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1)
+
+
+def flash_tile(
+    q: Tensor, k: Tensor, v: Tensor, add: Tensor | None, scale: float
+) -> tuple[Tensor, Tensor]:
+    """Softmax attention of ``q (n, q, D)`` over ``k (n, k, D)``, ``v (n, k, Dv)`` with the
+    additive mask ``add (n|1, q, k)`` (or ``None``) by PyTorch's fused CPU kernel (when
+    :func:`flash_fuses`): ``(out (n, q, Dv), lse (n, q))``, lse ``−inf`` and out 0 where
+    ``add`` hides every key of a row (the kernel leaves 0 in both)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+        attn_mask=None if add is None else add.unsqueeze(0), scale=scale,
+    )  # (1, n, q, Dv), (1, n, q)
+    lse = lse[0]
+    if add is not None:
+        lse = lse.masked_fill((add.amax(dim=-1) == NEG_INF).expand(lse.shape), NEG_INF)
+    return out[0], lse
 
 
 def modded(inner: TileScores, score: Scoring, tiling: Tiling, grads: bool) -> TileScores:
