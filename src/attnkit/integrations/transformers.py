@@ -118,8 +118,9 @@ def attention_forward(
             become ``softcap · tanh(score / softcap)`` before the mask, as a ``score_mod``
             (so the block kernels run it). ``s_aux`` (gpt-oss's attention sinks, one logit
             per query head): the softmax gets that logit in its denominator
-            (:func:`attnkit.normalizers.softmax_with_sinks`: the ``chunked`` kernel merges
-            it into each row's log-sum-exp; with the weights, the dense ``reference``).
+            (:func:`attnkit.normalizers.softmax_with_sinks`: the ``chunked`` kernel, or
+            ``local`` on a narrow sliding window, merges it into each row's log-sum-exp;
+            with the weights, the dense ``reference``).
             ``sinks`` ``(B, Hq, Lq, 1)`` (Inkling 2): the same with a logit per query, given
             as the extra column eager concatenates. The :data:`PASSENGERS` are not about
             attention. Anything else with a value is refused.

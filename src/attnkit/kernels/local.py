@@ -26,9 +26,20 @@ Backward: an autograd function saving ``q, k, v, out`` (``O(length)``) that reco
 group (:func:`online.tile_grads`); the key/value window gradients overlap and are summed back
 window slot by window slot. Dropout regenerates its keep-mask per group from a seed.
 
-Serves softmax over dot-product scores, bool masks, float biases (without their gradient),
-key lengths, causal, grouped heads, dropout. It returns neither weights (``chunked`` does) nor
-the log-sum-exp (``None``: no caller of the band needs it, and it would cost two more passes).
+Attention sinks (normalizer ``softmax_with_sinks``, gpt-oss's sliding layers): each group's
+log-sum-exp comes with its output (PyTorch's fused CPU kernel returns it, :func:`flash_tile`;
+elsewhere, or with dropout, :func:`online.attend_` makes it), and after the last group each
+row's sink is merged in as a key of score ``σ`` and value 0 (:func:`online.merge_` with
+``out_b=None``: ``O' = O · exp(lse − lse')``, ``lse' = log(e^{lse} + e^{σ})``). The backward
+pass saves ``lse'`` and recomputes each window's true weights ``P' = exp(S − lse')`` (the sink's
+share left out); ``D = rowsum(dO ∘ O')`` as without sinks, and the sinks' gradient
+``−D · p_sink`` is :func:`online.sink_grad`'s. A row that sees no key gives 0, its weight all
+on the sink.
+
+Serves softmax (and softmax with sinks) over dot-product scores, bool masks, float biases
+(without their gradient), key lengths, causal, grouped heads, dropout (sinks under
+``torch.compile``: refused). It returns neither weights (``chunked`` does) nor the log-sum-exp
+(``None``: no caller of the band needs it, and without sinks it would cost two more passes).
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv).
 Local layout of queries/outputs: ``(n, nb, G·qb, ·)`` with n = B·Hkv, nb blocks.
@@ -341,15 +352,15 @@ def _forward(
         lse_t = None if lse is None else lse[h, b0:b1]  # (gb, G·qb)
         if fused:
             band.attend(qloc, kwin[h, i0:i1], vwin[h, i0:i1], tile, out[h, b0:b1], lse_t)
-            continue
-        assert ws is not None
-        s = band.scores(ws, qloc, kwin[h, i0:i1], tile)  # (gb, G·qb, W)
-        keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape, s.dtype)
-        online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], lse_t, first=True,
-                       may_be_empty=not plain, keep=keep)
-    if lse is not None:
-        assert sink is not None
-        online.merge_(out, lse, None, sink)  # out' = out · exp(lse − lse'), lse' in lse
+        else:
+            assert ws is not None
+            s = band.scores(ws, qloc, kwin[h, i0:i1], tile)  # (gb, G·qb, W)
+            keep = None if band.dropout is None else band.dropout.keep((h, b0, 0), s.shape,
+                                                                       s.dtype)
+            online.attend_(s, vwin[h, i0:i1], out[h, b0:b1], lse_t, first=True,
+                           may_be_empty=not plain, keep=keep)
+        if sink is not None:  # while the group's output is in cache: out · exp(lse − lse')
+            online.merge_(out[h, b0:b1], lse_t, None, sink[h, b0:b1])  # lse' in lse
     return out, lse
 
 
@@ -420,7 +431,8 @@ def _backward(
     if not sink_grad:
         return grads
     assert lse is not None and sink is not None
-    dsink = online.sink_grad(do_loc, out, lse, sink).unsqueeze(-1)  # (n, nb, G·qb, 1)
+    dsink = online.sink_grad(do_loc, out, lse, sink, row_dot.squeeze(-1))  # (n, nb, G·qb)
+    dsink = dsink.unsqueeze(-1)  # (n, nb, G·qb, 1)
     return *grads, from_rows(band.from_local(dsink).squeeze(-1), b, hq)  # (B, Hq, Lq)
 
 

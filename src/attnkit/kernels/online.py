@@ -126,11 +126,15 @@ def merge_(out: Tensor, lse: Tensor, out_b: Tensor | None, lse_b: Tensor) -> Non
     lse.copy_(new)
 
 
-def sink_grad(dout: Tensor, out: Tensor, lse: Tensor, sink: Tensor) -> Tensor:
+def sink_grad(
+    dout: Tensor, out: Tensor, lse: Tensor, sink: Tensor, row_dot: Tensor | None = None
+) -> Tensor:
     """The gradient of sinks merged by :func:`merge_` (``out_b=None``), ``(n, rows)``: with
     ``D = rowsum(dO ∘ O')``, ``−D · p_sink``, ``p_sink = exp(sink − lse')`` the weight the
-    sink took (0 where the row holds nothing)."""
-    row_dot = (dout * out).sum(dim=-1)  # (n, rows): D
+    sink took (0 where the row holds nothing). ``row_dot (n, rows)``: ``D``, when the caller
+    has it already (a pass over ``dout`` and ``out`` fewer)."""
+    if row_dot is None:
+        row_dot = (dout * out).sum(dim=-1)  # (n, rows): D
     empty = lse == NEG_INF
     taken = (sink - lse.masked_fill(empty, 0.0)).exp_().masked_fill_(empty, 0.0)
     return -row_dot * taken
