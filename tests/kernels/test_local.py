@@ -186,3 +186,20 @@ def test_dispatch_runs_local_for_sinks_on_a_window() -> None:
     norm = _sinks(4)
     assert attnkit.explain_dispatch(q, k, v, window=(127, 0), causal=True,
                                     normalize=norm).kernel == "local"
+
+
+def test_sinks_in_bfloat16_match_reference_within_rounding() -> None:
+    # 16-bit inputs and sinks: local computes in float32 as reference does, so the two differ
+    # by the rounding of their bfloat16 results; the sinks' gradient comes back in bfloat16
+    q, k, v = make_inputs((1, 4, 2, 300, 300, 32), dtype=torch.bfloat16)
+    sinks = torch.tensor([0.0, 1.5, -2.0, 4.0], dtype=torch.bfloat16, requires_grad=True)
+    norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
+    cot = torch.randn(1, 4, 300, 32, generator=torch.Generator().manual_seed(3))
+    found = {}
+    for backend in ("local", "reference"):
+        out = attnkit.attention(q, k, v, window=(31, 0), causal=True, normalize=norm,
+                                backend=backend)
+        found[backend] = (out, *torch.autograd.grad((out.float() * cot).sum(), (q, k, v, sinks)))
+    for ours, ref in zip(found["local"], found["reference"], strict=True):
+        assert ours.dtype == torch.bfloat16
+        torch.testing.assert_close(ours.float(), ref.float(), rtol=2e-2, atol=2e-2)

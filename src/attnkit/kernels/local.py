@@ -28,13 +28,14 @@ window slot by window slot. Dropout regenerates its keep-mask per group from a s
 
 Attention sinks (normalizer ``softmax_with_sinks``, gpt-oss's sliding layers): each group's
 log-sum-exp comes with its output (PyTorch's fused CPU kernel returns it, :func:`flash_tile`;
-elsewhere, or with dropout, :func:`online.attend_` makes it), and after the last group each
-row's sink is merged in as a key of score ``σ`` and value 0 (:func:`online.merge_` with
-``out_b=None``: ``O' = O · exp(lse − lse')``, ``lse' = log(e^{lse} + e^{σ})``). The backward
-pass saves ``lse'`` and recomputes each window's true weights ``P' = exp(S − lse')`` (the sink's
-share left out); ``D = rowsum(dO ∘ O')`` as without sinks, and the sinks' gradient
-``−D · p_sink`` is :func:`online.sink_grad`'s. A row that sees no key gives 0, its weight all
-on the sink.
+elsewhere, or with dropout, :func:`online.attend_` makes it), and each row's sink is merged
+into the group's output while it is in cache, as a key of score ``σ`` and value 0
+(:func:`online.merge_` with ``out_b=None``: ``O' = O · exp(lse − lse')``,
+``lse' = log(e^{lse} + e^{σ})``). The backward pass saves ``lse'`` and recomputes each
+window's true weights ``P' = exp(S − lse')`` (the sink's share left out; on CPU ``exp`` of a
+tile costs less than the softmax it replaces); ``D = rowsum(dO ∘ O')`` as without sinks, and
+the sinks' gradient ``−D · p_sink`` is :func:`online.sink_grad`'s. A row that sees no key
+gives 0, its weight all on the sink.
 
 Serves softmax (and softmax with sinks) over dot-product scores, bool masks, float biases
 (without their gradient), key lengths, causal, grouped heads, dropout (sinks under
@@ -378,7 +379,8 @@ def _backward(
     hkv, qb, lk = band.kv_heads, band.qb, band.kv_len
     qloc = band.to_local(qr)  # (n, nb, G·qb, D)
     do_loc = band.to_local(to_rows(dout, hkv, out.dtype))  # (n, nb, G·qb, Dv)
-    if lse is not None:  # rows of σ = −inf that see nothing: lse' −inf, P' 0
+    lse_safe = None  # rows of σ = −inf that see nothing have lse' −inf: 0 there, so P' is 0
+    if lse is not None:
         lse_safe = lse.masked_fill(lse == NEG_INF, 0.0).unsqueeze(-1)  # (n, nb, G·qb, 1)
     row_dot = torch.linalg.vecdot(do_loc, out).unsqueeze(-1)  # (n, nb, G·qb, 1): dO·O
     dq = torch.empty_like(qloc) if not band.aligned else torch.empty_like(qr)
@@ -401,7 +403,7 @@ def _backward(
         kwin, vwin_t, dkb, dvb = tiles[seg]  # (n, blocks, D|Dv, W), grads (n, rows, ·)
         i0, i1, gb = b0 - seg.start, b1 - seg.start, b1 - b0
         p = band.scores(ws, qloc, kwin[h, i0:i1], (h, b0, b1, plain))  # (gb, G·qb, W)
-        if lse is None:
+        if lse_safe is None:
             online.softmax_(p, not plain, lse=False)  # P again, in place
         else:
             p.sub_(lse_safe[h, b0:b1]).exp_()  # P' = exp(S − lse'), in place
@@ -492,8 +494,7 @@ KERNEL = Kernel(
     local,
     Capabilities(
         dot_product_scores=True, normalizers=SOFTMAX | {"softmax_with_sinks"}, mask_mod=False,
-        score_mod=False,
-        weights=False, dtypes=FLOATS, extra=_refuses,
+        score_mod=False, weights=False, dtypes=FLOATS, extra=_refuses,
     ),
     declines=_declines,
     priority=5,
