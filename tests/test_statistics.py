@@ -50,6 +50,14 @@ def _options(option: str, q: torch.Tensor, k: torch.Tensor) -> dict:
     return {}
 
 
+def _sinks(q: torch.Tensor) -> dict:
+    """gpt-oss's attention sinks, one logit per query head, large enough to take a good share
+    of each row (the weights then sum to 1 − p_sink)."""
+    gen = torch.Generator().manual_seed(2)
+    sinks = torch.randn(q.shape[1], generator=gen, dtype=q.dtype) + 1.5
+    return {"normalize": attnkit.Normalizer("softmax_with_sinks", sinks=sinks)}
+
+
 def _reference_weights(q, k, v, **options) -> torch.Tensor:
     return attnkit.attention(q, k, v, return_weights=True, backend="reference", **options)[1]
 
@@ -71,11 +79,16 @@ def passes(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.mark.parametrize("sinks", [False, True], ids=["softmax", "sinks"])
 @pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_summaries_reduce_the_reference_weights(shape: str, option: str, passes: str) -> None:
+def test_summaries_reduce_the_reference_weights(
+    shape: str, option: str, passes: str, sinks: bool
+) -> None:
+    # with sinks, the reference's weights are the ones the model sees (rows summing to
+    # 1 − p_sink; a row with no key all 0): the summaries reduce those
     q, k, v = _inputs(shape)
-    options = _options(option, q, k)
+    options = _options(option, q, k) | (_sinks(q) if sinks else {})
     kernel = attnkit.explain_dispatch(q, k, v, return_weights="key_totals", **options).kernel
     assert kernel == "chunked"  # in the kernel, not from the full weights
     weights = _reference_weights(q, k, v, **options)  # (B, Hq, Lq, Lk)
@@ -132,8 +145,9 @@ def test_tiles_of_one_entry_with_many_rows(monkeypatch) -> None:
     torch.testing.assert_close(totals, weights.sum(dim=2))
 
 
+@pytest.mark.parametrize("sinks", [False, True], ids=["softmax", "sinks"])
 @pytest.mark.parametrize("rows", [40, 160])  # 10 queries per tile: only the last block sees keys
-def test_blocks_of_queries_that_see_no_key_weigh_zero(monkeypatch, rows: int) -> None:
+def test_blocks_of_queries_that_see_no_key_weigh_zero(monkeypatch, rows: int, sinks: bool) -> None:
     """Blocks of queries no tile visits (bottom-right causal, Lq > Lk) are left out of the
     tiles; their rows of the heads' mean must still be 0, as the reference's weights are."""
     monkeypatch.setattr(tiling, "WHOLE_ROWS_ELEMENTS", rows)
@@ -141,9 +155,11 @@ def test_blocks_of_queries_that_see_no_key_weigh_zero(monkeypatch, rows: int) ->
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(2, 2, 40, 8, generator=gen, dtype=torch.float64)
     k, v = (torch.randn(2, 2, 4, 8, generator=gen, dtype=torch.float64) for _ in range(2))
-    weights = _reference_weights(q, k, v, causal=True)  # queries 0..35 see no key
-    _, mean = attnkit.attention(q, k, v, return_weights="heads_mean", causal=True)
+    options = {"causal": True} | (_sinks(q) if sinks else {})
+    weights = _reference_weights(q, k, v, **options)  # queries 0..35 see no key
+    out, mean = attnkit.attention(q, k, v, return_weights="heads_mean", **options)
     torch.testing.assert_close(mean, weights.mean(dim=1))
+    torch.testing.assert_close(out, attnkit.attention(q, k, v, backend="reference", **options))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ weights (over all keys) are compared.
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ pytest.importorskip("transformers")
 import transformers as T
 
 from attnkit.integrations import transformers as attnkit_hf
+from attnkit.kernels import chunked
 from tests.integrations.tiny_models import (
     ARCHS,
     LENGTHS,
@@ -82,7 +84,12 @@ def layer_pairs(what: str, ref: tuple, got: tuple, rows: torch.Tensor | None) ->
 def compare(arch: Arch, side: str) -> None:
     model = arch.build()
     inputs = model_inputs(arch, model, side)
-    ref, got = run(model, "eager", inputs), run(model, "attnkit", inputs)
+    ref = run(model, "eager", inputs)
+    with mock.patch.object(chunked, "_forward", wraps=chunked._forward) as tiles:
+        got = run(model, "attnkit", inputs)
+    if arch.name == "gpt_oss":  # weights with sinks from chunked's tiles, not a dense kernel
+        served = [(c.args[0].weights, c.args[0].plan.sinks is not None) for c in tiles.mock_calls]
+        assert served == [(True, True)] * len(got.attentions)
     real = inputs["attention_mask"].bool() if "attention_mask" in inputs else None
     if arch.kind == "encoder-decoder":
         target = inputs["decoder_attention_mask"].bool()

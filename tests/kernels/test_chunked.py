@@ -123,36 +123,77 @@ def test_inputs_whose_rows_are_not_contiguous(transposed: str) -> None:
     assert_matches_reference("chunked", given["q"], given["k"], given["v"], mask=mask)
 
 
+@pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize(("shape", "option"), grid(OPTIONS, ("causal", "key-lengths")))
-def test_attention_sinks_and_their_gradients_match_reference(shape: str, option: str) -> None:
-    # gpt-oss's sinks merged into each row's lse: forward and every gradient (the sinks' own
-    # included) against the reference's dense softmax with the sink in its denominator
+def test_attention_sinks_and_their_gradients_match_reference(
+    shape: str, option: str, weights: bool
+) -> None:
+    # gpt-oss's sinks merged into each row's lse: forward, the weights the model sees (rows
+    # summing to 1 − p_sink) and every gradient (the sinks' own included, through the weights
+    # too) against the reference's dense softmax with the sink in its denominator
     q, k, v = make_inputs(shape)
     sinks = torch.randn(q.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     norm = attnkit.Normalizer("softmax_with_sinks", sinks=(sinks * 3).requires_grad_())
-    assert_matches_reference("chunked", q, k, v, normalize=norm, **option_kwargs(option, q, k))
+    assert_matches_reference("chunked", q, k, v, normalize=norm, return_weights=weights,
+                             **option_kwargs(option, q, k))
 
 
-def test_attention_sinks_per_query_and_on_every_path() -> None:
+@pytest.mark.parametrize("weights", [False, True])
+def test_attention_sinks_per_query_and_on_every_path(weights: bool) -> None:
     # per-query sinks (B, Hq, Lq); a block mask (PyTorch's fused tiles), a transposed k and a
-    # score_mod (the tensor-op tiles); rows with no key at all
+    # score_mod (the tensor-op tiles; with weights, a second pass with the final lse); rows
+    # with no key at all
     q, k, v = make_inputs((2, 4, 2, 33, 40, 16))
     gen = torch.Generator().manual_seed(6)
     sinks = torch.randn(2, 4, 33, dtype=torch.float64, generator=gen).requires_grad_()
     norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
     blocks = attnkit.create_block_mask(lambda b, h, i, j: (i // 9 == j // 9) & (i < 30), None,
                                        None, 33, 40)
-    assert_matches_reference("chunked", q, k, v, normalize=norm, mask=blocks)
+    kwargs = {"normalize": norm, "return_weights": weights}
+    assert_matches_reference("chunked", q, k, v, mask=blocks, **kwargs)
     k_t = k.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
-    assert_matches_reference("chunked", q, k_t, v, normalize=norm, causal=True)
-    assert_matches_reference("chunked", q, k, v, normalize=norm,
-                             score_mod=lambda s, b, h, i, j: s - 0.1 * (i - j).abs())
+    assert_matches_reference("chunked", q, k_t, v, causal=True, **kwargs)
+    assert_matches_reference("chunked", q, k, v,
+                             score_mod=lambda s, b, h, i, j: s - 0.1 * (i - j).abs(), **kwargs)
 
 
-def test_attention_sinks_with_weights_go_to_reference() -> None:
+@pytest.mark.parametrize("score_mod", [None, lambda s, b, h, i, j: s * 0.9], ids=["dot", "mod"])
+def test_attention_sinks_weights_gradcheck(score_mod) -> None:
+    # the weights' and output's gradients, the sinks' included (−D·p_sink with
+    # D = rowsum(dO ∘ O) + rowsum(W ∘ dW)), against finite differences; causal with Lq > Lk
+    # leaves the first queries no key (their weights 0, all their mass on the sink)
+    q, k, v = make_inputs((1, 4, 2, 6, 4, 3))
+    sinks = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def f(q, k, v, sinks):
+        norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
+        return attnkit.attention(q, k, v, normalize=norm, causal=True, return_weights=True,
+                                 score_mod=score_mod, backend="chunked")
+
+    assert torch.autograd.gradcheck(f, (q, k, v, sinks.requires_grad_()))
+
+
+def test_attention_sinks_with_weights_and_summaries_run_in_chunked() -> None:
     q, k, v = make_inputs("square-97-d8")
     norm = attnkit.Normalizer("softmax_with_sinks", sinks=torch.zeros(2, dtype=torch.float64))
-    dispatch = attnkit.explain_dispatch(q, k, v, normalize=norm, return_weights=True)
-    assert dispatch.kernel == "reference"
-    assert "attention sinks with weights" in dispatch.passed_over["chunked"]
-    assert attnkit.explain_dispatch(q, k, v, normalize=norm).kernel == "chunked"
+    for asked in (True, "key_totals", "heads_mean", attnkit.TopK(3)):
+        dispatch = attnkit.explain_dispatch(q, k, v, normalize=norm, return_weights=asked)
+        assert dispatch.kernel == "chunked", (asked, dispatch)
+
+
+def test_attention_sinks_weights_of_rows_with_no_key() -> None:
+    # a row that sees no key gives its whole weight to the sink: output and weights 0, finite
+    # gradients, and the sink's gradient 0 there (D = 0); also with a sink of −inf
+    q, k, v = make_inputs((1, 2, 2, 9, 4, 8))  # causal with Lq > Lk: 5 queries see nothing
+    for value in (0.5, float("-inf")):
+        sinks = torch.full((2,), value, dtype=torch.float64, requires_grad=True)
+        norm = attnkit.Normalizer("softmax_with_sinks", sinks=sinks)
+        out, weights = attnkit.attention(q, k, v, normalize=norm, causal=True,
+                                         return_weights=True, backend="chunked")
+        assert torch.all(out[:, :, :5] == 0) and torch.all(weights[:, :, :5] == 0)
+        assert torch.isfinite(weights).all()
+        (out.sum() + weights.sum()).backward()
+        assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+        assert torch.all(q.grad[:, :, :5] == 0)
+        for t in (q, k, v):
+            t.grad = None

@@ -119,8 +119,8 @@ def attention_forward(
             (so the block kernels run it). ``s_aux`` (gpt-oss's attention sinks, one logit
             per query head): the softmax gets that logit in its denominator
             (:func:`attnkit.normalizers.softmax_with_sinks`: the ``chunked`` kernel, or
-            ``local`` on a narrow sliding window, merges it into each row's log-sum-exp;
-            with the weights, the dense ``reference``).
+            ``local`` on a narrow sliding window, merges it into each row's log-sum-exp,
+            with the weights too).
             ``sinks`` ``(B, Hq, Lq, 1)`` (Inkling 2): the same with a logit per query, given
             as the extra column eager concatenates. The :data:`PASSENGERS` are not about
             attention. Anything else with a value is refused.

@@ -27,10 +27,15 @@ output keeps its gradient.
 Serves softmax over any dot-product score (``dot``, ``scaled_dot``, ``general``, ``cosine``
 through the plan's ``DotForm``; gradients reach score parameters through it), every kind of
 visibility, float biases (with their gradient), grouped heads, dropout, ``score_mod``, and
-attention sinks (normalizer ``softmax_with_sinks``, without weights or summaries): a key of
-score ``σ`` and value 0 merged into each row's lse after the last tile (:func:`online.merge_`
-with ``out_b=None``), so the backward pass is FlashAttention-2's with that lse, plus the
-sinks' own gradient (:func:`online.sink_grad`). The lse returned then includes the sink.
+attention sinks (normalizer ``softmax_with_sinks``): a key of score ``σ`` and value 0 merged
+into each row's lse after the last tile (:func:`online.merge_` with ``out_b=None``), so the
+backward pass is FlashAttention-2's with that lse ``lse'``, plus the sinks' own gradient
+(:func:`online.sink_grad`, ``−D · p_sink``; with the weights' gradient ``D`` includes
+``rowsum(W ∘ dW)``). The lse returned then includes the sink. The weights and summaries with
+sinks are the ones the model uses, ``P' = exp(S − lse')`` (rows summing to ``1 − p_sink``): a
+second pass with ``lse'`` gives them directly; whole rows normalised without the sink (the
+weights' one pass, a summary's tiles of whole rows) are scaled by ``exp(lse − lse')``
+(:func:`_kept`).
 Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
@@ -50,7 +55,8 @@ from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.tile_scores import DotScores, ModScores, modded
-from attnkit.kernels.tiling import Tiling, dropout_for, whole_rows
+from attnkit.kernels.tiling import Box, TileScores, Tiling, dropout_for, whole_rows
+from attnkit.kernels.visibility import NEG_INF
 from attnkit.kernels.weights import rows_backward, rows_forward
 
 _BLOCK_ELEMENTS = 1 << 21  # scores per tile across the batch (8 MiB in float32)
@@ -107,18 +113,57 @@ class _Call:
         dots = DotScores(qr, kr, tiles, grads, self.scale)
         return modded(dots, self.plan.score, tiles, grads is not None)
 
-    def summarised(self, qr: Tensor, kr: Tensor, vr: Tensor):
-        """``(out, lse or None, summary)`` in the rows layout (see the module docstring)."""
+    def summarised(self, qr: Tensor, kr: Tensor, vr: Tensor, sinks: Tensor | None):
+        """``(out, lse or None, summary)`` in the rows layout (see the module docstring);
+        ``sinks (n, G·Lq)`` or ``None``."""
         plan = self.plan
         reduce = summaries.reduction(plan.summary, plan.shapes, plan.dtype, qr.dtype, qr.device)
         rows = whole_rows(self.tiling)
-        if rows is None:
-            out, lse, _ = online.attention(self.scores(qr, kr), vr, self.tiling, False,
-                                           consume=reduce)
-        else:
-            sb = self.scores(qr, kr, tiles=rows)
+        if rows is None:  # a second pass over the keys with the final lse (the sink's included)
+            sb = self.scores(qr, kr)
+            out, lse, _ = online.attention(sb, vr, self.tiling, False)
+            if sinks is not None:
+                assert lse is not None
+                online.merge_(out, lse, None, sinks)
+            online.probabilities(sb, lse, self.tiling, reduce)
+            return out, lse, reduce.result()
+        sb = self.scores(qr, kr, tiles=rows)
+        if sinks is None:
             out, lse = online.in_one_pass(sb, vr, rows, reduce, need_lse=plan.needs_grad)
-        return out, lse, reduce.result()
+            return out, lse, reduce.result()
+        return (*_one_pass_with_sinks(sb, vr, rows, reduce, sinks), reduce.result())
+
+
+def _one_pass_with_sinks(
+    sb: TileScores, vr: Tensor, rows: Tiling, reduce: summaries.Reduction, sinks: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`online.in_one_pass` with sinks ``(n, G·Lq)``: each tile of whole rows is
+    normalised without its sink, so its probabilities are scaled by :func:`_kept` (from the
+    rows' lse, final once the tile is done) before ``reduce`` takes them; the sinks are merged
+    into ``out (n, G·Lq, Dv)`` and ``lse (n, G·Lq)`` after the last tile."""
+    vis, n = rows.vis, vr.shape[0]
+    count = vis.heads // rows.kv_heads * vis.q_len
+    # rows of blocks no tile visits (queries that see no key) need zeros beforehand
+    make = vr.new_empty if vis.every_query_sees_a_key else vr.new_zeros
+    out = make(n, count, vr.shape[2])  # (n, G·Lq, Dv)
+    lse = vr.new_full((n, count), NEG_INF)  # (n, G·Lq)
+
+    def consume(p: Tensor, g: int, box: Box, entries: slice) -> None:
+        r0, r1 = rows.rows(g, box[0], box[1])
+        p.mul_(_kept(lse[entries, r0:r1], sinks[entries, r0:r1]).unsqueeze(-1))  # (n, q, k)
+        reduce(p, g, box, entries)
+
+    online.forward(sb, vr, out, lse, rows, consume=consume)
+    online.merge_(out, lse, None, sinks)
+    return out, lse
+
+
+def _kept(lse: Tensor, sinks: Tensor) -> Tensor:
+    """``exp(lse − lse') = 1 − p_sink``, ``lse' = log(e^{lse} + e^{σ})``: what each row's
+    weights normalised without its sink ``σ`` are multiplied by to become the weights with it
+    (``lse``, ``sinks`` and the result of one shape; 0 where the row sees no key)."""
+    merged = torch.logaddexp(lse, sinks)
+    return (lse - merged.masked_fill(merged == NEG_INF, 0.0)).exp_()
 
 
 def _rows(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -131,22 +176,33 @@ def _rows(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor,
 def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
     """What the backward pass needs, in the rows layout: ``(qr, kr, vr, out (n, G·Lq, Dv),
     lse (n, G·Lq) or None, weights (n, G·Lq, Lk) or None)``, and the plan's summary (or
-    ``None``)."""
+    ``None``). With sinks, ``out``, ``lse`` and the weights include them."""
     qr, kr, vr = _rows(call, q, k, v)
-    lse, summary = None, None
-    if call.plan.summary is not None:
-        out, lse, summary = call.summarised(qr, kr, vr)
-        weights = None
+    plan = call.plan
+    sinks = None if plan.sinks is None else _sink_rows(call, plan.sinks, qr.dtype)  # (n, G·Lq)
+    lse, summary, weights = None, None, None
+    if plan.summary is not None:
+        out, lse, summary = call.summarised(qr, kr, vr, sinks)
     elif call.weights and call.mod is None:  # the backward pass reads the weights
-        weights = qr.new_empty(*qr.shape[:2], call.plan.shapes.kv_len)  # (n, G·Lq, Lk)
-        out = rows_forward(qr, kr, vr, call.tiling, weights, call.scale)
-    else:
-        sinks = call.plan.sinks
-        out, lse, weights = online.attention(call.scores(qr, kr), vr, call.tiling, call.weights,
-                                             need_lse=call.plan.needs_grad or sinks is not None)
-        if sinks is not None:  # (no weights: refused) a key of score σ and value 0, merged
+        weights = qr.new_empty(*qr.shape[:2], plan.shapes.kv_len)  # (n, G·Lq, Lk)
+        lse = None if sinks is None else qr.new_empty(qr.shape[:2])  # (n, G·Lq)
+        out = rows_forward(qr, kr, vr, call.tiling, weights, call.scale, lse=lse)
+        if sinks is not None:  # the weights of whole rows, normalised without the sink
             assert lse is not None
-            online.merge_(out, lse, None, _sink_rows(call, sinks, lse.dtype))
+            weights.mul_(_kept(lse, sinks).unsqueeze(-1))
+            online.merge_(out, lse, None, sinks)
+    else:
+        sb = call.scores(qr, kr)
+        need_lse = plan.needs_grad or call.weights or sinks is not None
+        out, lse, _ = online.attention(sb, vr, call.tiling, False, need_lse=need_lse)
+        if sinks is not None:  # a key of score σ and value 0, merged after the last tile
+            assert lse is not None
+            online.merge_(out, lse, None, sinks)
+        if call.weights:  # a second pass with the final lse: P' = exp(S − lse')
+            assert lse is not None
+            weights = qr.new_zeros(*qr.shape[:2], plan.shapes.kv_len)  # (n, G·Lq, Lk)
+            online.probabilities(sb, lse, call.tiling, online.write_weights(weights,
+                                                                             plan.shapes.q_len))
     return (qr, kr, vr, out, lse, weights), summary
 
 
@@ -170,7 +226,7 @@ def _backward(
     if bias_grad and bias is not None:
         dbias = torch.zeros(bias.shape, dtype=qr.dtype, device=qr.device)
     leaf_grads: list[Tensor | None] = []
-    if lse is None:
+    if weights is not None and call.mod is None:  # the weights of rows_forward
         dqr, dk, dv = rows_backward(dout_rows, dweights, (qr, kr, vr, weights), call.tiling,
                                     dbias, call.scale)
     else:
@@ -186,7 +242,11 @@ def _backward(
     sinks, dsinks = call.plan.sinks, None
     if sinks is not None and sinks.requires_grad:  # −D · p_sink per row
         assert lse is not None
-        found = online.sink_grad(dout_rows, out, lse, _sink_rows(call, sinks, lse.dtype))
+        sink_rows = _sink_rows(call, sinks, lse.dtype)  # (n, G·Lq)
+        found = online.sink_grad(dout_rows, out, lse, sink_rows)
+        if weights is not None and dweights is not None:  # D += rowsum(W ∘ dW)
+            dw = dweights.reshape(weights.shape).to(weights.dtype)  # (n, G·Lq, Lk)
+            found += online.sink_grad(dw, weights, lse, sink_rows)
         dsinks = from_rows(found, s.batch, s.q_heads).to(sinks.dtype)  # (B, Hq, Lq)
     return dq, dk4, dv4, dbias, dsinks, leaf_grads
 
@@ -248,9 +308,9 @@ ops.register_op_kernel("chunked", _op_forward, _op_backward)
 
 
 def _refuses(plan: AttentionPlan) -> str | None:
-    if plan.sinks is not None and (plan.return_weights or plan.summary is not None
-                                   or torch.compiler.is_compiling()):
-        return "attention sinks with weights, a summary or under torch.compile not supported"
+    if plan.sinks is not None and torch.compiler.is_compiling():
+        return ("under torch.compile, attention sinks run in the traceable reference kernel: "
+                "the block kernels' custom operator takes no sinks")
     return ops.refuses(plan)
 
 

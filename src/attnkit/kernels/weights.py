@@ -63,10 +63,12 @@ def _tiles(
 
 
 def rows_forward(
-    qr: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, w3: Tensor, scale: float
+    qr: Tensor, kr: Tensor, vr: Tensor, tiling: Tiling, w3: Tensor, scale: float,
+    lse: Tensor | None = None,
 ) -> Tensor:
     """The output; ``w3 (n, G·Lq, Lk)`` is filled with the exact weights of the scores
-    ``scale · q kᵀ``."""
+    ``scale · q kᵀ``, and ``lse (n, G·Lq)``, when given, with each row's log-sum-exp
+    (``−inf`` for a row that sees no key)."""
     n, rows_all, _ = qr.shape
     lq, lk = tiling.vis.q_len, kr.shape[1]
     out = torch.empty(n, rows_all, vr.shape[2], dtype=qr.dtype, device=qr.device)
@@ -78,9 +80,12 @@ def rows_forward(
         e0, e1 = (0, n) if entry is None else (entry, entry + 1)
         r0, r1 = g * lq + q0, g * lq + q1
         s = w3[e0:e1, r0:r1]  # (n|1, q, Lk): the weights' own rows
+        lse_rows = None if lse is None else lse[e0:e1, r0:r1]  # (n|1, q)
         if tile is None:  # no query of the block sees a key
             s.zero_()
             out[e0:e1, r0:r1].zero_()
+            if lse_rows is not None:
+                lse_rows.fill_(float("-inf"))
             continue
         if tile.full:
             torch.baddbmm(s, qr[e0:e1, r0:r1], kt[e0:e1], beta=0.0, alpha=scale, out=s)
@@ -88,7 +93,7 @@ def rows_forward(
             add = tiling.additive(tile, g, s.dtype, entry).expand(s.shape)
             torch.baddbmm(add, qr[e0:e1, r0:r1], kt[e0:e1], alpha=scale, out=s)
         keep = None if dropout is None else dropout.keep((g, q0, e0), s.shape, s.dtype)
-        attend_(s, vr[e0:e1], out[e0:e1, r0:r1], None, first=True,
+        attend_(s, vr[e0:e1], out[e0:e1, r0:r1], lse_rows, first=True,
                 may_be_empty=not (tile.full or tiling.vis.every_query_sees_a_key), keep=keep)
     return out
 
