@@ -16,8 +16,10 @@ through a statistic** (it is detached; the output keeps its own gradient).
 The kernels that walk tiles (``chunked``, ``additive``) make them tile by tile from each
 row's final log-sum-exp, and the full weights never exist
 (:mod:`attnkit.kernels.summaries`): ``chunked`` in one pass where a tile can hold whole rows
-(as many as fit in a few MiB), else, like ``additive``, in a second pass over the keys. The
-``reference`` kernel, which serves any other normalizer or score, reduces its full weights.
+(as many as fit in a few MiB), else, like ``additive``, in a second pass over the keys;
+``chunked`` also with attention sinks (``softmax_with_sinks``: the weights the model uses, each
+row summing to ``1 − p_sink``). The ``reference`` kernel, which serves any other normalizer or
+score, reduces its full weights.
 """
 
 from __future__ import annotations

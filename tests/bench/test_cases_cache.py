@@ -7,7 +7,7 @@ import torch
 
 from attnkit.bench.cases import CASES, _qkv, naive_attention
 from attnkit.bench.cases_cache import generate, rate_at
-from attnkit.bench.cases_statistics import heads_mean, key_totals, top_k
+from attnkit.bench.cases_statistics import heads_mean, key_totals, key_totals_with_sinks, top_k
 from attnkit.bench.decoder import decoder
 from attnkit.layers import CachePolicy
 
@@ -15,7 +15,8 @@ from attnkit.layers import CachePolicy
 def test_the_cases_are_registered() -> None:
     names = {case.name for case in CASES}
     assert {"kv-h2o-M256-at-T4096", "stats-key-totals-N4096", "stats-topk8-N4096",
-            "stats-heads-mean-N4096", "stats-key-totals-one-head-N65536"} <= names
+            "stats-heads-mean-N4096", "stats-key-totals-one-head-N65536",
+            "stats-key-totals-sinks-N4096"} <= names
 
 
 def test_statistics_cases_agree_with_their_baselines() -> None:
@@ -30,6 +31,9 @@ def test_statistics_cases_agree_with_their_baselines() -> None:
     assert ours()[1].shape == base()[1].shape == (1, 64, 64)
     ours, naive = key_totals(64, heads=1)
     torch.testing.assert_close(ours()[1], naive()[1])
+    ours, plain = key_totals_with_sinks(64)  # the sinks take a share of every row
+    sunk, totals = ours()[1], plain()[1]
+    assert sunk.shape == totals.shape and bool((sunk.sum(dim=-1) < totals.sum(dim=-1)).all())
 
 
 def test_a_roomy_bounded_cache_generates_what_the_full_cache_generates() -> None:

@@ -138,9 +138,9 @@ def _one_pass_with_sinks(
     sb: TileScores, vr: Tensor, rows: Tiling, reduce: summaries.Reduction, sinks: Tensor
 ) -> tuple[Tensor, Tensor]:
     """:func:`online.in_one_pass` with sinks ``(n, G·Lq)``: each tile of whole rows is
-    normalised without its sink, so its probabilities are scaled by :func:`_kept` (from the
-    rows' lse, final once the tile is done) before ``reduce`` takes them; the sinks are merged
-    into ``out (n, G·Lq, Dv)`` and ``lse (n, G·Lq)`` after the last tile."""
+    normalised without its sink, so ``reduce`` takes its probabilities with the rows' scale
+    :func:`_kept` (from the rows' lse, final once the tile is done); the sinks are merged into
+    ``out (n, G·Lq, Dv)`` and ``lse (n, G·Lq)`` after the last tile."""
     vis, n = rows.vis, vr.shape[0]
     count = vis.heads // rows.kv_heads * vis.q_len
     # rows of blocks no tile visits (queries that see no key) need zeros beforehand
@@ -150,8 +150,7 @@ def _one_pass_with_sinks(
 
     def consume(p: Tensor, g: int, box: Box, entries: slice) -> None:
         r0, r1 = rows.rows(g, box[0], box[1])
-        p.mul_(_kept(lse[entries, r0:r1], sinks[entries, r0:r1]).unsqueeze(-1))  # (n, q, k)
-        reduce(p, g, box, entries)
+        reduce(p, g, box, entries, _kept(lse[entries, r0:r1], sinks[entries, r0:r1]))  # (n, q)
 
     online.forward(sb, vr, out, lse, rows, consume=consume)
     online.merge_(out, lse, None, sinks)

@@ -5,7 +5,10 @@ one-pass forward over whole rows, :func:`attnkit.kernels.online.forward` with ``
 it receives each visible tile's exact probabilities ``p (n, q, k)`` of group ``g`` over the
 queries ``q0:q1`` and keys ``k0:k1`` of the rows layout, for the ``entries`` of ``B·Hkv``
 (all, or one: ``n = 1``), folds them into a buffer of the summary's size, and
-:meth:`Reduction.result` hands the summary back. Tiles nobody can see are
+:meth:`Reduction.result` hands the summary back. A tile may come with ``scale (n, q)``, a
+multiplier per row (the probabilities are then ``p · scale``: rows normalised without their
+attention sink, times ``1 − p_sink``), folded into the reduction where that is cheaper than
+scaling the tile. Tiles nobody can see are
 never visited: their keys weigh 0.
 
 * ``"key_totals"`` (:class:`KeyTotals`): ``(B, Hq, Lk)``, ``Σ_i P_ij``, float32 at least;
@@ -67,10 +70,12 @@ def reduce(weights: Tensor, summary: Summary) -> Result:
 
 
 class Reduction(Protocol):
-    """A consumer ``(p (n, q, k), g, (q0, q1, k0, k1), entries) -> None`` that builds one
-    summary."""
+    """A consumer ``(p (n, q, k), g, (q0, q1, k0, k1), entries[, scale (n, q)]) -> None``
+    that builds one summary (``p`` may be overwritten)."""
 
-    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None: ...
+    def __call__(
+        self, p: Tensor, g: int, box: Box, entries: slice, scale: Tensor | None = None
+    ) -> None: ...
 
     def result(self) -> Result: ...
 
@@ -94,10 +99,13 @@ class KeyTotals:
         self.totals = torch.zeros(shapes.batch * shapes.kv_heads, shapes.group, shapes.kv_len,
                                   dtype=dtype, device=device)  # (n, G, Lk)
 
-    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
-        ones = p.new_ones(p.shape[0], 1, p.shape[1])  # (n, 1, q): Σ over the rows as a product,
-        target = self.totals[entries, g, box[2] : box[3]].unsqueeze(1)  # (n, 1, k)  # not a sum
-        target.baddbmm_(ones, p.to(target.dtype))
+    def __call__(
+        self, p: Tensor, g: int, box: Box, entries: slice, scale: Tensor | None = None
+    ) -> None:
+        target = self.totals[entries, g, box[2] : box[3]].unsqueeze(1)  # (n, 1, k)
+        # Σ over the rows as a product (not a sum), whose left side carries the rows' scale
+        rows = p.new_ones(p.shape[0], p.shape[1]) if scale is None else scale  # (n, q)
+        target.baddbmm_(rows.unsqueeze(1).to(target.dtype), p.to(target.dtype))  # (n, 1, q)
 
     def result(self) -> Tensor:
         s = self.shapes
@@ -118,9 +126,13 @@ class HeadsMean:
                                 device=device)  # (B, Lq, Lk)
         self.blocks: list[tuple[int, int]] = []  # blocks of queries begun, in order
 
-    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
+    def __call__(
+        self, p: Tensor, g: int, box: Box, entries: slice, scale: Tensor | None = None
+    ) -> None:
         q0, q1, k0, k1 = box
         s = self.shapes
+        if scale is not None:
+            p.mul_(scale.unsqueeze(-1))  # (n, q, k)
         if not self.blocks or self.blocks[-1] != (q0, q1):  # the block's first tile
             self.blocks.append((q0, q1))
             if k1 - k0 < s.kv_len:  # part of the keys (a window, or a tile of the second pass)
@@ -167,10 +179,14 @@ class TopKeys:
         self.values = torch.full((n, rows, k), -1.0, dtype=compute, device=device)  # (n, G·Lq, k)
         self.indices = torch.zeros(n, rows, k, dtype=torch.long, device=device)  # (n, G·Lq, k)
 
-    def __call__(self, p: Tensor, g: int, box: Box, entries: slice) -> None:
+    def __call__(
+        self, p: Tensor, g: int, box: Box, entries: slice, scale: Tensor | None = None
+    ) -> None:
         q0, q1, k0, k1 = box
         r0, r1 = g * self.shapes.q_len + q0, g * self.shapes.q_len + q1
         tile_values, tile_indices = _top(p, min(self.k, k1 - k0))  # (n, q, ≤k) each
+        if scale is not None:  # a positive factor per row keeps the order (0: a row of zeros)
+            tile_values.mul_(scale.unsqueeze(-1))
         values = torch.cat([self.values[entries, r0:r1], tile_values], dim=-1)  # (n, q, ≤2k)
         indices = torch.cat([self.indices[entries, r0:r1], tile_indices.add_(k0)], dim=-1)
         best = values.topk(self.k, dim=-1)  # (n, q, k) each
