@@ -26,6 +26,7 @@ from tests.integrations.tiny_models import (
     LENGTHS,
     bart,
     bert,
+    gpt_oss,
     llama,
     padding_mask,
     token_ids,
@@ -392,6 +393,33 @@ def test_record_captures_a_transformers_model_on_attnkit() -> None:
         model(ids, attention_mask=mask)
     assert rec.names() == ["bert.encoder.layer.1.attention.self"]
     assert rec.single("bert.encoder.layer.1.attention.self").dtype == torch.float16
+
+
+def test_record_summaries_of_gpt_oss_with_its_sinks(monkeypatch) -> None:
+    """gpt-oss's attention sinks: the recorded key totals are eager's weights (which include
+    the sinks' share) summed over the queries, made by chunked without the full weights."""
+    from attnkit.kernels import chunked
+
+    model = gpt_oss()
+    mask = padding_mask(LENGTHS, "right")  # every query sees a key: eager's rows mean it
+    ids = token_ids(3, mask.shape[1]).masked_fill(mask == 0, model.config.pad_token_id)
+    summaries = []
+    forward = chunked._forward
+
+    def spy(call, *args):
+        summaries.append((call.plan.summary, call.plan.sinks is not None))
+        return forward(call, *args)
+
+    monkeypatch.setattr(chunked, "_forward", spy)
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        ref = model(ids, attention_mask=mask, output_attentions=True).attentions
+        model.set_attn_implementation("attnkit")
+        with record(model, weights="key_totals") as rec:
+            model(ids, attention_mask=mask)
+    assert summaries == [("key_totals", True)] * 2
+    for name, weights in zip(rec.names(), ref, strict=True):
+        torch.testing.assert_close(rec.single(name), weights.sum(dim=2), atol=1e-5, rtol=1e-5)
 
 
 def test_record_says_how_to_switch_a_model_on_another_backend() -> None:
