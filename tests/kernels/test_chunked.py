@@ -173,12 +173,17 @@ def test_attention_sinks_weights_gradcheck(score_mod) -> None:
     assert torch.autograd.gradcheck(f, (q, k, v, sinks.requires_grad_()))
 
 
-def test_attention_sinks_with_weights_and_summaries_run_in_chunked() -> None:
+def test_attention_sinks_with_weights_and_summaries_run_in_chunked(monkeypatch) -> None:
     q, k, v = make_inputs("square-97-d8")
     norm = attnkit.Normalizer("softmax_with_sinks", sinks=torch.zeros(2, dtype=torch.float64))
-    for asked in (True, "key_totals", "heads_mean", attnkit.TopK(3)):
+    for asked in (False, True, "key_totals", "heads_mean", attnkit.TopK(3)):
         dispatch = attnkit.explain_dispatch(q, k, v, normalize=norm, return_weights=asked)
         assert dispatch.kernel == "chunked", (asked, dispatch)
+    # under torch.compile the custom operator carries no sinks: refused by name
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    dispatch = attnkit.explain_dispatch(q, k, v, normalize=norm)
+    assert dispatch.kernel == "reference"
+    assert "attention sinks run in the traceable reference kernel" in dispatch.passed_over["chunked"]
 
 
 def test_attention_sinks_weights_of_rows_with_no_key() -> None:
