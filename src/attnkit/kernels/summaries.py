@@ -8,8 +8,7 @@ queries ``q0:q1`` and keys ``k0:k1`` of the rows layout, for the ``entries`` of 
 :meth:`Reduction.result` hands the summary back. A tile may come with ``scale (n, q)``, a
 multiplier per row (the probabilities are then ``p · scale``: rows normalised without their
 attention sink, times ``1 − p_sink``), folded into the reduction where that is cheaper than
-scaling the tile. Tiles nobody can see are
-never visited: their keys weigh 0.
+scaling the tile. Tiles nobody can see are never visited: their keys weigh 0.
 
 * ``"key_totals"`` (:class:`KeyTotals`): ``(B, Hq, Lk)``, ``Σ_i P_ij``, float32 at least;
 * ``"heads_mean"`` (:class:`HeadsMean`): ``(B, Lq, Lk)``, the mean over query heads;
