@@ -241,11 +241,12 @@ def _backward(
     sinks, dsinks = call.plan.sinks, None
     if sinks is not None and sinks.requires_grad:  # −D · p_sink per row
         assert lse is not None
-        sink_rows = _sink_rows(call, sinks, lse.dtype)  # (n, G·Lq)
-        found = online.sink_grad(dout_rows, out, lse, sink_rows)
-        if weights is not None and dweights is not None:  # D += rowsum(W ∘ dW)
+        row_dot = None  # D = rowsum(dO ∘ O'), made by sink_grad
+        if weights is not None and dweights is not None:  # D = rowsum(dO ∘ O') + rowsum(W ∘ dW)
             dw = dweights.reshape(weights.shape).to(weights.dtype)  # (n, G·Lq, Lk)
-            found += online.sink_grad(dw, weights, lse, sink_rows)
+            row_dot = torch.linalg.vecdot(dout_rows, out) + torch.linalg.vecdot(weights, dw)
+        found = online.sink_grad(dout_rows, out, lse, _sink_rows(call, sinks, lse.dtype),
+                                 row_dot=row_dot)
         dsinks = from_rows(found, s.batch, s.q_heads).to(sinks.dtype)  # (B, Hq, Lq)
     return dq, dk4, dv4, dbias, dsinks, leaf_grads
 
