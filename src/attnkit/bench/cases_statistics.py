@@ -81,7 +81,7 @@ STATISTICS_CASES = [
     ),
     Case(
         "stats-key-totals-sinks-N4096", "attnkit's key totals without sinks",
-        lambda: key_totals_with_sinks(4096), Target(1 / 1.25, min_memory_ratio=1 / 1.1),
+        lambda: key_totals_with_sinks(4096), Target(),  # reported: no issue sets a target
     ),
     Case(
         "stats-heads-mean-N4096", f"{SDPA} + writing a fresh (B, Lq, Lk) tensor",
