@@ -2,7 +2,8 @@
 graph break (``fullgraph`` raises on one), and outputs and gradients equal to the eager
 ``reference`` kernel (the oracle). ``sdpa`` and ``reference`` are traced; ``chunked``,
 ``local``, ``additive`` and the weights path run as the custom operator
-``attnkit::block_attention``, checked with ``torch.library.opcheck``.
+``attnkit::block_attention``, checked with ``torch.library.opcheck`` (with attention sinks too;
+their compiled tests are in ``test_sinks.py``).
 
 Sizes are tiny and awkward: grouped heads (4 query heads over 2), ``Lq != Lk`` (bottom-right
 causal), key lengths. ``aot_eager`` checks the graphs; one ``inductor`` test per kernel checks
@@ -183,28 +184,35 @@ def test_mask_mod_and_score_mod_given_to_attention_compile_whole() -> None:
 
 
 def _op_args(kernel: str) -> tuple:
+    """The operator's arguments for ``kernel``, or ``kernel-sinks``: the same with attention
+    sinks, passed as the plan holds them (a ``(B, Hq, Lq)`` broadcast view of ``(Hq,)``)."""
     q, k, v = _inputs()
+    kernel, sinks = kernel.removesuffix("-sinks"), kernel.endswith("-sinks")
     kwargs = {key: val for key, val in CASES[kernel].items() if key != "backend"}
     if kernel == "chunked":
         kwargs["mask"] = BIAS.clone().requires_grad_()
+    if sinks:
+        logits = torch.randn(HQ, generator=torch.Generator().manual_seed(8)).requires_grad_()
+        kwargs["normalize"] = attnkit.Normalizer("softmax_with_sinks", sinks=logits)
     plan = build_plan(q, k, v, **kwargs)
     inputs, scale = [q, k, v], plan.score.scale
     if kernel == "additive":
         form = plan.score.additive
         inputs = [q @ form.w_q.T, k @ form.w_k.T, form.v, v]
-    need_lse = kernel == "additive" or (kernel == "chunked" and not plan.return_weights)
+    need_lse = kernel == "additive" or (kernel == "chunked" and not plan.return_weights) or sinks
     if kernel == "weights":
         kernel = "chunked"
     return ops.arguments(kernel, [t.detach().requires_grad_() for t in inputs], plan, scale,
                          need_lse)
 
 
-@pytest.mark.parametrize("kernel", ["chunked", "local", "additive", "weights"])
+@pytest.mark.parametrize("kernel", ["chunked", "local", "additive", "weights", "chunked-sinks",
+                                    "local-sinks", "weights-sinks"])
 def test_opcheck_block_attention(kernel: str) -> None:
     torch.library.opcheck(torch.ops.attnkit.block_attention.default, _op_args(kernel))
 
 
-@pytest.mark.parametrize("kernel", ["chunked", "additive"])
+@pytest.mark.parametrize("kernel", ["chunked", "additive", "chunked-sinks", "local-sinks"])
 def test_opcheck_block_attention_backward(kernel: str) -> None:
     args = _op_args(kernel)
     with torch.no_grad():
@@ -215,8 +223,10 @@ def test_opcheck_block_attention_backward(kernel: str) -> None:
     bias = named["bias"]
     visibility = [named[name] for name in ops._VIS]
     visibility[ops._BIAS] = None if bias is None else bias.detach()
+    sinks = None if named["sinks"] is None else named["sinks"].detach()
     settings = [named[name] for name in ops._ARGS[ops._SETTINGS:]]
-    backward_args = (args[0], grads, inputs, outputs, visibility, *settings, bias is not None)
+    backward_args = (args[0], grads, inputs, outputs, visibility, sinks, *settings,
+                     bias is not None, sinks is not None)
     torch.library.opcheck(torch.ops.attnkit.block_attention_backward.default, backward_args)
 
 

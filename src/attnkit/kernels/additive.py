@@ -228,15 +228,16 @@ def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
 
 def _op_backward(
     grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
-    bias_grad: bool,
+    bias_grad: bool, sink_grad: bool,
 ) -> list[Tensor]:
-    """``attnkit::block_attention_backward`` for additive."""
+    """``attnkit::block_attention_backward`` for additive (no sinks: plain softmax only, so
+    ``sink_grad`` is always false and the sinks' gradient empty)."""
     call = _Call(plan, inputs[0].shape[-1])
     rows = ops.rows_layout(outputs, plan.shapes.kv_heads, compute_dtype(plan.dtype))
     saved = (*_rows(call, *inputs), *rows)
     dout, _, dweights = (ops.present(g) for g in grads)
     found, dbias, _ = _backward(call, saved, dout, dweights, bias_grad)
-    return [*found, ops.empty(found[0]) if dbias is None else dbias]
+    return [*found, ops.empty(found[0]) if dbias is None else dbias, ops.empty(found[0])]
 
 
 ops.register_op_kernel("additive", _op_forward, _op_backward)

@@ -72,8 +72,9 @@ def chunked(
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
     if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
-        return ops.run("chunked", [qp, kp, v], plan, form.scale,
-                       need_lse=plan.needs_grad and not plan.return_weights)
+        # with sinks the lse is made and returned in every case (the backward pass reads it)
+        need_lse = (plan.needs_grad and not plan.return_weights) or plan.sinks is not None
+        return ops.run("chunked", [qp, kp, v], plan, form.scale, need_lse=need_lse)
     call = _Call(plan, form.scale)
     bias = plan.visibility.bias
     out, lse, *rest = _ChunkedAttention.apply(qp, kp, v, bias, plan.sinks, call,
@@ -212,11 +213,11 @@ def _sink_rows(call: _Call, sinks: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _backward(
     call: _Call, saved: tuple[Tensor | None, ...], dout: Tensor | None, dweights: Tensor | None,
-    bias_grad: bool,
+    bias_grad: bool, sink_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, list[Tensor | None]]:
     """``dq (B, Hq, Lq, D)``, ``dk (B, Hkv, Lk, D)``, ``dv (B, Hkv, Lk, Dv)`` in the compute
-    dtype, the bias's gradient (with ``bias_grad``), the sinks' ``(B, Hq, Lq)`` (when they
-    need one) and the ``score_mod`` leaves'."""
+    dtype, the bias's gradient (with ``bias_grad``), the sinks' ``(B, Hq, Lq)`` (with
+    ``sink_grad`` and sinks in the plan) and the ``score_mod`` leaves'."""
     qr, kr, vr, out, lse, weights = saved
     s, hkv = call.plan.shapes, call.plan.shapes.kv_heads
     dout_rows = torch.zeros_like(out) if dout is None else to_rows(dout, hkv, out.dtype)
@@ -239,7 +240,7 @@ def _backward(
     dk4 = dk.reshape(s.batch, hkv, *dk.shape[1:])  # (B, Hkv, Lk, D)
     dv4 = dv.reshape(s.batch, hkv, *dv.shape[1:])  # (B, Hkv, Lk, Dv)
     sinks, dsinks = call.plan.sinks, None
-    if sinks is not None and sinks.requires_grad:  # −D · p_sink per row
+    if sinks is not None and sink_grad:  # −D · p_sink per row
         assert lse is not None
         row_dot = None  # D = rowsum(dO ∘ O'), made by sink_grad
         if weights is not None and dweights is not None:  # D = rowsum(dO ∘ O') + rowsum(W ∘ dW)
@@ -277,7 +278,8 @@ class _ChunkedAttention(torch.autograd.Function):
         dweights = extra[0] if ctx.call.weights else None
         online.no_double_backward("chunked")
         dq, dk, dv, dbias, dsinks, leaf_grads = _backward(
-            ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[3]
+            ctx.call, ctx.saved_tensors, dout, dweights, ctx.needs_input_grad[3],
+            ctx.needs_input_grad[4],
         )
         q_dtype, k_dtype, v_dtype, bias_dtype = ctx.dtypes
         extra = leaf_grads or [None] * (len(ctx.needs_input_grad) - 6)
@@ -293,32 +295,25 @@ def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
 
 def _op_backward(
     grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
-    bias_grad: bool,
+    bias_grad: bool, sink_grad: bool,
 ) -> list[Tensor]:
     """``attnkit::block_attention_backward`` for chunked."""
     call = _Call(plan, plan.score.scale)
     rows = ops.rows_layout(outputs, plan.shapes.kv_heads, compute_dtype(plan.dtype))
     saved = (*_rows(call, *inputs), *rows)
     dout, _, dweights = (ops.present(g) for g in grads)
-    dq, dk, dv, dbias, _, _ = _backward(call, saved, dout, dweights, bias_grad)
-    return [dq, dk, dv, ops.empty(dq) if dbias is None else dbias]
+    dq, dk, dv, dbias, dsinks, _ = _backward(call, saved, dout, dweights, bias_grad, sink_grad)
+    return [dq, dk, dv, *(ops.empty(dq) if g is None else g for g in (dbias, dsinks))]
 
 
 ops.register_op_kernel("chunked", _op_forward, _op_backward)
-
-
-def _refuses(plan: AttentionPlan) -> str | None:
-    if plan.sinks is not None and torch.compiler.is_compiling():
-        return ("under torch.compile, attention sinks run in the traceable reference kernel: "
-                "the block kernels' custom operator takes no sinks")
-    return ops.refuses(plan)
 
 
 KERNEL = Kernel(
     "chunked",
     chunked,
     Capabilities(dot_product_scores=True, normalizers=SOFTMAX | {"softmax_with_sinks"},
-                 dtypes=FLOATS, summaries=True, extra=_refuses),
+                 dtypes=FLOATS, summaries=True, extra=ops.refuses),
     priority=20,
     description="online softmax over blocks (FlashAttention in tensor ops); exact weights",
 )

@@ -38,9 +38,10 @@ the sinks' gradient ``−D · p_sink`` is :func:`online.sink_grad`'s. A row that
 gives 0, its weight all on the sink.
 
 Serves softmax (and softmax with sinks) over dot-product scores, bool masks, float biases
-(without their gradient), key lengths, causal, grouped heads, dropout (sinks under
-``torch.compile``: refused). It returns neither weights (``chunked`` does) nor the log-sum-exp
-(``None``: no caller of the band needs it, and without sinks it would cost two more passes).
+(without their gradient), key lengths, causal, grouped heads, dropout, sinks (under
+``torch.compile`` too: the custom operator returns ``lse'`` for its backward pass). It returns
+neither weights (``chunked`` does) nor the log-sum-exp (``None``: no caller of the band needs
+it, and without sinks it would cost two more passes).
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv).
 Local layout of queries/outputs: ``(n, nb, G·qb, ·)`` with n = B·Hkv, nb blocks.
@@ -85,7 +86,10 @@ def local(
     cd = compute_dtype(q.dtype)  # transform q, k in the compute dtype, as the reference does
     qp, kp = form.prepare_q(q.to(cd)), form.prepare_k(k.to(cd))
     if torch.compiler.is_compiling():  # one opaque operator (see kernels/ops.py)
-        return ops.run("local", [qp, kp, v], plan, form.scale, need_lse=False)
+        # with sinks the operator returns lse' for its backward pass; the caller gets none
+        out, _, _ = ops.run("local", [qp, kp, v], plan, form.scale,
+                            need_lse=plan.sinks is not None)
+        return out, None, None
     out = _LocalAttention.apply(qp, kp, v, plan.sinks, Band(plan, form.scale))
     return out, None, None
 
@@ -98,8 +102,6 @@ def _refuses(plan: AttentionPlan) -> str | None:
         return "per-sequence query positions or query lengths not supported"
     if plan.needs_grad and vis.bias is not None and vis.bias.requires_grad:
         return "gradient of a float (additive) mask not supported"
-    if plan.sinks is not None and torch.compiler.is_compiling():
-        return "attention sinks under torch.compile not supported"
     return None
 
 
@@ -449,21 +451,27 @@ def _backward(
         return grads
     assert lse is not None and sink is not None
     dsink = online.sink_grad(do_loc, out, lse, sink, row_dot)  # (n, nb, G·qb)
-    dsink = dsink.unsqueeze(-1)  # (n, nb, G·qb, 1)
-    return *grads, from_rows(band.from_local(dsink).squeeze(-1), b, hq)  # (B, Hq, Lq)
+    return *grads, _row_user(band, dsink)  # (B, Hq, Lq)
 
 
-def _sink_local(band: Band, sinks: Tensor) -> Tensor:
-    """The plan's sinks ``(B, Hq, Lq)`` in the local layout ``(n, nb, G·qb)``, compute dtype."""
-    rows = to_rows(sinks.unsqueeze(-1), band.kv_heads, band.dtype)  # (n, G·Lq, 1)
+def _row_local(band: Band, values: Tensor) -> Tensor:
+    """One value per row ``(B, Hq, Lq)`` (the plan's sinks, an lse) in the local layout
+    ``(n, nb, G·qb)``, compute dtype."""
+    rows = to_rows(values.unsqueeze(-1), band.kv_heads, band.dtype)  # (n, G·Lq, 1)
     return band.to_local(rows).squeeze(-1)  # (n, nb, G·qb)
+
+
+def _row_user(band: Band, local: Tensor) -> Tensor:
+    """The inverse of :func:`_row_local`: ``(n, nb, G·qb)`` -> ``(B, Hq, Lq)``."""
+    rows = band.from_local(local.unsqueeze(-1)).squeeze(-1)  # (n, G·Lq)
+    return from_rows(rows, band.n // band.kv_heads, band.group * band.kv_heads)  # (B, Hq, Lq)
 
 
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, band: Band):
         qr, kr, vr = _rows(band, q, k, v)
-        sink = None if sinks is None else _sink_local(band, sinks)
+        sink = None if sinks is None else _row_local(band, sinks)
         out, lse = _forward(band, qr, kr, vr, sink)
         ctx.save_for_backward(qr, kr, vr, out, *(() if sink is None else (lse, sink)))
         ctx.band = band
@@ -482,23 +490,30 @@ class _LocalAttention(torch.autograd.Function):
 
 
 def _op_forward(inputs: list[Tensor], plan: AttentionPlan) -> list[Tensor]:
-    """``attnkit::block_attention``'s local forward (see :mod:`attnkit.kernels.ops`)."""
-    band = Band(plan, plan.score.scale)  # (no sinks under torch.compile: refused)
-    out = band.from_local(_forward(band, *_rows(band, *inputs))[0])  # (n, G·Lq, Dv)
-    return [from_rows(out, band.n // band.kv_heads, band.group * band.kv_heads),
-            ops.empty(out), ops.empty(out)]
+    """``attnkit::block_attention``'s local forward (see :mod:`attnkit.kernels.ops`); with
+    sinks, ``lse'`` is returned for the backward pass."""
+    band = Band(plan, plan.score.scale)
+    sink = None if plan.sinks is None else _row_local(band, plan.sinks)  # (n, nb, G·qb)
+    out, lse = _forward(band, *_rows(band, *inputs), sink)
+    rows = band.from_local(out)  # (n, G·Lq, Dv)
+    return [from_rows(rows, band.n // band.kv_heads, band.group * band.kv_heads),
+            ops.empty(rows) if lse is None else _row_user(band, lse), ops.empty(rows)]
 
 
 def _op_backward(
     grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor], plan: AttentionPlan,
-    bias_grad: bool,
+    bias_grad: bool, sink_grad: bool,
 ) -> list[Tensor]:
     """``attnkit::block_attention_backward`` for local (no bias gradient: refused)."""
     band = Band(plan, plan.score.scale)
     out = band.to_local(to_rows(outputs[0], band.kv_heads, band.dtype))  # (n, nb, G·qb, Dv)
     dout = grads[0] if grads[0] is not None else torch.zeros_like(outputs[0])
-    found = _backward(band, (*_rows(band, *inputs), out), dout)
-    return [*found, ops.empty(found[0])]
+    sinks = () if plan.sinks is None else (_row_local(band, outputs[1]),  # lse' (n, nb, G·qb)
+                                           _row_local(band, plan.sinks))
+    found = _backward(band, (*_rows(band, *inputs), out, *sinks), dout,
+                      sink_grad=sink_grad and plan.sinks is not None)
+    dsinks = found[3] if len(found) > 3 else ops.empty(found[0])
+    return [*found[:3], ops.empty(found[0]), dsinks]  # (no two returns may be one tensor)
 
 
 ops.register_op_kernel("local", _op_forward, _op_backward)

@@ -11,18 +11,27 @@ compiler (any batch and length, no recompilation) and a registered autograd form
 ``reference`` stay traceable, so inductor fuses them with the surrounding code.
 
 What crosses the operator is tensors and numbers only: the prepared inputs, the
-:class:`~attnkit.kernels.visibility.Visibility`'s tensors and band, the scale, dropout (with
-its seed as a tensor, so the compiled graph draws a new one each call and the backward regenerates
-the forward's masks) and which outputs are wanted. Python callables cannot cross it: under
-``torch.compile`` a ``mask_mod``'s block mask or a ``score_mod`` is served by the traceable
-kernels (``reference``, ``sdpa`` for block masks), and the block kernels say so when forced.
+:class:`~attnkit.kernels.visibility.Visibility`'s tensors and band, the attention sinks
+(``softmax_with_sinks``: the plan's ``(B, Hq, Lq)`` as it is, usually a broadcast view of the
+user's ``(Hq,)``; an operator may read a view, it only must not write or return one. One
+shape serves every form of sinks the user may give (per head, per query), no copy is made
+before the kernel lays the sinks out its own way, and autograd sums the ``(B, Hq, Lq)``
+gradient the operator returns back into the user's tensor through the view), the scale,
+dropout (with its seed as a tensor, so the compiled graph draws a new one each call and the
+backward regenerates the forward's masks) and which outputs are wanted. Python callables
+cannot cross it: under ``torch.compile`` a ``mask_mod``'s block mask or a ``score_mod`` is
+served by the traceable kernels (``reference``, ``sdpa`` for block masks), and the block
+kernels say so when forced.
 
 A kernel plugs in with :func:`register_op_kernel`: ``forward(inputs, plan) -> [out, lse,
-weights]`` and ``backward(grads, inputs, outputs, plan, bias_grad) -> [*input grads, dbias]``,
-in the compute dtype and the user layout; an output or gradient not asked for is an empty
-tensor.
+weights]`` and ``backward(grads, inputs, outputs, plan, bias_grad, sink_grad) -> [*input
+grads, dbias, dsinks]``, in the compute dtype and the user layout; an output or gradient not
+asked for is an empty tensor. With sinks the forward's ``lse`` includes them and is always
+returned (the backward pass reads it: ``P' = exp(S − lse')``, the sinks' gradient
+``−D · p_sink``).
 
-Shapes: inputs ``[q (B, Hq, Lq, ·), ..., v (B, Hkv, Lk, Dv)]`` -> ``out (B, Hq, Lq, Dv)``,
+Shapes: inputs ``[q (B, Hq, Lq, ·), ..., v (B, Hkv, Lk, Dv)]``, sinks ``(B, Hq, Lq)`` or
+``None`` -> ``out (B, Hq, Lq, Dv)``,
 ``lse (B, Hq, Lq)`` (or empty), ``weights (B, Hq, Lq, Lk)`` (or empty).
 """
 
@@ -40,7 +49,7 @@ from attnkit.kernels.visibility import Visibility
 
 Forward = Callable[[list[Tensor], AttentionPlan], list[Tensor]]
 Backward = Callable[
-    [list["Tensor | None"], list[Tensor], list[Tensor], AttentionPlan, bool], list[Tensor]
+    [list["Tensor | None"], list[Tensor], list[Tensor], AttentionPlan, bool, bool], list[Tensor]
 ]
 
 
@@ -89,8 +98,9 @@ def present(t: Tensor | None) -> Tensor | None:
 
 
 def _plan(
-    kernel: str, inputs: list[Tensor], vis_tensors: tuple[Tensor | None, ...], band: list[int],
-    scale: float, dropout_p: float, weights: bool, need_lse: bool,
+    kernel: str, inputs: list[Tensor], vis_tensors: tuple[Tensor | None, ...],
+    sinks: Tensor | None, band: list[int], scale: float, dropout_p: float, weights: bool,
+    need_lse: bool,
 ) -> AttentionPlan:
     """The plan a block kernel reads, rebuilt from the operator's arguments."""
     q, k, v = inputs[0], inputs[1], inputs[-1]
@@ -108,12 +118,13 @@ def _plan(
         dtype=v.dtype,
         device=q.device,
         score=Scoring(name=kernel, fn=_no_scores, params={}, scale=scale),
-        normalizer="softmax",
+        normalizer="softmax" if sinks is None else "softmax_with_sinks",
         normalize=_no_scores,
         visibility=vis,
         dropout_p=dropout_p,
         return_weights=weights,
         needs_grad=need_lse,  # what chunked reads it for: whether to keep the lse
+        sinks=sinks,
         dropout_seed=None if seed is None else int(seed),
     )
 
@@ -133,6 +144,7 @@ def block_attention(
     mask: Tensor | None,
     bias: Tensor | None,
     seed: Tensor | None,
+    sinks: Tensor | None,
     band: list[int],
     scale: float,
     dropout_p: float,
@@ -141,14 +153,14 @@ def block_attention(
 ) -> list[Tensor]:
     """Block kernel ``kernel`` on ``inputs``: ``[out, lse, weights]`` (module docstring)."""
     vis_tensors = (shifts, key_starts, key_lengths, query_lengths, mask, bias, seed)
-    plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
+    plan = _plan(kernel, inputs, vis_tensors, sinks, band, scale, dropout_p, weights, need_lse)
     # Contiguous, as the fake implementation promises the compiler.
     return [t.contiguous() for t in _OP_KERNELS[kernel].forward(list(inputs), plan)]
 
 
 @block_attention.register_fake
-def _(kernel, inputs, shifts, key_starts, key_lengths, query_lengths, mask, bias, seed, band,
-      scale, dropout_p, weights, need_lse):
+def _(kernel, inputs, shifts, key_starts, key_lengths, query_lengths, mask, bias, seed, sinks,
+      band, scale, dropout_p, weights, need_lse):
     q, v = inputs[0], inputs[-1]
     b, hq, lq = q.shape[:3]
     cd = compute_dtype(v.dtype)
@@ -161,39 +173,43 @@ def _(kernel, inputs, shifts, key_starts, key_lengths, query_lengths, mask, bias
 @torch.library.custom_op("attnkit::block_attention_backward", mutates_args=())
 def block_attention_backward(
     kernel: str, grads: list[Tensor | None], inputs: list[Tensor], outputs: list[Tensor],
-    visibility: list[Tensor | None], band: list[int], scale: float, dropout_p: float,
-    weights: bool, need_lse: bool, bias_grad: bool,
+    visibility: list[Tensor | None], sinks: Tensor | None, band: list[int], scale: float,
+    dropout_p: float, weights: bool, need_lse: bool, bias_grad: bool, sink_grad: bool,
 ) -> list[Tensor]:
-    """The gradients of :func:`block_attention`: one per input, then the bias's (or empty).
-    ``visibility`` holds its tensors in the order of ``_VIS``."""
+    """The gradients of :func:`block_attention`: one per input, then the bias's and the
+    sinks' ``(B, Hq, Lq)`` (each empty when not asked for). ``visibility`` holds its tensors
+    in the order of ``_VIS``."""
     vis_tensors = tuple(visibility)
     bias = vis_tensors[_BIAS]
-    plan = _plan(kernel, inputs, vis_tensors, band, scale, dropout_p, weights, need_lse)
+    plan = _plan(kernel, inputs, vis_tensors, sinks, band, scale, dropout_p, weights, need_lse)
     found = _OP_KERNELS[kernel].backward(list(grads), list(inputs), list(outputs), plan,
-                                         bias_grad)
-    like = [*inputs, bias if bias_grad and bias is not None else found[-1]]
+                                         bias_grad, sink_grad)
+    like = [*inputs, bias if bias_grad and bias is not None else found[-2],
+            sinks if sink_grad and sinks is not None else found[-1]]
     found = [g.to(t.dtype) for g, t in zip(found, like, strict=True)]  # each input's dtype
     return [g.clone() if any(g is t for t in (*inputs, *outputs)) else g.contiguous()
             for g in found]
 
 
 @block_attention_backward.register_fake
-def _(kernel, grads, inputs, outputs, visibility, band, scale, dropout_p, weights, need_lse,
-      bias_grad):
+def _(kernel, grads, inputs, outputs, visibility, sinks, band, scale, dropout_p, weights,
+      need_lse, bias_grad, sink_grad):
     bias = visibility[_BIAS]
     found = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
     return [*found, bias.new_empty(bias.shape) if bias_grad and bias is not None else
-            inputs[0].new_empty(0)]
+            empty(inputs[0]), sinks.new_empty(sinks.shape) if sink_grad and sinks is not None
+            else empty(inputs[0])]
 
 
-_ARGS = ("kernel", "inputs", *_VIS, "band", "scale", "dropout_p", "weights", "need_lse")
+_ARGS = ("kernel", "inputs", *_VIS, "sinks", "band", "scale", "dropout_p", "weights",
+         "need_lse")
 _SETTINGS = _ARGS.index("band")  # the arguments from here on are settings, not tensors
 
 
 def _setup_context(ctx, inputs, output) -> None:
     args = dict(zip(_ARGS, inputs, strict=True))
     vis = [args[name] for name in _VIS]
-    ctx.save_for_backward(*args["inputs"], *output, *vis)
+    ctx.save_for_backward(*args["inputs"], *output, *vis, args["sinks"])
     ctx.sizes = len(args["inputs"]), len(output)
     ctx.settings = tuple(args[name] for name in _ARGS[_SETTINGS:])
     ctx.kernel = args["kernel"]
@@ -202,12 +218,16 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grads):
     saved = ctx.saved_tensors
     n_in, n_out = ctx.sizes
-    inputs, outputs, vis = saved[:n_in], saved[n_in : n_in + n_out], saved[n_in + n_out :]
+    inputs, outputs = saved[:n_in], saved[n_in : n_in + n_out]
+    vis, sinks = saved[n_in + n_out : -1], saved[-1]
     bias_grad = bool(ctx.needs_input_grad[_ARGS.index("bias")]) and vis[_BIAS] is not None
+    sink_grad = bool(ctx.needs_input_grad[_ARGS.index("sinks")]) and sinks is not None
     found = block_attention_backward(
-        ctx.kernel, list(grads), list(inputs), list(outputs), list(vis), *ctx.settings, bias_grad
+        ctx.kernel, list(grads), list(inputs), list(outputs), list(vis), sinks, *ctx.settings,
+        bias_grad, sink_grad,
     )
-    grads_by_name = {"inputs": found[:-1], "bias": found[-1] if bias_grad else None}
+    grads_by_name = {"inputs": found[:-2], "bias": found[-2] if bias_grad else None,
+                     "sinks": found[-1] if sink_grad else None}
     return tuple(grads_by_name.get(name) for name in _ARGS)
 
 
@@ -224,16 +244,16 @@ def arguments(
         seed = torch.randint(0, 2**62, (), device=plan.device)
     band = [*(_UNBOUNDED if x is None else x for x in (vis.left, vis.right)), vis.offset]
     tensors = [seed if name == "seed" else getattr(vis, name) for name in _VIS]
-    return (kernel, inputs, *tensors, band, scale, plan.dropout_p, plan.return_weights,
-            need_lse)
+    return (kernel, inputs, *tensors, plan.sinks, band, scale, plan.dropout_p,
+            plan.return_weights, need_lse)
 
 
 def run(kernel: str, inputs: list[Tensor], plan: AttentionPlan, scale: float, *,
         need_lse: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Kernel ``kernel`` through the operator: ``(out, lse, weights)`` as a kernel returns
-    them (``out``/``weights`` in the dtype of the values, ``lse`` float32, ``None`` where not
-    asked for). ``inputs`` are the kernel's own (the first is the queries, the last the
-    values)."""
+    them (``out``/``weights`` in the dtype of the values, ``lse`` float32 and including the
+    plan's sinks, ``None`` where not asked for). ``inputs`` are the kernel's own (the first
+    is the queries, the last the values)."""
     v = inputs[-1]
     out, lse, weights = block_attention(*arguments(kernel, inputs, plan, scale, need_lse))
     return (
