@@ -2,7 +2,9 @@
 forward and the gradients equal the same model on ``eager`` (not compiled), with padding.
 
 Under compile the padding's values are unknown, so the backend's mask function hands the
-padding over as the dense mask (the graph holds for any padding); causality stays structured.
+padding over as the dense mask (the graph holds for any padding); plain causality stays
+structured. Sliding-window layers (Mistral, Gemma 2, gpt-oss's with attention sinks) get the
+dense mask too: the window's size sits in a closure dynamo cannot read.
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ import torch
 pytest.importorskip("transformers")
 
 from attnkit.integrations import transformers as attnkit_hf
-from tests.integrations.tiny_models import LENGTHS, bert, llama, padding_mask, token_ids
+from tests.integrations.tiny_models import (
+    LENGTHS,
+    bert,
+    gemma2,
+    gpt_oss,
+    llama,
+    mistral,
+    padding_mask,
+    token_ids,
+)
 
 attnkit_hf.register()
 
 
-@pytest.mark.parametrize(("build", "side"), [(llama, "left"), (bert, "right")],
-                         ids=["llama-left", "bert-right"])
+@pytest.mark.parametrize(
+    ("build", "side"),
+    [(llama, "left"), (bert, "right"), (mistral, "left"), (gemma2, "left"), (gpt_oss, "right")],
+    ids=["llama-left", "bert-right", "mistral-left", "gemma2-left", "gpt_oss-right"],
+)
 def test_compiled_model_on_attnkit_equals_eager(build, side: str) -> None:
     torch._dynamo.reset()
     model = build()

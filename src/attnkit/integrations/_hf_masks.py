@@ -122,11 +122,18 @@ def build_mask(
 
 
 def band_of(mask_function: Callable[..., Any]) -> Band | None:
-    """The band of a mask function composed from transformers' own factories, else None."""
+    """The band of a mask function composed from transformers' own factories, else None.
+
+    A window size and the parts of ``and_masks`` are read from the functions' closures, which
+    ``torch.compile`` cannot trace (the functions are made inside the traced forward). Under
+    compile a composed function is therefore not recognised: its mask is the dense one, as
+    for a function of the user's (correct, only slower)."""
     if mask_function is hf_masks.causal_mask_function:
         return (None, 0)
     if mask_function is hf_masks.bidirectional_mask_function:
         return (None, None)
+    if torch.compiler.is_compiling():
+        return None
     code = getattr(mask_function, "__code__", None)
     if code is _SLIDING_CODE or code is _SLIDING_BIDIRECTIONAL_CODE:
         size = _closure(mask_function).get("sliding_window")
