@@ -191,16 +191,8 @@ class _AdditiveAttention(torch.autograd.Function):
         ctx.save_for_backward(qr, kr, vc, vr, out, lse, weights)
         ctx.call = call
         ctx.dtypes = (qa.dtype, ka.dtype, vec.dtype, v.dtype, None if bias is None else bias.dtype)
-        out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
-        lse_user = from_rows(lse, s.batch, s.q_heads).float()  # (B, Hq, Lq)
-        ctx.mark_non_differentiable(lse_user)
-        if reduce is not None:  # forward only: (values, indices) or one tensor
-            summary = reduce.result()
-            parts = summary if isinstance(summary, tuple) else (summary,)
-            ctx.mark_non_differentiable(*parts)
-            return out_user, lse_user, *parts
-        w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
-        return out_user, lse_user, w_user
+        summary = None if reduce is None else reduce.result()
+        return online.returned(ctx, out, lse, weights, summary, s.batch, s.q_heads, v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):

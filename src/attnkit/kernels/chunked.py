@@ -262,16 +262,7 @@ class _ChunkedAttention(torch.autograd.Function):
         ctx.call = call
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, None if bias is None else bias.dtype)
         _, _, _, out, lse, weights = saved
-        out_user = from_rows(out, s.batch, s.q_heads).to(v.dtype)  # (B, Hq, Lq, Dv)
-        lse_user = None if lse is None else from_rows(lse, s.batch, s.q_heads).float()
-        if lse_user is not None:
-            ctx.mark_non_differentiable(lse_user)
-        if summary is not None:  # forward only: (values, indices) or one tensor
-            parts = summary if isinstance(summary, tuple) else (summary,)
-            ctx.mark_non_differentiable(*parts)
-            return out_user, lse_user, *parts
-        w_user = None if weights is None else from_rows(weights, s.batch, s.q_heads).to(v.dtype)
-        return out_user, lse_user, w_user
+        return online.returned(ctx, out, lse, weights, summary, s.batch, s.q_heads, v.dtype)
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor | None, _dlse: Tensor | None, *extra: Tensor | None):

@@ -39,6 +39,8 @@ D/Dv dims, q/k a tile's rows/keys.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -69,6 +71,26 @@ def to_rows(x: Tensor, kv_heads: int, dtype: torch.dtype) -> Tensor:
 def from_rows(x: Tensor, batch: int, heads: int) -> Tensor:
     """``(B·Hkv, G·L, X)`` -> ``(B, Hq, L, X)``; also ``(B·Hkv, G·L)`` -> ``(B, Hq, L)``."""
     return x.reshape(batch, heads, -1, *x.shape[2:])  # (B, Hq, L[, X])
+
+
+def returned(
+    ctx: Any, out: Tensor, lse: Tensor | None, weights: Tensor | None, summary: Any,
+    batch: int, heads: int, dtype: torch.dtype,
+) -> tuple[Tensor | None, ...]:
+    """What a block kernel's autograd ``forward`` returns, from its rows layout: ``out
+    (B, Hq, Lq, Dv)`` in ``dtype``, ``lse (B, Hq, Lq)`` float32 (or ``None``), then the
+    summary's parts (one tensor, or values and indices) or the weights ``(B, Hq, Lq, Lk)`` in
+    ``dtype`` (or ``None``). The lse and a summary are marked non-differentiable."""
+    out_user = from_rows(out, batch, heads).to(dtype)  # (B, Hq, Lq, Dv)
+    lse_user = None if lse is None else from_rows(lse, batch, heads).float()  # (B, Hq, Lq)
+    if lse_user is not None:
+        ctx.mark_non_differentiable(lse_user)
+    if summary is not None:  # forward only: (values, indices) or one tensor
+        parts = summary if isinstance(summary, tuple) else (summary,)
+        ctx.mark_non_differentiable(*parts)
+        return out_user, lse_user, *parts
+    w_user = None if weights is None else from_rows(weights, batch, heads).to(dtype)
+    return out_user, lse_user, w_user
 
 
 def no_double_backward(kernel: str) -> None:
