@@ -73,3 +73,37 @@ def test_resume_with_nothing_to_resume_and_a_taken_out_are_refused(
     assert capsys.readouterr().err == (
         f"attnkit: error: --out {out} already holds a run (last checkpoint "
         "checkpoints/step-00000002): add --resume to continue it, or choose another --out\n")
+
+
+def test_an_interrupted_demo_prints_a_command_that_resumes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`attnkit demo` printed "resume with: attnkit demo --resume" on Ctrl-C, a command that
+    did not exist (No such option: --resume), and a plain rerun deletes the saved run."""
+    err = tmp_path / "stderr.txt"
+    argv = ["demo", "--out", str(tmp_path), "--minutes", "5"]
+    with open(err, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "attnkit", *argv], stderr=stderr,
+                                   stdout=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
+        deadline = time.monotonic() + 120
+        while "checkpoints:" not in err.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, err.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    last = err.read_text().splitlines()[-1]
+    match = re.fullmatch(r"attnkit: SIGINT at step (\d+); saved \S+; resume with: (attnkit .*)",
+                         last)
+    assert match, last
+    step = int(match.group(1))
+    command = shlex.split(match.group(2))
+    assert command == ["attnkit", *argv, "--resume"]
+
+    # the printed command continues the run (with a budget that is nearly spent already)
+    assert run([*command[1:], "--minutes", "0.05"]) == 0
+    assert f"at step {step}" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "demo-run").trainer_state["step"] >= step
+
+    assert run(["demo", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

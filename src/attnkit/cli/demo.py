@@ -36,6 +36,14 @@ def demo(
         "out"
     ),
     minutes: Minutes = 2.5,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="translate: continue the interrupted demo run in --out/demo-run (Ctrl-C prints "
+            "this command) instead of starting afresh.",
+        ),
+    ] = False,
 ) -> None:
     """Show attention at work.
 
@@ -48,6 +56,9 @@ def demo(
     (out/demo_attention.png).
     """
     if which == "documents":
+        if resume:
+            raise typer.BadParameter("--resume continues the translate demo; documents trains "
+                                     "nothing")
         from attnkit.tasks import documents_demo
 
         result = documents_demo.run()
@@ -57,11 +68,13 @@ def demo(
         return
     if which != "translate":
         raise typer.BadParameter(f"expected translate or documents, got {which!r}")
+    if resume:  # refused before any data is loaded when there is nothing to continue
+        opt.check_run_folder(out / "demo-run", resume=True)
     from attnkit.tasks import translation_demo
     from attnkit.tasks.magnitudes import render_table
 
     typer.echo("training RNNsearch on num2words:de-en (German -> English number words) ...")
-    summary = translation_demo.run(out, minutes=minutes)
+    summary = translation_demo.run(out, minutes=minutes, resume=resume)
     scores = summary.scores
     typer.echo(
         f"\ntrained {summary.steps} steps in {summary.minutes:.1f} min. Held-out test numbers: "

@@ -33,14 +33,17 @@ class DemoSummary:
     heatmap: Path
 
 
-def run(out: Path, *, minutes: float = 2.5, max_steps: int | None = None) -> DemoSummary:
-    """Train (fresh, into ``out/demo-run``), score the test split overall and by number
-    length, translate the examples and draw the alignment of one to
-    ``out/demo_alignment.png``."""
+def run(
+    out: Path, *, minutes: float = 2.5, max_steps: int | None = None, resume: bool = False
+) -> DemoSummary:
+    """Train into ``out/demo-run`` (fresh, or continuing its last checkpoint with ``resume``),
+    score the test split overall and by number length, translate the examples and draw the
+    alignment of one to ``out/demo_alignment.png``."""
     from attnkit.explain import plot_heatmap
 
     run_dir = out / "demo-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     settings = TranslateSettings()
     training = TrainConfig(
         lr=3e-3,
@@ -50,7 +53,7 @@ def run(out: Path, *, minutes: float = 2.5, max_steps: int | None = None) -> Dem
         eval_every=200,
         log_every=100,
     )
-    result, translator = train_translator(settings, training, run_dir)
+    result, translator = train_translator(settings, training, run_dir, resume=resume)
     splits = load_pairs(settings.data, seed=settings.seed)
     test = splits.test
     scores = translator.evaluate(test)
