@@ -347,6 +347,30 @@ def test_error_key_lengths_batch() -> None:
     )
 
 
+@pytest.mark.parametrize("lengths", [[8, 3], [-1, 3]])
+def test_error_key_lengths_outside_the_keys(lengths) -> None:
+    # Lk = 7: a length of 8 or -1 was taken silently (clipped) and hid a counting mistake
+    raises(
+        ValueError,
+        re.escape(f"KeyLengths lengths must be in 0..Lk = 0..7 (the number of keys), got {lengths}"),
+        mask=KeyLengths(torch.tensor(lengths)),
+    )
+
+
+def test_error_key_padding_mask_names_the_fix() -> None:
+    q, k, v = qkv()
+    pads = torch.ones(2, 7, dtype=torch.bool)  # (B, Lk), as torch's key_padding_mask
+    raises(ValueError, re.escape("mask[:, None, None, :]"), mask=pads)
+    out = attnkit.attention(q, k, v, mask=pads[:, None, None, :])  # the fix it names works
+    torch.testing.assert_close(out, attnkit.attention(q, k, v))
+
+
+def test_error_heads_in_the_length_place_names_the_layout() -> None:
+    q, k, v = qkv(hq=4, hkv=4, lq=5, lk=7)  # given as (B, L, H, D): "heads" 5 and 7
+    raises(ValueError, re.escape("(batch, length, heads, dim) need .transpose(1, 2)"),
+           tensors=(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)))
+
+
 def test_error_unknown_score() -> None:
     raises(ValueError, r"score must be one of .*'scaled_dot'.* got 'bilinear'", score="bilinear")
 

@@ -63,7 +63,9 @@ def check_qkv(
         raise ValueError(f"{what}k and v must have the same heads and length, got {sizes}")
     if hk == 0 or hq % hk:
         raise ValueError(
-            f"{what}k's heads must divide q's heads (grouped-query attention), got {sizes}"
+            f"{what}k's heads must divide q's heads (grouped-query attention), got {sizes}; "
+            "the layout is (batch, heads, length, dim): tensors laid out as (batch, length, "
+            "heads, dim) need .transpose(1, 2)"
         )
     if same_head_dim and d != dk:
         raise ValueError(f"{what}q and k must have the same head dim, got {sizes}")

@@ -393,6 +393,12 @@ def _resolve_score(score: str | Score, scale: float | None, dq: int):
     return scores_.resolve(score, scale, dq)
 
 
+def _few(t: Tensor, most: int = 8) -> str:
+    """The first ``most`` values of a 1-D tensor, for an error message."""
+    more = f" ... ({t.numel()} values)" if t.numel() > most else ""
+    return f"{t[:most].tolist()}{more}"
+
+
 def _split_mask(
     mask: MaskArg, q: Tensor, target: tuple[int, int, int, int]
 ) -> tuple[Tensor | None, Tensor | None, KeyLengths | None]:
@@ -408,6 +414,13 @@ def _split_mask(
         for t in (lengths, mask.starts, mask.query_lengths):
             if t is not None and t.device != q.device:
                 raise ValueError(f"mask: KeyLengths are on {t.device} but q is on {q.device}")
+        if not torch.compiler.is_compiling() and bool(
+            ((lengths < 0) | (lengths > target[3])).any()
+        ):
+            raise ValueError(
+                f"mask: KeyLengths lengths must be in 0..Lk = 0..{target[3]} (the number of "
+                f"keys), got {_few(lengths)}"
+            )
         return None, None, mask
     if not isinstance(mask, Tensor):
         raise TypeError(
@@ -425,9 +438,12 @@ def _split_mask(
     if mask.dim() > 4 or any(
         m not in (1, t) for m, t in zip(reversed(mask.shape), reversed(target), strict=False)
     ):
+        padding = mask.dim() == 2 and tuple(mask.shape) == (target[0], target[3])
         raise ValueError(
             f"mask of shape {_shape(mask)} does not broadcast to (batch, heads, Lq, Lk) = {target}"
             f" {names}"
+            + ("; a (batch, Lk) key padding mask needs mask[:, None, None, :] (True = may "
+               "attend), or pass mask=attnkit.KeyLengths(lengths)" if padding else "")
         )
     mask4 = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, H|1, Lq|1, Lk|1)
     if mask4.dtype == torch.bool:

@@ -213,3 +213,19 @@ def test_recording_hook_sees_per_head_weights_without_need_weights() -> None:
         ).kernel
         != "reference"
     )
+
+
+def test_inputs_the_projections_cannot_take_are_refused_by_name() -> None:
+    """An int, float64 or other-device input failed inside F.linear ("mat1 and mat2 must have
+    the same dtype"), naming neither the argument nor the module's dtype."""
+    layer = MultiHeadAttention(E, H, batch_first=True)
+    x = torch.randn(B, L, E)
+    with pytest.raises(TypeError, match=r"query must be a floating-point tensor, got dtype torch\.int64"):
+        layer(x.long(), x, x)
+    with pytest.raises(TypeError, match=r"key is torch\.float64 but the module's parameters are torch\.float32"):
+        layer(x, x.double(), x)
+    with pytest.raises(ValueError, match=r"value is on meta but the module's parameters are on cpu"):
+        layer(x, x, x.to("meta"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the projections
+        out, _ = layer(x.bfloat16(), x.bfloat16(), x.bfloat16())
+    assert out.shape == (B, L, E)

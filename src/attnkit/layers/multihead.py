@@ -360,6 +360,7 @@ class MultiHeadAttention(AttentionLayer):
     def _batch_first(self, x: Tensor, name: str) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+        self._check_like_parameters(x, name)
         if x.dim() == 2:
             return x.unsqueeze(0)  # (1, L, E)
         if x.dim() != 3:
@@ -369,6 +370,25 @@ class MultiHeadAttention(AttentionLayer):
                 f"{tuple(x.shape)}"
             )
         return x if self.batch_first else x.transpose(0, 1)  # (B, L, E)
+
+    def _check_like_parameters(self, x: Tensor, name: str) -> None:
+        """Raise where the projections would fail inside ``F.linear`` with torch's message: a
+        non-float ``x`` (``TypeError``), a float ``x`` of another dtype than the weights outside
+        autocast (``TypeError``), ``x`` on another device (``ValueError``)."""
+        weight = self.out_proj.weight
+        here, there = str(x.device), str(weight.device)
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if x.device != weight.device:
+            raise ValueError(
+                f"{name} is on {here} but the module's parameters are on {there}; move one of "
+                f"them (module.to({here!r}) or {name}.to({there!r}))"
+            )
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{name} is {x.dtype} but the module's parameters are {weight.dtype}; convert one "
+                f"of them (module.to({x.dtype}) or {name}.to({weight.dtype}))"
+            )
 
     def _check_kv(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         for name, x, width in (("key", key, self.kdim), ("value", value, self.vdim)):
