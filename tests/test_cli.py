@@ -81,6 +81,21 @@ def test_translation_demo_with_a_short_budget(tmp_path) -> None:
     assert (tmp_path / "demo_alignment.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_explain_says_when_minilm_cuts_a_long_text(tmp_path) -> None:
+    # 300 words are more than MiniLM's 256 tokens: the report and pictures covered only the
+    # first 256 without saying so
+    long = " ".join(["the cat sat on the mat"] * 50)
+    result = runner.invoke(app, ["explain", long, "--summary", "key_totals", "--out",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(
+        "note: MiniLM reads at most 256 tokens: only the first 256 of this text are explained")
+    assert "256 first tokens of: the cat" in (tmp_path / "attention.html").read_text()
+    short = runner.invoke(app, ["explain", "the cat sat on the mat", "--summary",
+                                "key_totals", "--out", str(tmp_path)])
+    assert short.exit_code == 0 and "note:" not in short.output
+
+
 def test_explain_a_sentence_with_minilm(tmp_path) -> None:
     result = runner.invoke(
         app, ["explain", "The cat sat on the mat because it was tired.", "--out", str(tmp_path)]

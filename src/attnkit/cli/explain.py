@@ -105,6 +105,8 @@ def explain(
             if summary == "key_totals"
             else "token -> the tokens it attends to most (last layer, heads averaged)"
         )
+    if result.note is not None:
+        typer.echo(f"note: {result.note}")
     typer.echo(header)
     listed = result.top if len(result.top) <= LISTED else result.top[: LISTED // 2]
     for token, targets in listed:

@@ -24,6 +24,7 @@ class Explanation:
     files: list[Path]
     # token -> its most-attended tokens with weights (from the last layer, heads averaged)
     top: list[tuple[str, list[tuple[str, float]]]] = field(default_factory=list)
+    note: str | None = None  # what the report leaves out, said before it (a cut text)
 
 
 SUMMARIES = ("key_totals", "heads_mean")  # what explain_sentence(summary=...) records
@@ -52,6 +53,14 @@ def explain_sentence(
     model = load_bert()
     tokens = model.tokens(text)
     ids, mask = model.tokenize([text])
+    note = None
+    if model.tokenizer.encode(text).overflowing:  # the tokenizer cut the text at max_length
+        note = (
+            f"MiniLM reads at most {model.max_length} tokens: only the first "
+            f"{model.max_length} of this text are explained (cut it, or use --hf DIR, which "
+            "explains longer texts in chunks)"
+        )
+        text = f"{model.max_length} first tokens of: {text}"  # the viewers' titles say it too
     if summary is not None:
         with torch.no_grad(), record(model, weights=summary) as rec:
             model(ids, mask)
@@ -59,10 +68,10 @@ def explain_sentence(
                             title=f"MiniLM ({summary}): {text}")
         last = rec.single(rec.names()[-1])[0]  # (H, Lk) or (Lq, Lk)
         if summary == "heads_mean":
-            return Explanation([page], most_attended(last, tokens, top=top))
+            return Explanation([page], most_attended(last, tokens, top=top), note)
         received = last.mean(dim=0)  # (Lk,): heads averaged
         return Explanation([page], [(t, [("in total", float(w))]) for t, w in
-                                    zip(tokens, received, strict=True)])
+                                    zip(tokens, received, strict=True)], note)
     with torch.no_grad(), record(model) as rec:
         model(ids, mask)
     layers = rec.stack("encoder.layers.*.self_attn")  # (N, 1, H, L, L)
@@ -82,7 +91,7 @@ def explain_sentence(
         ),
     ]
     last = layers[-1, 0].mean(0)  # (L, L): heads averaged
-    return Explanation(files, most_attended(last, tokens, top=top))
+    return Explanation(files, most_attended(last, tokens, top=top), note)
 
 
 def most_attended(
