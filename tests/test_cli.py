@@ -69,6 +69,20 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback() -> None:
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("where", ["a-file", "a-file/sub"])
+def test_an_out_that_cannot_be_a_folder_is_bad_input_not_a_bug(tmp_path, capsys, where) -> None:
+    # --out naming a file ended in "attnkit: internal error: FileExistsError ..." (status 1,
+    # the status of a bug), as did an unwritable --out (PermissionError)
+    from attnkit.cli import run
+
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / where
+    assert run(["demo", "documents", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"attnkit: error: {out}: ") and err.count("\n") == 1, err
+    assert "internal error" not in err and "Errno" not in err
+
+
 def test_translation_demo_with_a_short_budget(tmp_path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--minutes", "0.1"])
     assert result.exit_code == 0, result.output

@@ -130,7 +130,7 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
             raise
         typer.echo(f"attnkit: error: {message}", err=True)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, NonFiniteError) as error:
+    except (ValueError, TypeError, OSError, NonFiniteError) as error:
         if os.environ.get("ATTNKIT_DEBUG"):
             raise
         typer.echo(f"attnkit: error: {_one_line(error)}", err=True)
@@ -150,7 +150,18 @@ INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:  # a file the user named
+        return f"{error.filename}: {_OS_ERRORS.get(type(error), error.strerror)}"
     return " ".join(str(error).split()) or type(error).__name__
+
+
+# what a failed read or write of a user's path means (an unwritable or full --out, a file where
+# a folder belongs); other OSErrors say their own strerror
+_OS_ERRORS = {
+    FileExistsError: "exists and is not a folder (a folder is needed here)",
+    NotADirectoryError: "a part of this path is a file, not a folder",
+    PermissionError: "cannot be written or read here (permission denied)",
+}
 
 
 def resume_command(argv: list[str]) -> str:
