@@ -255,6 +255,8 @@ def test_a_time_budget_counts_the_time_before_a_resume(tmp_path: Path) -> None:
     resumed = Trainer(_mlp(0), _timed(RegressionTask(), clock, 10.0), config, run_dir=tmp_path,
                       clock=clock, stream=io.StringIO()).fit(resume=True)
     assert resumed.steps == 6 and resumed.stop_reason == "time"  # 30 s before + 30 s now
+    # "trained 6 steps in 1.0 min": the time is the run's as the steps are (it was 0.5 min)
+    assert resumed.seconds == 60.0
 
 
 def test_a_real_sigint_saves_a_checkpoint_that_resumes_to_the_straight_run(

@@ -77,7 +77,8 @@ class TrainResult:
         steps: updates made in total (resumed ones included).
         epochs: epochs completed.
         tokens: tokens (or examples) trained on in total.
-        seconds: wall time of this ``fit()`` call.
+        seconds: wall time the run has trained in total, the time before a resume included
+            (as ``steps`` and ``tokens`` count the updates before it).
         stop_reason: ``"epochs"``, ``"max_steps"`` or ``"time"``.
         metric: the task's deciding metric; ``best_metric`` its best value, at ``best_step``.
         final_metrics: the last evaluation.

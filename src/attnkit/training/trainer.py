@@ -158,7 +158,7 @@ class Trainer:
             steps=state.step,
             epochs=state.epoch,
             tokens=state.tokens,
-            seconds=self.clock() - start,
+            seconds=state.seconds + self.clock() - start,
             stop_reason=stop_reason,
             metric=self.task.metric,
             best_metric=state.best_metric,
