@@ -171,6 +171,21 @@ def test_failed_write_leaves_no_partial_checkpoint(tmp_path: Path, monkeypatch) 
     assert load_checkpoint(tmp_path).path == good
 
 
+def test_a_full_disk_names_the_checkpoint_it_could_not_write(tmp_path: Path, monkeypatch) -> None:
+    # ENOSPC from write() names no file: the CLI said only "[Errno 28] No space left on device"
+    import errno
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "_write_file", full)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(tmp_path, MLP(MLPConfig()), step=7)
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(tmp_path / "checkpoints" / "step-00000007")
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
 def test_crash_before_the_pointer_moves_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
     model = MLP(MLPConfig())
     good = save_checkpoint(tmp_path, model, step=1)

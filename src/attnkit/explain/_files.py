@@ -32,7 +32,9 @@ def write_atomic(path: Path, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # disk full
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     return path

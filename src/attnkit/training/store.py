@@ -78,7 +78,8 @@ def write_checkpoint_dir(parent: Path, name: str, files: Mapping[str, bytes]) ->
 
     Raises:
         ValueError: a file name that is not a plain name, or is ``manifest.json``.
-        OSError: the disk refused (the temporary directory is cleaned up first).
+        OSError: the disk refused (the temporary directory is cleaned up first); it names
+            ``parent/name`` when the system's error named no file (a full disk).
     """
     for file_name in files:
         if file_name == MANIFEST or Path(file_name).name != file_name or file_name.startswith("."):
@@ -101,8 +102,10 @@ def write_checkpoint_dir(parent: Path, name: str, files: Mapping[str, bytes]) ->
             suffix += 1
             final = parent / f"{name}-{suffix}"
         os.rename(tmp, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # disk full
+            raise OSError(error.errno, error.strerror, str(parent / name)) from error
         raise
     _fsync_dir(parent)
     return final
