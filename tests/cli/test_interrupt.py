@@ -107,3 +107,24 @@ def test_an_interrupted_demo_prints_a_command_that_resumes_it(
 
     assert run(["demo", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_is_refused_naming_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resume --data num2words:fr-en` on a de-en run said only "a different config ...:
+    src_vocab: checkpoint 60, model 102", after loading the data: not which option differed."""
+    out = tmp_path / "run"
+    assert run([*TINY, "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    other = [a if a != "num2words:de-en:max=99" else "num2words:fr-en:max=99" for a in TINY]
+    assert run([*other, "--hidden-dim", "16", "--max-steps", "4", "--out", str(out),
+                "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"attnkit: error: --resume: {out} was started with other settings: --data "
+        "num2words:fr-en:max=99 (the run has num2words:de-en:max=99), --hidden-dim 16 (the run "
+        "has 8); leave those options out (or give the run's values) to continue it, or choose "
+        "another --out\n")
+    assert load_checkpoint(out).trainer_state["step"] == 2
+    assert run([*TINY, "--max-steps", "4", "--out", str(out), "--resume"]) == 0  # same: goes on

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +70,27 @@ def check_run_folder(out: Path, resume: bool) -> None:
         raise ValueError(
             f"--out {out} already holds a run (last checkpoint {checkpoint}): add --resume to "
             f"continue it, or choose another --out"
+        )
+
+
+def check_resume_settings(out: Path, settings: Any) -> None:
+    """Refuse, before any data is loaded, a ``--resume`` whose options differ from those the run
+    in ``out`` was started with (the settings dataclass saved as its checkpoints' task).
+
+    Raises:
+        ValueError: naming each differing option with the run's value and the one given.
+    """
+    saved = load_checkpoint(out).task_config
+    given = json.loads(json.dumps(dataclasses.asdict(settings), default=str))  # as saved
+    differ = [name for name in given if name in saved and saved[name] != given[name]]
+    if differ:
+        said = ", ".join(
+            f"--{name.replace('_', '-')} {given[name]} (the run has {saved[name]})"
+            for name in differ
+        )
+        raise ValueError(
+            f"--resume: {out} was started with other settings: {said}; leave those options "
+            f"out (or give the run's values) to continue it, or choose another --out"
         )
 
 
