@@ -95,3 +95,13 @@ def test_bad_arguments_raise_clear_errors() -> None:
     tok = Tokenizer.train(TEXTS, kind="char")
     with pytest.raises(TypeError, match="text must be str"):
         tok.encode(b"bytes")  # type: ignore[arg-type]
+
+
+def test_unknown_names_the_pieces_that_become_unk() -> None:
+    words = Tokenizer.train(["three hundred", "forty-two"], kind="word", vocab_size=300)
+    assert words.unknown("three thousand hundred zwei") == ["thousand", "zwei"]
+    chars = Tokenizer.train(["drei", "vier"], kind="char")
+    assert chars.unknown("Dreißig") == ["D", "ß", "g"]
+    assert chars.unknown("vier") == [] and chars.unknown("") == []
+    # an independent count: exactly the pieces that encode() turns into unk_id
+    assert chars.encode("Dreißig").count(Tokenizer.unk_id) == 3

@@ -163,6 +163,24 @@ def translate(
         translator = Translator.load(run)
     for text, translation in zip(texts, translator.translate(texts, beam=beam), strict=True):
         typer.echo(f"{text}\t{translation}")
+        if (guess := _guessed(translator, text)) is not None:
+            typer.echo(f"attnkit: note: {text!r}: {guess}", err=True)
+
+
+def _guessed(translator: object, text: str) -> str | None:
+    """Why the translation of ``text`` is a guess (empty, or pieces the model never saw), or
+    ``None``: a model translates anything into words it knows, however foreign the input."""
+    if not text.strip():
+        return "nothing to translate; the model's answer for an empty text is a guess"
+    source = getattr(translator, "source", None)
+    unknown = source.unknown(text) if source is not None else []
+    if not unknown:
+        return None
+    shown = ", ".join(repr(piece) for piece in dict.fromkeys(unknown))
+    data = translator.settings.data  # type: ignore[attr-defined]
+    return (
+        f"{shown} never appeared in its training data ({data}), so the translation is a guess"
+    )
 
 
 def evaluate(

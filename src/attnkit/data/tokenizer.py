@@ -181,6 +181,22 @@ class Tokenizer:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         return self._hf.encode(text, add_special_tokens=False).tokens
 
+    def unknown(self, text: str) -> list[str]:
+        """The pieces of ``text`` this tokenizer has no token for (each becomes ``unk_id``), in
+        order: characters or words its training data never showed it, e.g. ``["D"]`` for
+        ``"Dreihundert"`` with a lower-case vocabulary.
+
+        Raises:
+            TypeError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        encoding = self._hf.encode(text, add_special_tokens=False)
+        spans = zip(encoding.ids, encoding.offsets, strict=True)
+        # a word's span includes the space before it (the "▁" of its token)
+        return [text[start:end].strip() or text[start:end]
+                for i, (start, end) in spans if i <= self.unk_id]
+
     def id_to_token(self, i: int) -> str:
         """The token string of one id (``"<unk>"`` style for specials)."""
         token = self._hf.id_to_token(int(i))
