@@ -145,3 +145,35 @@ def test_an_interrupted_build_keeps_what_it_encoded(tmp_path) -> None:
     assert index.passages == full.passages and torch.allclose(index.embeddings, full.embeddings)
     with pytest.raises(ValueError, match="save_every"):
         build_index(docs, CountingEncoder(), collection=None, encoder_id="x", save_every=0)
+
+
+def test_ctrl_c_keeps_the_groups_finished_since_the_last_save(tmp_path, monkeypatch) -> None:
+    # `attnkit ask --docs DIR` saved every 2,048 passages (~100 s on one core); a Ctrl-C lost
+    # everything since and said only "attnkit: interrupted"
+    from attnkit.data.documents import index as index_module
+
+    monkeypatch.setattr(index_module, "STOP_LOSES", 1)  # groups of one document here
+    folder = _folder(tmp_path)
+    docs = read_folder(folder).documents  # deserts (1 passage), mountains (2), rivers (2)
+
+    class CtrlC(CountingEncoder):
+        def __call__(self, texts: list[str]) -> torch.Tensor:
+            if any("Rivers" in t for t in texts):
+                raise KeyboardInterrupt
+            return super().__call__(texts)
+
+    said: list[str] = []
+
+    def build(encoder):
+        return build_index(docs, encoder, collection=str(folder), encoder_id="fake-1",
+                           max_words=4, save_every=1000, announce=said.append)
+
+    with pytest.raises(KeyboardInterrupt):
+        build(CtrlC())
+    assert said[-1] == ("interrupted: 3 of 5 passages are encoded and cached; the same command "
+                        "continues from there")
+    encoder = CountingEncoder()
+    index = build(encoder)
+    assert index.encoded == ["rivers.md"]  # the first two documents came from the cache
+    full = build_index(docs, CountingEncoder(), collection=None, encoder_id="x", max_words=4)
+    assert index.passages == full.passages and torch.allclose(index.embeddings, full.embeddings)

@@ -184,6 +184,9 @@ def _write(
         return  # an unwritable cache only costs time
 
 
+STOP_LOSES = 256  # passages encoded per group: the most a Ctrl-C loses (seconds on a CPU)
+
+
 def build_index(
     documents: Sequence[Document],
     encode: Encode,
@@ -201,7 +204,8 @@ def build_index(
 
     New or edited documents are encoded in groups of about ``save_every`` passages and the
     cache is rewritten after each group, so an interrupted first build (thousands of passages
-    on a slow CPU) resumes where it stopped instead of starting again.
+    on a slow CPU) resumes where it stopped instead of starting again. Ctrl-C also writes the
+    groups of :data:`STOP_LOSES` passages finished since, and says so through ``announce``.
 
     Args:
         documents: the collection (names must be unique).
@@ -250,8 +254,9 @@ def build_index(
             fresh.append((i, passages))
     if not any(passages for passages, _ in parts):
         raise ValueError(f"build_index: no text to index in {len(documents)} documents")
-    groups = _groups(fresh, save_every)
+    groups = _groups(fresh, min(save_every, STOP_LOSES))
     watch = _Watch(fresh, progress=progress, announce=announce)
+    unsaved = 0  # passages encoded since the cache was last written
     try:
         for g, group in enumerate(groups):
             texts = [p.text for _, passages in group for p in passages]
@@ -262,8 +267,21 @@ def build_index(
             for i, passages in group:
                 parts[i] = (passages, rows[start : start + len(passages)])  # (n_i, E)
                 start += len(passages)
-            if path is not None and g + 1 < len(groups):
+            unsaved += len(texts)
+            if path is not None and g + 1 < len(groups) and unsaved >= save_every:
                 _write_parts(path, documents, parts)  # what is encoded so far survives a stop
+                unsaved = 0
+    except KeyboardInterrupt:  # Ctrl-C: keep every finished group, say how to go on
+        if path is not None and unsaved:
+            _write_parts(path, documents, parts)
+        watch.close()  # the bar first, or clearing it would wipe the line below
+        if path is not None and announce is not None:
+            done = sum(len(ps) for i, ps in fresh if parts[i][1] is not None)
+            announce(
+                f"interrupted: {done:,} of {watch.total:,} passages are encoded and cached; "
+                "the same command continues from there"
+            )
+        raise
     finally:
         watch.close()
     all_passages = [p for passages, _ in parts for p in passages]
@@ -320,6 +338,7 @@ class _Watch:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _duration(seconds: float) -> str:
