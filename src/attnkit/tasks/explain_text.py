@@ -53,7 +53,7 @@ def explain_sentence(
     model = load_bert()
     tokens = model.tokens(text)
     ids, mask = model.tokenize([text])
-    note = None
+    note, cut = None, ""
     if model.tokenizer.encode(text).overflowing:  # the tokenizer cut the text at max_length
         note = (
             f"MiniLM reads at most {model.max_length} tokens: only the first "
@@ -61,6 +61,7 @@ def explain_sentence(
             "explains longer texts in chunks)"
         )
         text = f"{model.max_length} first tokens of: {text}"  # the viewers' titles say it too
+        cut = f" (the first {model.max_length} tokens of the text)"
     if summary is not None:
         with torch.no_grad(), record(model, weights=summary) as rec:
             model(ids, mask)
@@ -81,13 +82,13 @@ def explain_sentence(
             rollout(layers, residual=True)[0],
             out / "rollout.png",
             tokens=tokens,
-            title="attention rollout across MiniLM's 6 layers",
+            title="attention rollout across MiniLM's 6 layers" + cut,
         ),
         plot_heads(
             layers[-1, 0],
             out / "last_layer_heads.png",
             tokens=tokens,
-            title="MiniLM, last layer: every head",
+            title="MiniLM, last layer: every head" + cut,
         ),
     ]
     last = layers[-1, 0].mean(0)  # (L, L): heads averaged
