@@ -123,6 +123,7 @@ def attention(
             "bottom_right", "top_left"``, a ``mask_mod``/``score_mod`` of the wrong signature
             or result dtype.
         ValueError: wrong ranks, mismatched sizes or devices, a mask that does not broadcast,
+            :class:`KeyLengths` outside ``0..Lk`` (read where they are on the CPU),
             a ``mask_mod``/``score_mod`` whose result does not broadcast over its indices,
             an unknown score/normalizer/backend, or a backend that cannot serve the request.
     """
@@ -414,7 +415,10 @@ def _split_mask(
         for t in (lengths, mask.starts, mask.query_lengths):
             if t is not None and t.device != q.device:
                 raise ValueError(f"mask: KeyLengths are on {t.device} but q is on {q.device}")
-        values = [] if torch.compiler.is_compiling() else lengths.tolist()  # 0.5 µs at B = 2
+        # read on CPU only (0.5 µs at B = 2): on a GPU it would wait for the device each call,
+        # and under torch.compile the values are not known
+        readable = lengths.device.type == "cpu" and not torch.compiler.is_compiling()
+        values = lengths.tolist() if readable else []
         if values and (min(values) < 0 or max(values) > target[3]):
             raise ValueError(
                 f"mask: KeyLengths lengths must be in 0..Lk = 0..{target[3]} (the number of "

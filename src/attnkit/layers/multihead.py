@@ -376,10 +376,10 @@ class MultiHeadAttention(AttentionLayer):
         non-float ``x`` (``TypeError``), a float ``x`` of another dtype than the weights outside
         autocast (``TypeError``), ``x`` on another device (``ValueError``)."""
         weight = self.out_proj.weight
-        here, there = str(x.device), str(weight.device)
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
         if x.device != weight.device:
+            here, there = str(x.device), str(weight.device)
             raise ValueError(
                 f"{name} is on {here} but the module's parameters are on {there}; move one of "
                 f"them (module.to({here!r}) or {name}.to({there!r}))"
