@@ -128,3 +128,26 @@ def test_resume_with_other_settings_is_refused_naming_each(
         "another --out\n")
     assert load_checkpoint(out).trainer_state["step"] == 2
     assert run([*TINY, "--max-steps", "4", "--out", str(out), "--resume"]) == 0  # same: goes on
+
+
+def test_sigterm_outside_training_stops_a_command_as_ctrl_c_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import typer
+
+    cleaned = []
+
+    def long_work() -> None:  # a command that is not training (an index, a picture, ...)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives here
+            cleaned.append("finished")  # never reached
+        finally:
+            cleaned.append("cleaned up")
+
+    command = typer.main.get_command(typer.Typer(callback=long_work, invoke_without_command=True))
+    before = signal.getsignal(signal.SIGTERM)
+    assert run([], command=command) == 130
+    assert cleaned == ["cleaned up"]
+    assert "attnkit: interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -2,7 +2,8 @@
 
 Every subcommand has ``--help`` (or ``-h``). Bad arguments exit with status 2 and a one-line
 reason (set ``ATTNKIT_DEBUG=1`` to see the traceback of an error instead). Ctrl-C or SIGTERM
-during training saves a checkpoint, prints the command that resumes it, and exits with 130.
+during training saves a checkpoint, prints the command that resumes it, and exits with 130;
+elsewhere SIGTERM stops a command as Ctrl-C does (status 130).
 The script's entry point is :mod:`attnkit.__main__`, which chooses the thread settings first.
 """
 
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -92,6 +97,27 @@ def run(argv: list[str] | None = None, command: Any = None) -> int:
     training run: where its checkpoint is and the command that resumes it).
     """
     given = list(sys.argv[1:] if argv is None else argv)
+    with _terminate_as_interrupt():
+        return _run(given, command)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, ``kill``) ends a command as Ctrl-C does: as ``KeyboardInterrupt``,
+    so work outside training (an index being encoded, a picture being written) saves what it
+    can and says how to go on, and the status is 130. Training installs its own handlers
+    (:class:`attnkit.training.interrupt.StopSignals`) and restores this one after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python lets only the main thread handle signals
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(given: list[str], command: Any) -> int:
     try:
         # ``train ... --nproc N``: re-launched under torchrun (attnkit.distributed.launch).
         argv, status = launch.handle_nproc(given)
