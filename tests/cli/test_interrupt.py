@@ -151,3 +151,54 @@ def test_sigterm_outside_training_stops_a_command_as_ctrl_c_does(
     assert cleaned == ["cleaned up"]
     assert "attnkit: interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def _saved_run(out: Path, task: dict[str, object], **state: object) -> None:
+    """A run folder whose last checkpoint saved ``task`` as its task settings (a stand-in for a
+    trained run: the checks below read only the checkpoint's JSON)."""
+    import torch
+
+    from attnkit.training import CheckpointExtras, TrainConfig, save_checkpoint
+
+    trainer_state = {"step": 2, "epoch": 0, "seconds": 1.0,
+                     "train_config": TrainConfig(max_steps=2, warmup_steps=0).to_dict()}
+    save_checkpoint(out, torch.nn.Linear(1, 1), step=2, extras=CheckpointExtras(config=task),
+                    trainer_state=trainer_state | state)
+
+
+def _defaults(settings: type) -> dict[str, object]:
+    import dataclasses
+    import json
+
+    return json.loads(json.dumps(dataclasses.asdict(settings()), default=str))
+
+
+@pytest.mark.parametrize(
+    ("command", "settings", "given", "said"),
+    [
+        ("caption", "attnkit.tasks.caption:CaptionSettings", ["--hidden-dim", "7"],
+         "--hidden-dim 7 (the run has 256)"),
+        ("music", "attnkit.tasks.music:MusicSettings", ["--width", "6"],
+         "--width 6 (the run has 128)"),
+        ("summarize", "attnkit.tasks.summarize:SummarizeSettings", ["--hidden-dim", "6"],
+         "--hidden-dim 6 (the run has 128)"),
+        ("speech", "attnkit.tasks.speech:SpeechSettings", ["--n-mels", "8", "--hop-ms", "10"],
+         "--hop-ms 10 (the run has 20), --n-mels 8 (the run has 40)"),
+    ],
+)
+def test_every_train_command_refuses_a_resume_with_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, settings: str,
+    given: list[str], said: str,
+) -> None:
+    """Only `train translate` compared a resume's options with the run's; the others loaded the
+    data and failed on the checkpoint's model config, without naming the option."""
+    import importlib
+
+    module, name = settings.split(":")
+    task = _defaults(getattr(importlib.import_module(module), name))
+    out = tmp_path / "run"
+    _saved_run(out, task)
+    assert run(["train", command, *given, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"attnkit: error: --resume: {out} was started with other settings: ")
+    assert said in " ".join(err.split()), err

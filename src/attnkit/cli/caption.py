@@ -97,6 +97,8 @@ def train_caption(
         eval_every=eval_every,
         seed=seed,
     )
+    if resume:
+        opt.check_resume_settings(out, settings)
     run = train_captioner(settings, training, out, resume=resume)
     scores = run.captioner.evaluate(run.data.test)
     where = ""

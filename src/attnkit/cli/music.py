@@ -99,6 +99,8 @@ def train_music(
         eval_every=eval_every,
         seed=seed,
     )
+    if resume:
+        opt.check_resume_settings(out, settings)
     result, composer, task = train_music(settings, training, out, resume=resume)
     if not is_main_process():
         return  # rank 0 of a data-parallel run scores the test split

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,25 +74,49 @@ def check_run_folder(out: Path, resume: bool) -> None:
         )
 
 
-def check_resume_settings(out: Path, settings: Any) -> None:
+def check_resume_settings(
+    out: Path, settings: Any, shown: Mapping[str, tuple[str, Callable[[Any], Any]]] | None = None
+) -> None:
     """Refuse, before any data is loaded, a ``--resume`` whose options differ from those the run
     in ``out`` was started with (the settings dataclass saved as its checkpoints' task).
+
+    A field holding a dict (e.g. speech's ``features``) is compared key by key. ``shown`` names
+    the option of a field whose option has another name or unit, with the conversion from the
+    saved value (e.g. ``{"hop_length": ("--hop-ms", samples_to_ms)}``); any other field is
+    named ``--field-name``.
 
     Raises:
         ValueError: naming each differing option with the run's value and the one given.
     """
-    saved = load_checkpoint(out).task_config
-    given = json.loads(json.dumps(dataclasses.asdict(settings), default=str))  # as saved
+    saved = _flat(load_checkpoint(out).task_config)
+    given = _flat(json.loads(json.dumps(dataclasses.asdict(settings), default=str)))  # as saved
     differ = [name for name in given if name in saved and saved[name] != given[name]]
     if differ:
-        said = ", ".join(
-            f"--{name.replace('_', '-')} {given[name]} (the run has {saved[name]})"
-            for name in differ
-        )
+        options = dict(shown or {})
+        plain = ("--{}", lambda value: value)
+
+        def said(name: str) -> str:
+            option, value = options.get(name, plain)
+            option = option.format(name.replace("_", "-"))
+            return f"{option} {value(given[name])} (the run has {value(saved[name])})"
+
         raise ValueError(
-            f"--resume: {out} was started with other settings: {said}; leave those options "
-            f"out (or give the run's values) to continue it, or choose another --out"
+            f"--resume: {out} was started with other settings: "
+            f"{', '.join(said(name) for name in differ)}; leave those options out (or give the "
+            f"run's values) to continue it, or choose another --out"
         )
+
+
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each dict value's keys lifted to the top (``{"features": {"n_mels": 40}}``
+    -> ``{"n_mels": 40}``), so that they are named like the options that set them."""
+    flat: dict[str, Any] = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[name] = value
+    return flat
 
 
 def train_config(
