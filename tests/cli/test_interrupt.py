@@ -202,3 +202,45 @@ def test_every_train_command_refuses_a_resume_with_other_settings(
     err = capsys.readouterr().err
     assert err.startswith(f"attnkit: error: --resume: {out} was started with other settings: ")
     assert said in " ".join(err.split()), err
+
+
+def test_resuming_a_finished_run_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resume of a run whose budget is spent trained 0 steps and exited 0 without a word."""
+    out = tmp_path / "run"
+    assert run([*TINY, "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert run([*TINY, "--max-steps", "2", "--out", str(out), "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"attnkit: error: {out} already finished (--max-steps 2 reached at step 2); nothing to "
+        "resume: raise --max-steps or choose another --out\n")
+    assert run([*TINY, "--max-steps", "3", "--out", str(out), "--resume"]) == 0  # budget left
+    assert load_checkpoint(out).trainer_state["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("budget", "said"),
+    [
+        (["--epochs", "4"], "--epochs 4 reached at epoch 4); nothing to resume: raise --epochs"),
+        ([], "--minutes 10 reached after 10.0 min); nothing to resume: raise --minutes"),
+    ],
+)
+def test_resuming_a_run_past_its_epochs_or_time_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], budget: list[str], said: str
+) -> None:
+    out = tmp_path / "run"
+    _saved_run(out, {}, step=40, epoch=4, seconds=600.0, last_eval_step=40,
+               final_metrics={"loss": 1.0})
+    assert run([*TINY, *budget, "--out", str(out), "--resume"]) == 2
+    assert f"{out} already finished ({said}" in capsys.readouterr().err
+
+
+def test_a_run_stopped_before_its_last_evaluation_is_not_finished(tmp_path: Path) -> None:
+    """No final metrics saved (stopped during the last evaluation): resuming completes it."""
+    from attnkit.cli.options import check_unfinished
+    from attnkit.training import TrainConfig
+
+    out = tmp_path / "run"
+    _saved_run(out, {}, step=40, epoch=4, seconds=600.0, last_eval_step=20, final_metrics={})
+    check_unfinished(out, TrainConfig(max_steps=40))  # no error

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.training import TrainConfig
 
 Minutes = opt.minutes(
     "For translate: the model reaches its figures in the README within 2.5 minutes on 2 cores.",
@@ -70,6 +71,7 @@ def demo(
         raise typer.BadParameter(f"expected translate or documents, got {which!r}")
     if resume:  # refused before any data is loaded when there is nothing to continue
         opt.check_run_folder(out / "demo-run", resume=True)
+        opt.check_unfinished(out / "demo-run", TrainConfig(minutes=minutes))
     from attnkit.tasks import translation_demo
     from attnkit.tasks.magnitudes import render_table
 

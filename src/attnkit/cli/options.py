@@ -74,6 +74,33 @@ def check_run_folder(out: Path, resume: bool) -> None:
         )
 
 
+def check_unfinished(out: Path, training: TrainConfig) -> None:
+    """Refuse, before any data is loaded, a ``--resume`` of a run that already finished under
+    the budgets ``training`` gives (the Trainer would train 0 steps and only score it again).
+    A run stopped before its last evaluation was saved is not finished: resuming completes it.
+
+    Raises:
+        ValueError: naming the budget reached, where, and the option to raise.
+    """
+    state = load_checkpoint(out).trainer_state
+    if not state.get("final_metrics") or state.get("last_eval_step") != state.get("step"):
+        return
+    step, epoch, seconds = state.get("step", 0), state.get("epoch", 0), state.get("seconds", 0.0)
+    if training.epochs is not None and epoch >= training.epochs:
+        reached, option = f"--epochs {training.epochs} reached at epoch {epoch}", "--epochs"
+    elif training.max_steps is not None and step >= training.max_steps:
+        reached, option = f"--max-steps {training.max_steps} reached at step {step}", "--max-steps"
+    elif training.minutes is not None and seconds >= training.minutes * 60:
+        reached = f"--minutes {training.minutes:g} reached after {seconds / 60:.1f} min"
+        option = "--minutes"
+    else:
+        return
+    raise ValueError(
+        f"{out} already finished ({reached}); nothing to resume: raise {option} or choose "
+        f"another --out"
+    )
+
+
 def check_resume_settings(
     out: Path, settings: Any, shown: Mapping[str, tuple[str, Callable[[Any], Any]]] | None = None
 ) -> None:
@@ -132,7 +159,8 @@ def train_config(
     seed: int,
 ) -> TrainConfig:
     """A TrainConfig from the shared options (with no budget given, 10 minutes), after
-    checking ``--out`` against ``--resume`` (:func:`check_run_folder`).
+    checking ``--out`` against ``--resume`` (:func:`check_run_folder`) and that a resumed run
+    has budget left (:func:`check_unfinished`).
 
     The schedule's length follows the budgets: ``--max-steps`` or ``--epochs`` in updates,
     ``--minutes`` in time, or whichever ends first when several are given.
@@ -144,7 +172,7 @@ def train_config(
         warmup = load_checkpoint(out).trainer_state["train_config"]["warmup_steps"]
     elif max_steps is not None and warmup >= max_steps:
         warmup = max_steps // 10  # a short run still warms up, then decays
-    return TrainConfig(
+    training = TrainConfig(
         lr=lr,
         warmup_steps=warmup,
         minutes=minutes,
@@ -153,3 +181,6 @@ def train_config(
         eval_every=eval_every,
         seed=seed,
     )
+    if resume:
+        check_unfinished(out, training)
+    return training
