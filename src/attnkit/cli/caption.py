@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.cli.runs import run_argument
 
 Data = Annotated[
     str,
@@ -20,6 +21,7 @@ Data = Annotated[
 ]
 
 
+Run = run_argument("caption")
 Minutes = opt.minutes(
     "Needs: about 10 minutes on 2 cores for >= 90 % exact match with soft attention (hard "
     "attention: longer)."
@@ -115,9 +117,7 @@ def train_caption(
 
 
 def caption(
-    run: Annotated[
-        Path, typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train caption'.")
-    ],
+    run: Run,
     images: Annotated[
         list[Path],
         typer.Argument(

@@ -9,11 +9,10 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.cli.runs import run_argument
 from attnkit.tasks.summarize import NO_REPEAT_NGRAM
 
-Run = Annotated[
-    Path, typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train summarize'.")
-]
+Run = run_argument("summarize")
 
 
 Minutes = opt.minutes(

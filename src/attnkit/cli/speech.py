@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.cli.runs import run_argument
 from attnkit.data.speech.corpus import DEFAULT_SPEECH_SPEC, describe, describe_vocabulary
 from attnkit.explain._files import write_atomic
 from attnkit.training import is_main_process
@@ -20,9 +21,7 @@ Data = Annotated[
         "folder:PATH (a folder with transcripts.tsv)."
     ),
 ]
-Run = Annotated[
-    Path, typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train speech'.")
-]
+Run = run_argument("speech")
 Beam = Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)]
 
 _TRAIN_HELP = (

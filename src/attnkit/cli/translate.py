@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.cli.runs import run_argument
 from attnkit.data.translation import DEFAULT_SPEC, describe_sources, load_pairs
 from attnkit.explain._files import write_atomic
 from attnkit.models import ATTENTIONS
@@ -21,10 +21,7 @@ Data = Annotated[
         "--data", help="Data spec, e.g. num2words:de-en, bible:en-es, gettext:fr, tsv:PATH."
     ),
 ]
-Run = Annotated[
-    Path,
-    typer.Argument(metavar="RUN", help="A run folder written by 'attnkit train translate'."),
-]
+Run = run_argument("translate")
 Beam = Annotated[int, typer.Option("--beam", help="Beam size (1 = greedy).", min=1)]
 
 
