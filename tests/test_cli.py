@@ -40,6 +40,8 @@ def test_every_command_has_help_with_h_too(path: list[str]) -> None:
         result = runner.invoke(app, [*path, flag])
         assert result.exit_code == 0 and "Usage" in result.output, result.output
     assert "<bool>" not in result.output  # flags take no value
+    usage = result.output.split("\n\n")[0]
+    assert re.findall(r"\{[^}]*[a-z][^}]*\}", usage) == []  # {RUN}, as every command writes it
 
 
 def test_documents_demo_prints_weights_and_writes_the_heatmap(tmp_path) -> None:

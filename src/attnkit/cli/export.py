@@ -10,6 +10,10 @@ from typing import Annotated
 
 import typer
 
+from attnkit.cli.runs import run_argument
+
+Run = run_argument("translate")
+
 
 class Format(str, Enum):
     onnx = "onnx"
@@ -20,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train translate'.")],
+    run: Run,
     out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the files.")],
     format: Annotated[Format, typer.Option("--format", help="File format.")] = Format.onnx,
 ) -> None:

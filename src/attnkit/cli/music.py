@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
+from attnkit.cli.runs import run_argument
 from attnkit.training import is_main_process
 
 generate_app = typer.Typer(
@@ -21,6 +22,8 @@ Minutes = opt.minutes(
     "Needs: the documented models trained 1,200 updates (--max-steps 1200), 15-40 minutes on 2 "
     "cores."
 )
+
+Run = run_argument("music")
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     train_app.command("music", help=_TRAIN_HELP)(train_music)
@@ -125,7 +128,7 @@ def train_music(
 
 
 def generate_music(
-    run: Annotated[Path, typer.Argument(help="A run folder written by 'attnkit train music'.")],
+    run: Run,
     out: Annotated[
         Path,
         typer.Option(
