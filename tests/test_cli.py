@@ -153,3 +153,18 @@ def test_caption_and_transcribe_name_their_shared_options_alike() -> None:
     }
     shared = {"--out", "--plot", "--no-plot", "--beam"}
     assert shared <= options["caption"] and shared <= options["transcribe"]
+
+
+def test_a_mistyped_demo_gets_the_hint_a_mistyped_command_gets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 'attnkit trian' says "Did you mean 'train'?" (click); 'attnkit demo translat' said only
+    # "expected translate or documents, got 'translat'"
+    from attnkit.cli import run
+
+    assert run(["trian"]) == 2
+    assert "Did you mean 'train'?" in capsys.readouterr().err
+    assert run(["demo", "translat"]) == 2
+    assert "got 'translat'. Did you mean 'translate'?" in capsys.readouterr().err
+    assert run(["demo", "xyz"]) == 2
+    assert "Did you mean" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,17 @@ Minutes = opt.minutes(
 )
 
 MISSES_SHOWN = 5
+
+
+DEMOS = ("translate", "documents")
+
+
+def _not_a_demo(which: str) -> str:
+    """What to say of a WHICH that names no demo: a close name as click says it of a mistyped
+    command ("Did you mean 'train'?")."""
+    said = f"expected translate or documents, got {which!r}"
+    close = difflib.get_close_matches(which, DEMOS, n=1)
+    return f"{said}. Did you mean {close[0]!r}?" if close else said
 
 
 def _mark(output: str, reference: str) -> str:
@@ -68,7 +80,7 @@ def demo(
         typer.echo(f"\nheatmap of every question's weights over the documents: {path}")
         return
     if which != "translate":
-        raise typer.BadParameter(f"expected translate or documents, got {which!r}")
+        raise typer.BadParameter(_not_a_demo(which))
     if resume:  # refused before any data is loaded when there is nothing to continue
         opt.check_run_folder(out / "demo-run", resume=True)
         opt.check_unfinished(out / "demo-run", TrainConfig(minutes=minutes))
