@@ -21,13 +21,9 @@ TINY = ["train", "translate", "--data", "num2words:de-en:max=99", "--hidden-dim"
         "--embed-dim", "8", "--eval-every", "100000"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_a_checkpoint_and_prints_the_resume_command(
-    tmp_path: Path, sig: signal.Signals, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "run"
-    err = tmp_path / "stderr.txt"
-    argv = [*TINY, "--max-steps", "1000000", "--out", str(out)]
+def _interrupted(argv: list[str], sig: signal.Signals, err: Path) -> list[str]:
+    """Run ``attnkit argv`` in a subprocess, send ``sig`` half a second after it reports where
+    its checkpoints go, check it exits with 130; its stderr lines."""
     with open(err, "w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "attnkit", *argv], stderr=stderr,
                                    stdout=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
@@ -35,10 +31,20 @@ def test_a_signal_saves_a_checkpoint_and_prints_the_resume_command(
         while "checkpoints:" not in err.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, err.read_text()
             time.sleep(0.2)
-        time.sleep(0.5)  # a few updates, no evaluation (the data has 90 pairs, eval at 100,000)
+        time.sleep(0.5)
         process.send_signal(sig)
         assert process.wait(timeout=60) == 130
-    lines = err.read_text().splitlines()
+    return err.read_text().splitlines()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_and_prints_the_resume_command(
+    tmp_path: Path, sig: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = [*TINY, "--max-steps", "1000000", "--out", str(out)]
+    # a few updates, no evaluation (the data has 90 pairs, eval at 100,000)
+    lines = _interrupted(argv, sig, tmp_path / "stderr.txt")
     last = lines[-1]
     match = re.fullmatch(
         rf"attnkit: {sig.name} at step (\d+); saved (\S+); resume with: (attnkit .*)", last)
@@ -80,19 +86,8 @@ def test_an_interrupted_demo_prints_a_command_that_resumes_it(
 ) -> None:
     """`attnkit demo` printed "resume with: attnkit demo --resume" on Ctrl-C, a command that
     did not exist (No such option: --resume), and a plain rerun deletes the saved run."""
-    err = tmp_path / "stderr.txt"
     argv = ["demo", "--out", str(tmp_path), "--minutes", "5"]
-    with open(err, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "attnkit", *argv], stderr=stderr,
-                                   stdout=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
-        deadline = time.monotonic() + 120
-        while "checkpoints:" not in err.read_text() and time.monotonic() < deadline:
-            assert process.poll() is None, err.read_text()
-            time.sleep(0.2)
-        time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
-    last = err.read_text().splitlines()[-1]
+    last = _interrupted(argv, signal.SIGINT, tmp_path / "stderr.txt")[-1]
     match = re.fullmatch(r"attnkit: SIGINT at step (\d+); saved \S+; resume with: (attnkit .*)",
                          last)
     assert match, last
