@@ -35,7 +35,7 @@ backward pass is FlashAttention-2's with that lse ``lse'``, plus the sinks' own 
 sinks are the ones the model uses, ``P' = exp(S − lse')`` (rows summing to ``1 − p_sink``): a
 second pass with ``lse'`` gives them directly; whole rows normalised without the sink (the
 weights' one pass, a summary's tiles of whole rows) are scaled by ``exp(lse − lse')``
-(:func:`_kept`).
+(:func:`online.sink_share`).
 Tiles are computed in float32 for 16-bit inputs, in float64 for float64.
 
 Shapes: q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> out (B, Hq, Lq, Dv),
@@ -55,8 +55,7 @@ from attnkit.kernels.online import compute_dtype, from_rows, to_rows
 from attnkit.kernels.plan import AttentionPlan
 from attnkit.kernels.registry import FLOATS, SOFTMAX, Capabilities, Kernel
 from attnkit.kernels.tile_scores import DotScores, ModScores, modded
-from attnkit.kernels.tiling import Box, TileScores, Tiling, dropout_for, whole_rows
-from attnkit.kernels.visibility import NEG_INF
+from attnkit.kernels.tiling import Tiling, dropout_for, whole_rows
 from attnkit.kernels.weights import rows_backward, rows_forward
 
 _BLOCK_ELEMENTS = 1 << 21  # scores per tile across the batch (8 MiB in float32)
@@ -129,41 +128,9 @@ class _Call:
             online.probabilities(sb, lse, self.tiling, reduce)
             return out, lse, reduce.result()
         sb = self.scores(qr, kr, tiles=rows)
-        if sinks is None:
-            out, lse = online.in_one_pass(sb, vr, rows, reduce, need_lse=plan.needs_grad)
-            return out, lse, reduce.result()
-        return (*_one_pass_with_sinks(sb, vr, rows, reduce, sinks), reduce.result())
-
-
-def _one_pass_with_sinks(
-    sb: TileScores, vr: Tensor, rows: Tiling, reduce: summaries.Reduction, sinks: Tensor
-) -> tuple[Tensor, Tensor]:
-    """:func:`online.in_one_pass` with sinks ``(n, G·Lq)``: each tile of whole rows is
-    normalised without its sink, so ``reduce`` takes its probabilities with the rows' scale
-    :func:`_kept` (from the rows' lse, final once the tile is done); the sinks are merged into
-    ``out (n, G·Lq, Dv)`` and ``lse (n, G·Lq)`` after the last tile."""
-    vis, n = rows.vis, vr.shape[0]
-    count = vis.heads // rows.kv_heads * vis.q_len
-    # rows of blocks no tile visits (queries that see no key) need zeros beforehand
-    make = vr.new_empty if vis.every_query_sees_a_key else vr.new_zeros
-    out = make(n, count, vr.shape[2])  # (n, G·Lq, Dv)
-    lse = vr.new_full((n, count), NEG_INF)  # (n, G·Lq)
-
-    def consume(p: Tensor, g: int, box: Box, entries: slice) -> None:
-        r0, r1 = rows.rows(g, box[0], box[1])
-        reduce(p, g, box, entries, _kept(lse[entries, r0:r1], sinks[entries, r0:r1]))  # (n, q)
-
-    online.forward(sb, vr, out, lse, rows, consume=consume)
-    online.merge_(out, lse, None, sinks)
-    return out, lse
-
-
-def _kept(lse: Tensor, sinks: Tensor) -> Tensor:
-    """``exp(lse − lse') = 1 − p_sink``, ``lse' = log(e^{lse} + e^{σ})``: what each row's
-    weights normalised without its sink ``σ`` are multiplied by to become the weights with it
-    (``lse``, ``sinks`` and the result of one shape; 0 where the row sees no key)."""
-    merged = torch.logaddexp(lse, sinks)
-    return (lse - merged.masked_fill(merged == NEG_INF, 0.0)).exp_()
+        out, lse = online.in_one_pass(sb, vr, rows, reduce, need_lse=plan.needs_grad,
+                                      sinks=sinks)
+        return out, lse, reduce.result()
 
 
 def _rows(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -189,7 +156,7 @@ def _forward(call: _Call, q: Tensor, k: Tensor, v: Tensor) -> tuple[tuple, Any]:
         out = rows_forward(qr, kr, vr, call.tiling, weights, call.scale, lse=lse)
         if sinks is not None:  # the weights of whole rows, normalised without the sink
             assert lse is not None
-            weights.mul_(_kept(lse, sinks).unsqueeze(-1))
+            weights.mul_(online.sink_share(lse, sinks).unsqueeze(-1))
             online.merge_(out, lse, None, sinks)
     else:
         sb = call.scores(qr, kr)

@@ -39,6 +39,7 @@ D/Dv dims, q/k a tile's rows/keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -146,6 +147,15 @@ def merge_(out: Tensor, lse: Tensor, out_b: Tensor | None, lse_b: Tensor) -> Non
     if out_b is not None:
         out.add_(out_b.mul_((lse_b - safe).exp_().unsqueeze(-1)))
     lse.copy_(new)
+
+
+def sink_share(lse: Tensor, sink: Tensor) -> Tensor:
+    """``exp(lse − lse')``, ``lse' = log(e^{lse} + e^{σ})``: the share of a row's weights its
+    keys keep beside its sink ``σ`` (the factor :func:`merge_` applies to ``out``), what
+    weights normalised without the sink are multiplied by to become the weights with it
+    (``lse``, ``sink`` and the result of one shape; 0 where the row sees no key)."""
+    merged = torch.logaddexp(lse, sink)
+    return (lse - merged.masked_fill(merged == NEG_INF, 0.0)).exp_()
 
 
 def sink_grad(
@@ -383,10 +393,16 @@ def attention(
 
 
 def in_one_pass(
-    sb: TileScores, vr: Tensor, rows: Tiling, consume: Consumer, need_lse: bool
+    sb: TileScores, vr: Tensor, rows: Tiling, consume: Callable[..., None], need_lse: bool,
+    sinks: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``(out, lse)`` as :func:`attention` gives them, on a tiling of :func:`whole_rows`, each
-    tile's exact probabilities handed to ``consume`` as it is made: one pass, no second."""
+    tile's exact probabilities handed to ``consume`` as it is made: one pass, no second.
+
+    With attention ``sinks (n, G·Lq)``, a tile's rows are normalised without their sink, so
+    ``consume`` also receives each row's :func:`sink_share` (``consume(p, g, box, entries,
+    share)``, a :class:`~attnkit.kernels.summaries.Reduction`), and the sinks are merged into
+    ``out`` and ``lse`` after the last tile (``lse`` is then returned)."""
     vis, n = rows.vis, vr.shape[0]
     count = vis.heads // rows.kv_heads * vis.q_len
     # each tile of whole rows writes its rows' output; only rows of blocks no tile visits
@@ -394,8 +410,17 @@ def in_one_pass(
     make = vr.new_empty if vis.every_query_sees_a_key else vr.new_zeros
     out = make(n, count, vr.shape[2])  # (n, G·Lq, Dv)
     lse = vr.new_full((n, count), NEG_INF)
-    forward(sb, vr, out, lse, rows, need_lse=need_lse, consume=consume)
-    return out, lse if need_lse else None
+    if sinks is None:
+        forward(sb, vr, out, lse, rows, need_lse=need_lse, consume=consume)
+        return out, lse if need_lse else None
+
+    def with_share(p: Tensor, g: int, box: Box, entries: slice) -> None:
+        r0, r1 = rows.rows(g, box[0], box[1])  # the tile's rows, their lse final
+        consume(p, g, box, entries, sink_share(lse[entries, r0:r1], sinks[entries, r0:r1]))
+
+    forward(sb, vr, out, lse, rows, consume=with_share)
+    merge_(out, lse, None, sinks)
+    return out, lse
 
 
 def gradients(
