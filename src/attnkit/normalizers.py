@@ -53,7 +53,7 @@ def softmax_with_sinks(
     The weights of a row sum to less than 1: the rest goes to a key that is not there and adds
     nothing to the output. A row with no allowed key gets all-zero weights. The gradient flows
     to ``sinks`` too. This is the definition (the ``reference`` kernel runs it); the
-    ``chunked`` kernel gets the same from each row's log-sum-exp
+    ``chunked`` and ``local`` kernels get the same from each row's log-sum-exp
     (:func:`attnkit.kernels.online.merge_`).
 
     Args:

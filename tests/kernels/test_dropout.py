@@ -16,7 +16,7 @@ from tests.kernels.test_additive import additive_score
 
 # The modules (the package re-exports functions of the same names).
 chunked_mod = importlib.import_module("attnkit.kernels.chunked")
-local_mod = importlib.import_module("attnkit.kernels.local")
+band_mod = importlib.import_module("attnkit.kernels.band")
 additive_mod = importlib.import_module("attnkit.kernels.additive")
 weights_mod = importlib.import_module("attnkit.kernels.weights")
 
@@ -28,7 +28,7 @@ def _small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chunked_mod, "_KEY_BLOCK", 16)
     monkeypatch.setattr(chunked_mod, "_BLOCK_ELEMENTS", 1)
     monkeypatch.setattr(weights_mod, "_BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(local_mod, "_GROUP_ELEMENTS", 1)
+    monkeypatch.setattr(band_mod, "_GROUP_ELEMENTS", 1)
     monkeypatch.setattr(additive_mod, "_BLOCK_ELEMENTS", 16 * 8 * 6)
 
 

@@ -91,7 +91,7 @@ def test_bfloat16_within_twice_pytorchs_own_error(kwargs) -> None:
 def test_key_windows_read_in_place_with_padded_ends(monkeypatch, shape, kwargs) -> None:
     """Small groups, so that blocks read the keys themselves in the middle and padded copies
     at the ends (``local.Segment``), over several groups each."""
-    monkeypatch.setattr(importlib.import_module("attnkit.kernels.local"), "_GROUP_ELEMENTS", 1)
+    monkeypatch.setattr(importlib.import_module("attnkit.kernels.band"), "_GROUP_ELEMENTS", 1)
     q, k, v = make_inputs(shape)
     assert_matches_reference("local", q, k, v, **kwargs)
 
@@ -129,7 +129,7 @@ def test_sinks_and_their_gradients_match_reference(shape: str, option: str) -> N
     ],
 )
 def test_sinks_over_several_groups_and_padded_ends(monkeypatch, shape, kwargs) -> None:
-    monkeypatch.setattr(importlib.import_module("attnkit.kernels.local"), "_GROUP_ELEMENTS", 1)
+    monkeypatch.setattr(importlib.import_module("attnkit.kernels.band"), "_GROUP_ELEMENTS", 1)
     q, k, v = make_inputs(shape)
     assert_matches_reference("local", q, k, v, normalize=_sinks(q.shape[1]), **kwargs)
 
