@@ -234,8 +234,8 @@ def test_resuming_a_run_past_its_epochs_or_time_says_so(
 def test_a_run_stopped_before_its_last_evaluation_is_not_finished(tmp_path: Path) -> None:
     """No final metrics saved (stopped during the last evaluation): resuming completes it."""
     from attnkit.cli.options import check_unfinished
-    from attnkit.training import TrainConfig
+    from attnkit.training import TrainConfig, load_checkpoint
 
     out = tmp_path / "run"
     _saved_run(out, {}, step=40, epoch=4, seconds=600.0, last_eval_step=20, final_metrics={})
-    check_unfinished(out, TrainConfig(max_steps=40))  # no error
+    check_unfinished(load_checkpoint(out), out, TrainConfig(max_steps=40))  # no error

@@ -98,9 +98,8 @@ def train_caption(
         warmup=warmup,
         eval_every=eval_every,
         seed=seed,
+        settings=settings,
     )
-    if resume:
-        opt.check_resume_settings(out, settings)
     run = train_captioner(settings, training, out, resume=resume)
     scores = run.captioner.evaluate(run.data.test)
     where = ""

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from attnkit.cli import options as opt
-from attnkit.training import TrainConfig
+from attnkit.training import TrainConfig, load_checkpoint
 
 Minutes = opt.minutes(
     "For translate: the model reaches its figures in the README within 2.5 minutes on 2 cores.",
@@ -82,8 +82,9 @@ def demo(
     if which != "translate":
         raise typer.BadParameter(_not_a_demo(which))
     if resume:  # refused before any data is loaded when there is nothing to continue
-        opt.check_run_folder(out / "demo-run", resume=True)
-        opt.check_unfinished(out / "demo-run", TrainConfig(minutes=minutes))
+        run_dir = out / "demo-run"
+        opt.check_run_folder(run_dir, resume=True)
+        opt.check_unfinished(load_checkpoint(run_dir), run_dir, TrainConfig(minutes=minutes))
     from attnkit.tasks import translation_demo
     from attnkit.tasks.magnitudes import render_table
 

@@ -185,9 +185,8 @@ def train_summarize(
         warmup=warmup,
         eval_every=eval_every,
         seed=seed,
+        settings=settings,
     )
-    if resume:
-        opt.check_resume_settings(out, settings)
     result, summarizer = train_summarizer(settings, training, out, resume=resume)
     test = load_summary_pairs(settings.data, seed=settings.seed).test
     scores = {"model": summarizer.evaluate(test), "lead": baseline_scores(test)}

@@ -101,9 +101,8 @@ def train_music(
         warmup=warmup,
         eval_every=eval_every,
         seed=seed,
+        settings=settings,
     )
-    if resume:
-        opt.check_resume_settings(out, settings)
     result, composer, task = train_music(settings, training, out, resume=resume)
     if not is_main_process():
         return  # rank 0 of a data-parallel run scores the test split

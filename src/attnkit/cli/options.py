@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from attnkit.training import TrainConfig, load_checkpoint
+from attnkit.training import Checkpoint, TrainConfig, load_checkpoint
 
 DEFAULT_MINUTES = 10.0  # the budget when none is given
 MIN_MINUTES = 0.05  # the shortest budget any command accepts (3 seconds)
@@ -74,15 +74,16 @@ def check_run_folder(out: Path, resume: bool) -> None:
         )
 
 
-def check_unfinished(out: Path, training: TrainConfig) -> None:
-    """Refuse, before any data is loaded, a ``--resume`` of a run that already finished under
-    the budgets ``training`` gives (the Trainer would train 0 steps and only score it again).
-    A run stopped before its last evaluation was saved is not finished: resuming completes it.
+def check_unfinished(saved: Checkpoint, out: Path, training: TrainConfig) -> None:
+    """Refuse, before any data is loaded, a ``--resume`` of the run in ``out``, whose last
+    checkpoint is ``saved``, when it already finished under the budgets ``training`` gives
+    (the Trainer would train 0 steps and only score it again). A run stopped before its last
+    evaluation was saved is not finished: resuming completes it.
 
     Raises:
         ValueError: naming the budget reached, where, and the option to raise.
     """
-    state = load_checkpoint(out).trainer_state
+    state = saved.trainer_state
     if not state.get("final_metrics") or state.get("last_eval_step") != state.get("step"):
         return
     step, epoch, seconds = state.get("step", 0), state.get("epoch", 0), state.get("seconds", 0.0)
@@ -101,11 +102,15 @@ def check_unfinished(out: Path, training: TrainConfig) -> None:
     )
 
 
+Shown = Mapping[str, tuple[str, Callable[[Any], Any]]]  # field -> (option, saved value -> shown)
+
+
 def check_resume_settings(
-    out: Path, settings: Any, shown: Mapping[str, tuple[str, Callable[[Any], Any]]] | None = None
+    saved: Checkpoint, out: Path, settings: Any, shown: Shown | None = None
 ) -> None:
     """Refuse, before any data is loaded, a ``--resume`` whose options differ from those the run
-    in ``out`` was started with (the settings dataclass saved as its checkpoints' task).
+    in ``out`` was started with (the settings dataclass saved as the task of its last
+    checkpoint, ``saved``).
 
     A field holding a dict (e.g. speech's ``features``) is compared key by key. ``shown`` names
     the option of a field whose option has another name or unit, with the conversion from the
@@ -115,9 +120,9 @@ def check_resume_settings(
     Raises:
         ValueError: naming each differing option with the run's value and the one given.
     """
-    saved = _flat(load_checkpoint(out).task_config)
+    before = _flat(saved.task_config)
     given = _flat(json.loads(json.dumps(dataclasses.asdict(settings), default=str)))  # as saved
-    differ = [name for name in given if name in saved and saved[name] != given[name]]
+    differ = [name for name in given if name in before and before[name] != given[name]]
     if differ:
         options = dict(shown or {})
         plain = ("--{}", lambda value: value)
@@ -125,7 +130,7 @@ def check_resume_settings(
         def said(name: str) -> str:
             option, value = options.get(name, plain)
             option = option.format(name.replace("_", "-"))
-            return f"{option} {value(given[name])} (the run has {value(saved[name])})"
+            return f"{option} {value(given[name])} (the run has {value(before[name])})"
 
         raise ValueError(
             f"--resume: {out} was started with other settings: "
@@ -157,19 +162,24 @@ def train_config(
     warmup: int,
     eval_every: int | None,
     seed: int,
+    settings: Any = None,
+    shown: Shown | None = None,
 ) -> TrainConfig:
     """A TrainConfig from the shared options (with no budget given, 10 minutes), after
-    checking ``--out`` against ``--resume`` (:func:`check_run_folder`) and that a resumed run
-    has budget left (:func:`check_unfinished`).
+    checking ``--out`` against ``--resume`` (:func:`check_run_folder`) and, for a resumed run
+    (its last checkpoint read once), that it has budget left (:func:`check_unfinished`) and
+    that the task's ``settings`` are the run's (:func:`check_resume_settings`, ``shown`` as
+    there).
 
     The schedule's length follows the budgets: ``--max-steps`` or ``--epochs`` in updates,
     ``--minutes`` in time, or whichever ends first when several are given.
     """
     check_run_folder(out, resume)
+    saved = load_checkpoint(out) if resume else None
     if minutes is None and epochs is None and max_steps is None:
         minutes = DEFAULT_MINUTES
-    if resume:  # the schedule goes on as it started, whatever budget the resume gives
-        warmup = load_checkpoint(out).trainer_state["train_config"]["warmup_steps"]
+    if saved is not None:  # the schedule goes on as it started, whatever budget the resume gives
+        warmup = saved.trainer_state["train_config"]["warmup_steps"]
     elif max_steps is not None and warmup >= max_steps:
         warmup = max_steps // 10  # a short run still warms up, then decays
     training = TrainConfig(
@@ -181,6 +191,8 @@ def train_config(
         eval_every=eval_every,
         seed=seed,
     )
-    if resume:
-        check_unfinished(out, training)
+    if saved is not None:
+        check_unfinished(saved, out, training)
+        if settings is not None:
+            check_resume_settings(saved, out, settings, shown)
     return training

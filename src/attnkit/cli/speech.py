@@ -99,6 +99,7 @@ def train_speech(
         seed=seed,
         features=dataclasses.asdict(features),
     )
+    ms = ("--hop-ms", lambda samples: f"{samples * 1000 / features.sample_rate:g}")
     training = opt.train_config(
         out=out,
         resume=resume,
@@ -109,10 +110,9 @@ def train_speech(
         warmup=warmup,
         eval_every=eval_every,
         seed=seed,
+        settings=settings,
+        shown={"hop_length": ms},
     )
-    if resume:
-        ms = ("--hop-ms", lambda samples: f"{samples * 1000 / features.sample_rate:g}")
-        opt.check_resume_settings(out, settings, shown={"hop_length": ms})
     result, transcriber, task = train_recognizer(settings, training, out, resume=resume)
     if not is_main_process():
         return  # rank 0 of a data-parallel run scores the test split

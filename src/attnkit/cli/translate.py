@@ -114,9 +114,8 @@ def train_translate(
         warmup=warmup,
         eval_every=eval_every,
         seed=seed,
+        settings=settings,
     )
-    if resume:
-        opt.check_resume_settings(out, settings)
     result, translator = train_translator(settings, training, out, resume=resume)
     if not is_main_process():
         return  # rank 0 of a data-parallel run scores the test split
